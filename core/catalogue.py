@@ -1,0 +1,68 @@
+"""The runbook catalogue: one entry per runbook id (RUNBOOKS.md), the only list of runbooks.
+
+Adding a runbook is one `Runbook(...)` line here plus its flow module and docs page; the CLI, the
+deployments and the docs check read this list.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from core.models import Severity
+
+if TYPE_CHECKING:
+    from prefect import Flow
+
+__all__ = ["CATALOGUE", "Runbook", "UnknownRunbook", "get"]
+
+
+class UnknownRunbook(KeyError):
+    def __str__(self) -> str:
+        known = ", ".join(sorted(CATALOGUE))
+        return f"unknown runbook {self.args[0]!r} (known: {known})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Runbook:
+    id: str
+    seed: str
+    severity: Severity
+    component: str
+    summary: str
+    # Seed 002's quick-reference resolution target, in minutes.
+    resolution_minutes: int
+    eta: str
+
+    @property
+    def flow_module(self) -> str:
+        return "flows." + self.id.replace("-", "_")
+
+    def load_flow(self) -> Flow[..., Any]:
+        module = importlib.import_module(self.flow_module)
+        flow: Flow[..., Any] = getattr(module, self.id.replace("-", "_"))
+        return flow
+
+
+CATALOGUE: dict[str, Runbook] = {
+    runbook.id: runbook
+    for runbook in (
+        Runbook(
+            id="connection-pool-exhausted",
+            seed="002 §2",
+            severity="P1",
+            component="Postgres Database",
+            summary="connections near max_connections: terminate idle sessions (approval first)",
+            resolution_minutes=30,
+            eta="15 minutes",
+        ),
+    )
+}
+
+
+def get(runbook_id: str) -> Runbook:
+    try:
+        return CATALOGUE[runbook_id]
+    except KeyError:
+        raise UnknownRunbook(runbook_id) from None

@@ -1,0 +1,294 @@
+"""`remediate`: the command line of CONTRACT.md.
+
+Exit codes of `run`: 0 healthy or resolved; 1 not resolved; 2 bad usage or configuration, with one
+line naming what is wrong. Prefect is imported only by the commands that need it, after the API
+URL is settled, so `remediate list` is instant and no command shows a traceback for a bad setting.
+"""
+
+from __future__ import annotations
+
+import getpass
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from core import catalogue
+from core.settings import ConfigError, load_settings
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Runbooks that fix incidents themselves, asking a person before anything destructive.",
+)
+
+__all__ = ["app", "main"]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"remediate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _parse_sets(values: list[str], *, runbook: catalogue.Runbook) -> dict[str, Any]:
+    flow = runbook.load_flow()
+    allowed = {
+        name for name in inspect.signature(flow.fn).parameters
+        if name not in {"dry_run", "auto_approve", "requested_by"}
+    }
+    params: dict[str, Any] = {}
+    for item in values:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            _fail(f"--set {item!r}: expected NAME=VALUE")
+        if name not in allowed:
+            _fail(f"--set {name}: not a parameter of {runbook.id} (parameters: {', '.join(sorted(allowed))})")
+        try:
+            params[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[name] = raw
+    return params
+
+
+@app.command("list")
+def list_runbooks() -> None:
+    """One line per runbook id with its severity and summary."""
+    for runbook in catalogue.CATALOGUE.values():
+        typer.echo(f"{runbook.id:<32} {runbook.severity}  {runbook.summary}")
+
+
+@app.command()
+def run(
+    runbook_id: Annotated[str, typer.Argument(metavar="ID", help="A runbook id from `remediate list`.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Approve the plan without asking a person.")
+    ] = False,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", metavar="NAME=VALUE", help="A flow parameter.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+) -> None:
+    """Run one runbook now against the configured targets."""
+    try:
+        runbook = catalogue.get(runbook_id)
+    except catalogue.UnknownRunbook as exc:
+        _fail(str(exc))
+    try:
+        settings = load_settings()
+        params = _parse_sets(sets or [], runbook=runbook)
+        _preflight(runbook, settings, params)
+        from core.prefect_api import ensure_api
+
+        ensure_api()
+    except ConfigError as exc:
+        _fail(str(exc))
+
+    from prefect.exceptions import ParameterTypeError
+
+    from core.models import Outcome
+
+    flow = runbook.load_flow()
+    try:
+        outcome: Outcome = flow(
+            **params, dry_run=dry_run, auto_approve=auto_approve, requested_by=_user()
+        )
+    except ParameterTypeError as exc:
+        _fail(f"bad parameter for {runbook.id}: {str(exc).splitlines()[0]}")
+    except ConfigError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # the run failed; say so in one line and in the outcome
+        outcome = Outcome(runbook=runbook.id, status="failed", severity=runbook.severity,
+                          summary=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        typer.echo(f"remediate: {runbook.id} failed: {outcome.summary}", err=True)
+    _print_outcome(outcome, as_json=as_json)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _preflight(runbook: catalogue.Runbook, settings: Any, params: dict[str, Any]) -> None:
+    """Fail fast, with exit 2, on what would make the run useless: unreachable target or store."""
+    from core.store import Store
+
+    Store.open(settings.remediation_database_url)
+    if runbook.id == "connection-pool-exhausted":
+        from tasks.postgres import PgTarget
+
+        database = params.get("database")
+        PgTarget.from_settings(settings, database=str(database) if database else None).connect().close()
+
+
+def _print_outcome(outcome: Any, *, as_json: bool) -> None:
+    if as_json:
+        typer.echo(outcome.model_dump_json())
+        return
+    typer.echo(f"{outcome.runbook}: {outcome.status} ({outcome.severity})")
+    if outcome.summary:
+        typer.echo(f"  {outcome.summary}")
+    for finding in outcome.findings:
+        mark = "ok  " if finding.ok else "FAIL"
+        typer.echo(f"  [{mark}] {finding.check}: {finding.detail}")
+    for action in outcome.actions:
+        state = "executed" if action.executed else "not executed"
+        by = f", approved by {action.approved_by}" if action.approved_by else ""
+        typer.echo(f"  action {action.name}: {state}{by}; {len(action.targets)} target(s)")
+    if outcome.incident_id:
+        typer.echo(f"  incident {outcome.incident_id}")
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(metavar="FLOW_RUN_ID")],
+    deny: Annotated[bool, typer.Option("--deny", help="Decline the plan.")] = False,
+    as_name: Annotated[str | None, typer.Option("--as", metavar="NAME", help="Approver name.")] = None,
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Kept in the timeline.")] = "",
+) -> None:
+    """Answer a run that waits for an approval."""
+    from uuid import UUID
+
+    try:
+        run_id = UUID(flow_run_id)
+    except ValueError:
+        _fail(f"{flow_run_id!r} is not a flow run id")
+    try:
+        from core.prefect_api import require_api
+
+        require_api()
+    except ConfigError as exc:
+        _fail(str(exc))
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import NotPausedError, resume_flow_run
+
+    approver = as_name or _user()
+    try:
+        resume_flow_run(run_id, run_input={"approve": not deny, "approver": approver, "note": note})
+    except ObjectNotFound:
+        _fail(f"no flow run {flow_run_id}")
+    except NotPausedError:
+        _fail(f"flow run {flow_run_id} is not waiting for an approval", code=1)
+    except Exception as exc:
+        _fail(f"could not answer flow run {flow_run_id}: {str(exc).splitlines()[0]}", code=1)
+    typer.echo(f"{'declined' if deny else 'approved'} flow run {flow_run_id} as {approver}")
+
+
+@app.command("check-migrations")
+def check_migrations(
+    path: Annotated[Path | None, typer.Argument(help="A migrations folder or file.")] = None,
+) -> None:
+    """The migration safety checker (seed 000): exit 1 with one line per problem."""
+    from core.migration_safety import check_path
+
+    target = path or Path(__file__).resolve().parent.parent / "migrations" / "versions"
+    if not target.exists():
+        _fail(f"{target}: no such file or folder")
+    problems = check_path(target)
+    for problem in problems:
+        typer.echo(str(problem))
+    raise typer.Exit(1 if problems else 0)
+
+
+@app.command("kill-switch")
+def kill_switch(
+    state: Annotated[str, typer.Argument(metavar="on|off|status")] = "status",
+) -> None:
+    """Stop (on) or allow (off) every destructive action of every run sharing this store."""
+    if state not in {"on", "off", "status"}:
+        _fail("expected on, off or status")
+    try:
+        from core.store import Store
+
+        settings = load_settings()
+        store = Store.open(settings.remediation_database_url)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if state != "status":
+        store.set_kill_switch(state == "on", by=_user())
+    on = store.kill_switch() or settings.remediation_kill_switch
+    typer.echo(f"kill switch is {'ON: no destructive action will run' if on else 'off'}")
+
+
+@app.command()
+def incidents(
+    open_only: Annotated[bool, typer.Option("--open", help="Only open incidents.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Incidents in the store, newest first."""
+    store = _store()
+    rows = store.incidents(open_only=open_only)
+    if as_json:
+        typer.echo(json.dumps([i.model_dump(mode="json") for i in rows]))
+        return
+    for i in rows:
+        typer.echo(f"{i.id}  {i.opened_at:%Y-%m-%d %H:%M:%S}  {i.severity}  {i.status:<10} {i.runbook}  {i.resource}")
+
+
+@app.command()
+def incident(
+    incident_id: Annotated[str, typer.Argument(metavar="ID")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One incident and its timeline."""
+    store = _store()
+    found = store.incident(incident_id)
+    if found is None:
+        _fail(f"no incident {incident_id}", code=1)
+    events = store.timeline(incident_id)
+    if as_json:
+        typer.echo(json.dumps({**found.model_dump(mode="json"),
+                               "timeline": [e.model_dump(mode="json") for e in events]}))
+        return
+    typer.echo(f"{found.id}  {found.severity}  {found.status}  {found.runbook}  {found.resource}")
+    for e in events:
+        actor = f" [{e.actor}]" if e.actor else ""
+        typer.echo(f"  {e.at:%H:%M:%S.%f}"[:-3] + f"  {e.kind:<20}{actor} {e.detail}")
+
+
+def _store() -> Any:
+    try:
+        from core.store import Store
+
+        return Store.open(load_settings().remediation_database_url)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def drill(
+    runbook_id: Annotated[str, typer.Argument(metavar="ID")],
+    approve_as: Annotated[
+        str | None,
+        typer.Option("--approve-as", help="Answer the approval as NAME instead of asking."),
+    ] = None,
+) -> None:
+    """Reproduce the runbook's incident in a disposable sandbox and run the runbook against it."""
+    try:
+        runbook = catalogue.get(runbook_id)
+    except catalogue.UnknownRunbook as exc:
+        _fail(str(exc))
+    from core import drills
+
+    try:
+        code = drills.run_drill(runbook, approve_as=approve_as, interactive=sys.stdin.isatty())
+    except ConfigError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""One incident from detection to outcome: the part every runbook flow shares.
+
+A flow detects and diagnoses with its own tasks and pure functions, then hands its plan to
+`IncidentRun.carry_out`, which runs the common choreography: safety envelope, approval, lock,
+re-read and re-check of the plan, act, verify, and the timeline and notifications around each step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from prefect import runtime
+
+from core import catalogue, safety
+from core.approval import ApprovalPolicy, request_approval
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
+from core.settings import Settings
+from core.store import LockTimeout, Store
+from tasks import notify
+
+__all__ = ["IncidentRun"]
+
+log = logging.getLogger(__name__)
+
+Recheck = Callable[[Plan], Plan]
+Act = Callable[[Plan], list[ActionResult]]
+Verify = Callable[[], list[Finding]]
+
+
+def _failed(findings: Sequence[Finding]) -> list[str]:
+    return [f"{f.check}: {f.detail}" for f in findings if not f.ok]
+
+
+@dataclass(kw_only=True)
+class IncidentRun:
+    runbook: catalogue.Runbook
+    resource: str
+    settings: Settings
+    store: Store
+    incident_id: str
+    requester: str | None
+    findings: list[Finding]
+    causes: list[str]
+    flow_run_id: str | None
+
+    @classmethod
+    def open(
+        cls,
+        runbook_id: str,
+        *,
+        resource: str,
+        findings: list[Finding],
+        impact: str,
+        settings: Settings,
+        requester: str | None = None,
+    ) -> IncidentRun:
+        """Record the incident as detected and declare it."""
+        runbook = catalogue.get(runbook_id)
+        store = Store.open(settings.remediation_database_url)
+        flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
+        incident = store.open_incident(
+            runbook=runbook.id,
+            severity=runbook.severity,
+            resource=resource,
+            title=runbook.component,
+            flow_run_id=flow_run_id,
+            requested_by=requester,
+        )
+        run = cls(
+            runbook=runbook,
+            resource=resource,
+            settings=settings,
+            store=store,
+            incident_id=incident.id,
+            requester=requester,
+            findings=list(findings),
+            causes=[],
+            flow_run_id=flow_run_id,
+        )
+        run._record("detected", detail="; ".join(_failed(findings)), findings=findings)
+        run._notify(notify.declare(run._card, impact=impact))
+        return run
+
+    @property
+    def _card(self) -> notify.IncidentCard:
+        return notify.IncidentCard(
+            title=f"{self.runbook.id} on {self.resource}",
+            severity=self.runbook.severity,
+            component=self.runbook.component,
+            incident_id=self.incident_id,
+            owner=self.settings.incident_owner,
+            eta=self.runbook.eta,
+        )
+
+    def _record(self, kind: str, *, detail: str = "", actor: str | None = None,
+                resource: str | None = None, findings: Sequence[Finding] = (),
+                **data: object) -> None:
+        if findings:
+            data["findings"] = [f.model_dump() for f in findings]
+        self.store.record(
+            self.incident_id, kind, actor=actor, resource=resource, detail=detail, data=data
+        )
+
+    def _notify(self, text: str) -> None:
+        if self.settings.slack_webhook_url is None:
+            return
+        delivered = notify.post_slack(self.settings.slack_webhook_url, text)
+        self._record("notified", detail=text.splitlines()[0], channel="slack", delivered=delivered)
+
+    # Phases a flow reports.
+
+    def diagnosed(self, diagnosis: Diagnosis) -> None:
+        self.causes = list(diagnosis.causes)
+        self.findings += diagnosis.evidence
+        self._record(
+            "diagnosed",
+            detail=", ".join(diagnosis.causes) or "no cause found",
+            findings=diagnosis.evidence,
+            causes=diagnosis.causes,
+            suggestions=diagnosis.suggestions,
+        )
+
+    def planned(self, plan: Plan) -> None:
+        self._record("planned", detail=plan.summary, plan=plan.model_dump(mode="json"))
+        _publish_plan(plan, self.incident_id)
+
+    # Endings.
+
+    def outcome(self, status: Status, *, actions: Sequence[ActionResult] = (),
+                verified: bool = False, summary: str = "") -> Outcome:
+        return Outcome(
+            runbook=self.runbook.id,
+            status=status,
+            severity=self.runbook.severity,
+            incident_id=self.incident_id,
+            flow_run_id=self.flow_run_id,
+            findings=self.findings,
+            causes=self.causes,
+            actions=list(actions),
+            verified=verified,
+            summary=summary,
+        )
+
+    def dry_run(self, plan: Plan) -> Outcome:
+        self._record("dry-run", detail="dry run: the plan was not carried out")
+        self.store.close_incident(self.incident_id, status="planned")
+        return self.outcome("planned", actions=_not_executed(plan), summary=plan.summary)
+
+    def escalate(self, reason: str, *, status: Status = "escalated",
+                 actions: Sequence[ActionResult] = (), verified: bool = False) -> Outcome:
+        self._record("escalated", detail=reason)
+        self.store.set_incident_status(self.incident_id, status=status)
+        self._notify(notify.escalated(self._card, reason=reason, evidence=_failed(self.findings)))
+        return self.outcome(status, actions=actions, verified=verified, summary=reason)
+
+    def resolve(self, *, resolution: str, actions: Sequence[ActionResult],
+                prevention: str) -> Outcome:
+        self._record("resolved", detail=resolution)
+        self.store.close_incident(self.incident_id, status="resolved")
+        duration = self.store.now() - (self._opened_at())
+        self._notify(
+            notify.resolved(
+                self._card,
+                resolution=resolution,
+                impact=f"{duration.total_seconds() / 60:.1f} minutes from detection to verified fix",
+                root_cause=", ".join(self.causes) or "not determined",
+                prevention=prevention,
+            )
+        )
+        return self.outcome("resolved", actions=actions, verified=True, summary=resolution)
+
+    def _opened_at(self) -> datetime:
+        incident = self.store.incident(self.incident_id)
+        assert incident is not None
+        return incident.opened_at
+
+    # The shared choreography of a destructive remediation.
+
+    def carry_out(
+        self,
+        plan: Plan,
+        *,
+        auto_approve: bool,
+        recheck: Recheck,
+        act: Act,
+        verify: Verify,
+        prevention: str,
+    ) -> Outcome:
+        """Envelope, approval, lock, re-check, act, verify; returns the run's outcome."""
+        policy = safety.SafetyPolicy.from_settings(self.settings)
+        refused = safety.refusal(plan, policy=policy, store=self.store)
+        if refused:
+            return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
+
+        decision = request_approval(
+            plan=plan,
+            incident_id=self.incident_id,
+            requester=self.requester,
+            policy=ApprovalPolicy.from_settings(self.settings),
+            store=self.store,
+            auto_approve=auto_approve,
+            announce=lambda: self._notify(
+                notify.approval_requested(
+                    self._card,
+                    plan=plan,
+                    flow_run_id=self.flow_run_id or "?",
+                    ui_url=runtime.flow_run.ui_url,
+                    timeout_seconds=self.settings.approval_timeout_seconds,
+                )
+            ),
+        )
+        if decision.status == "declined":
+            return self.escalate(
+                f"plan declined by {decision.approver}; nothing was changed",
+                status="declined",
+                actions=_not_executed(plan),
+            )
+        if decision.status == "timed-out":
+            return self.escalate(
+                f"no approval within {self.settings.approval_timeout_seconds} s;"
+                " nothing was changed",
+                status="timed-out",
+                actions=_not_executed(plan),
+            )
+
+        try:
+            with safety.guard(self.resource, policy=policy, store=self.store):
+                return self._act_and_verify(
+                    plan, policy=policy, approver=decision.approver, recheck=recheck, act=act,
+                    verify=verify, prevention=prevention,
+                )
+        except LockTimeout as exc:
+            return self.escalate(f"not attempted: {exc}", actions=_not_executed(plan))
+
+    def _act_and_verify(self, plan: Plan, *, policy: safety.SafetyPolicy, approver: str | None,
+                        recheck: Recheck, act: Act, verify: Verify,
+                        prevention: str) -> Outcome:
+        current = recheck(plan)  # the world may have moved while the approver read the plan
+        dropped = sorted(
+            {t for a in plan.actions for t in a.targets}
+            - {t for a in current.actions for t in a.targets}
+        )
+        self._record("rechecked", detail=f"{len(dropped)} planned target(s) no longer eligible",
+                     dropped=dropped)
+        actions: list[ActionResult] = []
+        if not current.empty:
+            refused = safety.refusal(current, policy=policy, store=self.store)
+            if refused:
+                return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
+            try:
+                actions = act(current)
+            except Exception as exc:
+                self._record("action-failed", detail=f"{type(exc).__name__}: {exc}")
+                return self.escalate(f"action failed: {type(exc).__name__}: {exc}",
+                                     status="failed", actions=_not_executed(plan))
+            for result in actions:
+                result.approved_by = approver
+                self._record("acted", actor=approver, resource=self.resource,
+                             detail=f"{result.name}: {len(result.targets)} target(s)",
+                             action=result.model_dump())
+
+        checks = verify()
+        self.findings += checks
+        ok = all(c.ok for c in checks)
+        self._record("verified" if ok else "verification-failed",
+                     detail="; ".join(c.detail for c in checks), findings=checks)
+        if not ok:
+            return self.escalate("verification failed: " + "; ".join(_failed(checks)),
+                                 actions=actions)
+        resolution = (
+            "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in actions)
+            if actions else "nothing left to change after re-check (already remediated)"
+        )
+        return self.resolve(resolution=resolution, actions=actions, prevention=prevention)
+
+
+def _not_executed(plan: Plan) -> list[ActionResult]:
+    return [
+        ActionResult(name=a.name, destructive=a.destructive, executed=False, targets=a.targets)
+        for a in plan.actions
+    ]
+
+
+def _publish_plan(plan: Plan, incident_id: str) -> None:
+    """The plan as a Prefect artifact, so the UI shows it beside the run."""
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(
+            key=f"plan-{plan.runbook}", markdown=plan.to_markdown(),
+            description=f"Plan of incident {incident_id}",
+        )
+    except Exception as exc:  # an artifact is a convenience, never a reason to stop
+        log.warning("could not publish the plan artifact: %s", exc)

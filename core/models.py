@@ -1,0 +1,150 @@
+"""Typed results that pass between the phases of a run: findings, diagnosis, plan, outcome, incident."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "ActionResult",
+    "Diagnosis",
+    "Finding",
+    "Incident",
+    "Outcome",
+    "Plan",
+    "PlannedAction",
+    "Severity",
+    "Status",
+]
+
+Severity = Literal["P1", "P2", "P3", "P4"]
+Status = Literal["healthy", "resolved", "planned", "declined", "timed-out", "escalated", "failed"]
+
+# Exit codes of `remediate run` and `remediate sweep` (CONTRACT.md).
+EXIT_OK_STATUSES: frozenset[str] = frozenset({"healthy", "resolved"})
+
+
+class Finding(BaseModel):
+    """One check and what it saw. `detail` is safe to show anywhere (no secrets)."""
+
+    check: str
+    ok: bool
+    detail: str
+
+
+class Diagnosis(BaseModel):
+    """Named causes and the read-only evidence behind them."""
+
+    causes: list[str] = Field(default_factory=list)
+    evidence: list[Finding] = Field(default_factory=list)
+    suggestions: list[str] = Field(default_factory=list)
+
+
+class PlannedAction(BaseModel):
+    """One change the run proposes: what, on which resource, the exact objects and statements."""
+
+    name: str
+    destructive: bool
+    resource: str
+    description: str
+    targets: list[str] = Field(default_factory=list)
+    statements: list[str] = Field(default_factory=list)
+    # Machine-readable identities of the targets, for the task that acts (never secrets).
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def blast_radius(self) -> int:
+        return len(self.targets)
+
+
+class Plan(BaseModel):
+    """Everything a remediation would change, shown to the approver before anything runs."""
+
+    runbook: str
+    resource: str
+    summary: str
+    actions: list[PlannedAction] = Field(default_factory=list)
+    suggestions: list[str] = Field(default_factory=list)
+
+    @property
+    def destructive(self) -> bool:
+        return any(action.destructive for action in self.actions)
+
+    @property
+    def empty(self) -> bool:
+        return not any(action.targets for action in self.actions)
+
+    def to_markdown(self) -> str:
+        lines = [f"## Plan for `{self.runbook}` on `{self.resource}`", "", self.summary, ""]
+        for number, action in enumerate(self.actions, start=1):
+            marker = " (destructive)" if action.destructive else ""
+            lines += [f"### {number}. `{action.name}`{marker}", "", action.description, ""]
+            lines.append(f"Blast radius: {action.blast_radius} object(s).")
+            lines.append("")
+            lines += [f"- {target}" for target in action.targets[:50]]
+            if len(action.targets) > 50:
+                lines.append(f"- … and {len(action.targets) - 50} more")
+            if action.statements:
+                lines += ["", "```sql", *action.statements, "```"]
+            lines.append("")
+        if self.suggestions:
+            lines += ["### Suggestions (never applied automatically)", ""]
+            lines += [f"- {suggestion}" for suggestion in self.suggestions]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+class ActionResult(BaseModel):
+    """What happened to one planned action (outcome JSON `actions[]`)."""
+
+    name: str
+    destructive: bool
+    approved_by: str | None = None
+    executed: bool = False
+    targets: list[str] = Field(default_factory=list)
+    detail: str = ""
+
+
+class Outcome(BaseModel):
+    """The result of one runbook run, printed by `remediate run --json`."""
+
+    runbook: str
+    status: Status
+    severity: Severity
+    incident_id: str | None = None
+    flow_run_id: str | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    causes: list[str] = Field(default_factory=list)
+    actions: list[ActionResult] = Field(default_factory=list)
+    verified: bool = False
+    summary: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status in EXIT_OK_STATUSES else 1
+
+
+class Incident(BaseModel):
+    """An incident in the store."""
+
+    id: str
+    runbook: str
+    severity: Severity
+    status: str
+    resource: str
+    title: str
+    flow_run_id: str | None = None
+    requested_by: str | None = None
+    opened_at: datetime
+    closed_at: datetime | None = None
+
+
+class TimelineEvent(BaseModel):
+    """One step of an incident: detected, planned, approval asked/answered, acted, verified…"""
+
+    at: datetime
+    kind: str
+    actor: str | None = None
+    detail: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)

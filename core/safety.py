@@ -1,0 +1,84 @@
+"""The safety envelope around every destructive action, the same for webhook, schedule and manual runs.
+
+- kill switch: `REMEDIATION_KILL_SWITCH=true` or `remediate kill-switch on` stops every action;
+- blast-radius cap: an action that names more objects than `REMEDIATION_MAX_BLAST_RADIUS` is refused;
+- budget: after `REMEDIATION_BUDGET_MAX` actions on one resource within the window, stop and escalate
+  (no remediation loops);
+- cooldown: no second action on a resource within `REMEDIATION_COOLDOWN_SECONDS` of the last;
+- lock: one run at a time acts on a resource (a PostgreSQL advisory lock in the store, so it holds
+  across processes and machines and is released if a process dies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from core.models import Plan
+from core.settings import Settings
+from core.store import Store
+
+__all__ = ["SafetyPolicy", "guard", "refusal"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SafetyPolicy:
+    kill_switch: bool = False
+    cooldown_seconds: int = 120
+    budget_max: int = 3
+    budget_window_seconds: int = 3600
+    max_blast_radius: int = 500
+    lock_timeout_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SafetyPolicy:
+        return cls(
+            kill_switch=settings.remediation_kill_switch,
+            cooldown_seconds=settings.remediation_cooldown_seconds,
+            budget_max=settings.remediation_budget_max,
+            budget_window_seconds=settings.remediation_budget_window_seconds,
+            max_blast_radius=settings.remediation_max_blast_radius,
+            lock_timeout_seconds=settings.remediation_lock_timeout_seconds,
+        )
+
+
+def refusal(plan: Plan, *, policy: SafetyPolicy, store: Store) -> str | None:
+    """Why the envelope will not let `plan` run now (None when it may)."""
+    if policy.kill_switch:
+        return "the kill switch is on (REMEDIATION_KILL_SWITCH)"
+    if store.kill_switch():
+        return "the kill switch is on (remediate kill-switch off to lift it)"
+    for action in plan.actions:
+        if action.destructive and action.blast_radius > policy.max_blast_radius:
+            return (
+                f"{action.name} would touch {action.blast_radius} objects, over the blast-radius"
+                f" cap of {policy.max_blast_radius} (REMEDIATION_MAX_BLAST_RADIUS)"
+            )
+    window = max(policy.budget_window_seconds, policy.cooldown_seconds)
+    history = store.executed_actions(plan.resource, within_seconds=window)
+    in_budget_window = [
+        at
+        for at in history
+        if (store.now() - at).total_seconds() <= policy.budget_window_seconds
+    ]
+    if len(in_budget_window) >= policy.budget_max:
+        return (
+            f"remediation budget spent: {len(in_budget_window)} actions on {plan.resource} in the"
+            f" last {policy.budget_window_seconds} s (REMEDIATION_BUDGET_MAX={policy.budget_max})"
+        )
+    if history:
+        since = (store.now() - history[0]).total_seconds()
+        if since < policy.cooldown_seconds:
+            return (
+                f"cooldown: the last action on {plan.resource} was {since:.0f} s ago"
+                f" (REMEDIATION_COOLDOWN_SECONDS={policy.cooldown_seconds})"
+            )
+    return None
+
+
+@contextmanager
+def guard(resource: str, *, policy: SafetyPolicy, store: Store) -> Iterator[None]:
+    """Hold the resource's lock; raises `core.store.LockTimeout` if another run keeps it."""
+    with store.resource_lock(resource, timeout=policy.lock_timeout_seconds):
+        yield

@@ -1,0 +1,158 @@
+"""Configuration from the environment (or `.env`), with the variable names of CONTRACT.md.
+
+Secrets are `SecretStr`: they print as `**********` and reach a driver only through
+`.get_secret_value()` at the point of use. A missing or malformed setting raises `ConfigError`
+with one line naming the variable, which the CLI turns into exit code 2.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings", "redact_url"]
+
+DEFAULT_STORE_URL = "postgresql://postgres@127.0.0.1:5432/remediate"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and is safe to print."""
+
+
+def _csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _check_postgres_url(name: str, value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    parts = urlsplit(value.get_secret_value())
+    if parts.scheme not in {"postgres", "postgresql"}:
+        raise ValueError(f"{name} must be a postgresql:// URL (postgresql://user@host:port/database)")
+    if not parts.hostname and "host=" not in parts.query:
+        raise ValueError(f"{name} has no host (postgresql://user@host:port/database)")
+    if not parts.path.strip("/"):
+        raise ValueError(f"{name} names no database (postgresql://user@host:port/database)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError(f"{name} has a malformed port") from None
+    return value
+
+
+def redact_url(url: str | SecretStr) -> str:
+    """`scheme://user@host:port/path` without the password or query: safe for logs and errors."""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    parts = urlsplit(raw)
+    user = f"{parts.username}@" if parts.username else ""
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{user}{parts.hostname or ''}{port}{parts.path}"
+
+
+class Settings(BaseSettings):
+    """Everything the product reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # The guarded application (CONTRACT.md).
+    target_database_url: SecretStr | None = None
+    target_redis_url: SecretStr | None = None
+    docker_host: str | None = None
+    compose_project_name: str | None = None
+    app_url: str | None = None
+    frontend_url: str | None = None
+    alembic_config: str | None = None
+    migrations_dir: str | None = None
+    app_repo: str | None = None
+    sentry_api_url: str | None = None
+    sentry_auth_token: SecretStr | None = None
+    sentry_org: str | None = None
+    sentry_project: str | None = None
+    sentry_dsn: SecretStr | None = None
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_routing_key: SecretStr | None = None
+    statuspage_url: str | None = None
+    github_repo: str | None = None
+    github_token: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    emails_from_email: str | None = None
+    sendgrid_api_key: SecretStr | None = None
+    alert_webhook_token: SecretStr | None = None
+    sentry_client_secret: SecretStr | None = None
+
+    # The product itself.
+    remediation_database_url: SecretStr = SecretStr(DEFAULT_STORE_URL)
+    remediation_environment: str = Field(default="production", min_length=1)
+    incident_owner: str = "@on-call"
+
+    # The approval gate.
+    approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    approval_require_distinct_approver: bool = False
+    approval_timeout_seconds: int = Field(default=900, ge=1)
+    approval_poll_seconds: float = Field(default=1.0, gt=0, le=10)
+    # Rules `runbook:action:environment`, `*` matching anything, comma separated.
+    auto_approve: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # The safety envelope.
+    remediation_kill_switch: bool = False
+    remediation_cooldown_seconds: int = Field(default=120, ge=0)
+    remediation_budget_max: int = Field(default=3, ge=1)
+    remediation_budget_window_seconds: int = Field(default=3600, ge=1)
+    remediation_max_blast_radius: int = Field(default=500, ge=1)
+    remediation_lock_timeout_seconds: float = Field(default=30.0, ge=0)
+
+    _split_csv = field_validator("approvers", "auto_approve", mode="before")(_csv)
+
+    @field_validator("target_database_url")
+    @classmethod
+    def _target_url(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_postgres_url("TARGET_DATABASE_URL", value)
+
+    @field_validator("remediation_database_url")
+    @classmethod
+    def _store_url(cls, value: SecretStr) -> SecretStr:
+        checked = _check_postgres_url("REMEDIATION_DATABASE_URL", value)
+        assert checked is not None
+        return checked
+
+    @field_validator("auto_approve")
+    @classmethod
+    def _rules(cls, rules: list[str]) -> list[str]:
+        for rule in rules:
+            if len(rule.split(":")) != 3 or not all(rule.split(":")):
+                raise ValueError(
+                    f"AUTO_APPROVE rule {rule!r} must be runbook:action:environment ('*' for any)"
+                )
+        return rules
+
+    def require_target_database(self) -> SecretStr:
+        """The guarded database URL, or a ConfigError naming the variable."""
+        if self.target_database_url is None:
+            raise ConfigError("TARGET_DATABASE_URL is not set (postgresql://user@host:port/database)")
+        return self.target_database_url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a validation error into one `ConfigError` line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if name.lower() in message.lower():
+            raise ConfigError(message) from None
+        raise ConfigError(f"{name}: {message}") from None

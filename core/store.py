@@ -1,0 +1,297 @@
+"""The product's own incident store in PostgreSQL (`REMEDIATION_DATABASE_URL`).
+
+Incidents, their timeline events, known-good snapshots and operator controls (the kill switch).
+The schema is under alembic (`migrations/`); `Store.open()` creates the database when it does not
+exist and brings the schema to head the first time a process uses it, under an advisory lock so
+that two processes starting together migrate once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pydantic import SecretStr
+
+from core.models import Incident, Severity, TimelineEvent
+from core.settings import ConfigError, redact_url
+
+__all__ = ["LockTimeout", "Store", "StoreUnavailable"]
+
+APPLICATION_NAME = "remediate:store"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+_MIGRATION_LOCK = 0x7265_6D65  # "reme": one advisory lock id for schema upgrades
+_migrated: set[str] = set()
+_migrated_lock = threading.Lock()
+
+
+class StoreUnavailable(ConfigError):
+    """The store cannot be reached or prepared; the message is safe to print."""
+
+
+class LockTimeout(Exception):
+    """Another run holds the lock on this resource."""
+
+
+def _with_database(url: str, database: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _connect(url: str, *, application_name: str = APPLICATION_NAME) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        url, autocommit=True, connect_timeout=5, application_name=application_name
+    )
+
+
+def _ensure_database(url: str) -> None:
+    """Create the store's database when the server has none of that name."""
+    name = urlsplit(url).path.lstrip("/")
+    with _connect(_with_database(url, "postgres")) as admin:
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def migrate(url: str) -> None:
+    """Bring the store's schema to alembic head (idempotent, safe to race)."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1).replace(
+        "postgres://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK})
+            try:
+                config = Config()
+                config.set_main_option("script_location", str(MIGRATIONS))
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+                connection.commit()
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _MIGRATION_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()
+
+
+class Store:
+    """A thread-safe handle on the incident store. One connection, reopened if it drops."""
+
+    def __init__(self, url: SecretStr) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.RLock()
+
+    @classmethod
+    def open(cls, url: SecretStr) -> Store:
+        raw = url.get_secret_value()
+        with _migrated_lock:
+            if raw not in _migrated:
+                try:
+                    _ensure_database(raw)
+                    migrate(raw)
+                except (psycopg.Error, OSError) as exc:
+                    raise StoreUnavailable(
+                        f"REMEDIATION_DATABASE_URL ({redact_url(url)}): {_reason(exc)}"
+                    ) from None
+                except Exception as exc:  # sqlalchemy wraps driver errors
+                    raise StoreUnavailable(
+                        f"REMEDIATION_DATABASE_URL ({redact_url(url)}): {_reason(exc)}"
+                    ) from None
+                _migrated.add(raw)
+        return cls(url)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @contextmanager
+    def _cursor(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = _connect(self._url.get_secret_value())
+            with self._conn.cursor(row_factory=dict_row) as cursor:
+                yield cursor
+
+    # Incidents and their timeline.
+
+    def open_incident(
+        self,
+        *,
+        runbook: str,
+        severity: Severity,
+        resource: str,
+        title: str,
+        flow_run_id: str | None = None,
+        requested_by: str | None = None,
+    ) -> Incident:
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO incidents (id, runbook, severity, status, resource, title,
+                                          flow_run_id, requested_by)
+                   VALUES (%s, %s, %s, 'open', %s, %s, %s, %s) RETURNING *""",
+                (uuid.uuid4(), runbook, severity, resource, title, flow_run_id, requested_by),
+            )
+            row = cur.fetchone()
+        assert row is not None
+        return _incident(row)
+
+    def close_incident(self, incident_id: str, *, status: str) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE incidents SET status = %s, closed_at = clock_timestamp() WHERE id = %s",
+                (status, incident_id),
+            )
+
+    def set_incident_status(self, incident_id: str, *, status: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("UPDATE incidents SET status = %s WHERE id = %s", (status, incident_id))
+
+    def record(
+        self,
+        incident_id: str,
+        kind: str,
+        *,
+        actor: str | None = None,
+        resource: str | None = None,
+        detail: str = "",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO incident_events (incident_id, kind, actor, resource, detail, data)
+                   VALUES (%s, %s, %s, %s, %s, %s)""",
+                (incident_id, kind, actor, resource, detail, Jsonb(data or {})),
+            )
+
+    def incident(self, incident_id: str) -> Incident | None:
+        with self._cursor() as cur:
+            cur.execute("SELECT * FROM incidents WHERE id::text = %s", (incident_id,))
+            row = cur.fetchone()
+        return _incident(row) if row else None
+
+    def incidents(self, *, open_only: bool = False, limit: int = 100) -> list[Incident]:
+        query = "SELECT * FROM incidents"
+        if open_only:
+            query += " WHERE closed_at IS NULL"
+        with self._cursor() as cur:
+            cur.execute(query + " ORDER BY opened_at DESC LIMIT %s", (limit,))
+            return [_incident(row) for row in cur.fetchall()]
+
+    def timeline(self, incident_id: str) -> list[TimelineEvent]:
+        with self._cursor() as cur:
+            cur.execute(
+                """SELECT at, kind, actor, detail, data FROM incident_events
+                   WHERE incident_id = %s ORDER BY id""",
+                (incident_id,),
+            )
+            return [TimelineEvent(**row) for row in cur.fetchall()]
+
+    # The safety envelope's memory.
+
+    def executed_actions(self, resource: str, *, within_seconds: float) -> list[datetime]:
+        """When destructive actions ran on `resource` in the window, newest first."""
+        with self._cursor() as cur:
+            cur.execute(
+                """SELECT at FROM incident_events
+                   WHERE resource = %s AND kind = 'acted'
+                     AND at > clock_timestamp() - make_interval(secs => %s)
+                   ORDER BY at DESC""",
+                (resource, within_seconds),
+            )
+            return [row["at"] for row in cur.fetchall()]
+
+    def now(self) -> datetime:
+        with self._cursor() as cur:
+            cur.execute("SELECT clock_timestamp() AS now")
+            row = cur.fetchone()
+        assert row is not None
+        result: datetime = row["now"]
+        return result
+
+    def kill_switch(self) -> bool:
+        with self._cursor() as cur:
+            cur.execute("SELECT value FROM controls WHERE name = 'kill-switch'")
+            row = cur.fetchone()
+        return bool(row and row["value"].get("on"))
+
+    def set_kill_switch(self, on: bool, *, by: str) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO controls (name, value, updated_by) VALUES ('kill-switch', %s, %s)
+                   ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value,
+                       updated_by = EXCLUDED.updated_by, updated_at = clock_timestamp()""",
+                (Jsonb({"on": on}), by),
+            )
+
+    @contextmanager
+    def resource_lock(self, resource: str, *, timeout: float) -> Iterator[None]:
+        """Hold an advisory lock named after `resource` across every process using this store.
+
+        The lock lives on a connection of its own: it is released when the block ends, or by
+        PostgreSQL itself if the process dies, so a crashed run never leaves a resource locked.
+        """
+        key = zlib.crc32(f"remediate:{resource}".encode())
+        conn = _connect(self._url.get_secret_value(), application_name="remediate:lock")
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if row and row[0]:
+                    break
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"another run holds the lock on {resource}")
+                time.sleep(0.1)
+            yield
+        finally:
+            conn.close()
+
+    # Known-good snapshots (used by later runbooks: policies, key fingerprints…).
+
+    def save_snapshot(self, kind: str, resource: str, data: dict[str, Any]) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO snapshots (kind, resource, data) VALUES (%s, %s, %s)",
+                (kind, resource, Jsonb(data)),
+            )
+
+    def latest_snapshot(self, kind: str, resource: str) -> dict[str, Any] | None:
+        with self._cursor() as cur:
+            cur.execute(
+                """SELECT data FROM snapshots WHERE kind = %s AND resource = %s
+                   ORDER BY taken_at DESC, id DESC LIMIT 1""",
+                (kind, resource),
+            )
+            row = cur.fetchone()
+        return dict(row["data"]) if row else None
+
+
+def _incident(row: dict[str, Any]) -> Incident:
+    values = dict(row)
+    values["id"] = str(values["id"])
+    if values.get("flow_run_id") is not None:
+        values["flow_run_id"] = str(values["flow_run_id"])
+    return Incident(**values)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error, which names the cause and never the password."""
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
