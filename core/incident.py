@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from prefect import runtime
+from prefect import get_run_logger, runtime
 
 from core import catalogue, safety
 from core.approval import ApprovalPolicy, request_approval
@@ -177,6 +177,23 @@ class IncidentRun:
         assert incident is not None
         return incident.opened_at
 
+    def _announce_approval(self, plan: Plan) -> None:
+        ui_url = runtime.flow_run.ui_url
+        get_run_logger().warning(
+            "Waiting for an approval of: %s. Answer with `remediate approve %s` (add --deny to"
+            " decline) or in the Prefect UI%s",
+            plan.summary, self.flow_run_id, f": {ui_url}" if ui_url else "",
+        )
+        self._notify(
+            notify.approval_requested(
+                self._card,
+                plan=plan,
+                flow_run_id=self.flow_run_id or "?",
+                ui_url=ui_url,
+                timeout_seconds=self.settings.approval_timeout_seconds,
+            )
+        )
+
     # The shared choreography of a destructive remediation.
 
     def carry_out(
@@ -202,15 +219,7 @@ class IncidentRun:
             policy=ApprovalPolicy.from_settings(self.settings),
             store=self.store,
             auto_approve=auto_approve,
-            announce=lambda: self._notify(
-                notify.approval_requested(
-                    self._card,
-                    plan=plan,
-                    flow_run_id=self.flow_run_id or "?",
-                    ui_url=runtime.flow_run.ui_url,
-                    timeout_seconds=self.settings.approval_timeout_seconds,
-                )
-            ),
+            announce=lambda: self._announce_approval(plan),
         )
         if decision.status == "declined":
             return self.escalate(

@@ -1,0 +1,185 @@
+"""Shared fixtures: real PostgreSQL databases, a real Prefect server, and the product's settings.
+
+Nothing here skips: a service that does not answer stops the session with an error naming it.
+Every database a test creates has the `rt_` prefix and is dropped by the fixture that made it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.sessions import Herd
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def db_url(name: str) -> str:
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Prefect reads its settings when first imported: point it at the session's server now.
+    home = tempfile.mkdtemp(prefix="rt-prefect-home-")
+    port = _free_port()
+    os.environ["PREFECT_HOME"] = home
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    os.environ["REMEDIATE_HOME"] = home
+    config.stash[_PORT] = port
+
+
+_PORT = pytest.StashKey[int]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problems = []
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        problems.append(f"PostgreSQL at {PG_ADMIN_URL}: {str(exc).strip().splitlines()[0]}")
+    try:
+        with socket.create_connection(("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])), 3) as s:
+            s.sendall(b"PING\r\n")
+            if not s.recv(16).startswith(b"+PONG"):
+                problems.append("Redis did not answer PING")
+    except OSError as exc:
+        problems.append(f"Redis at {REDIS_URL}: {exc}")
+    if problems:
+        pytest.exit("required services are not running: " + "; ".join(problems), returncode=3)
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(PG_ADMIN_URL, autocommit=True)
+
+
+def create_database(prefix: str = "rt") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with _admin() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(name: str) -> None:
+    assert name.startswith("rt"), "tests drop only the databases they created"
+    with _admin() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def make_database() -> Iterator[Callable[[], str]]:
+    """Create sandbox databases on demand; every one is dropped after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        created.append(create_database())
+        return created[-1]
+
+    yield make
+    for name in created:
+        drop_database(name)
+
+
+@pytest.fixture
+def sandbox(make_database: Callable[[], str]) -> str:
+    """One sandbox database's name."""
+    return make_database()
+
+
+@pytest.fixture(scope="session")
+def store_url() -> Iterator[str]:
+    name = create_database("rt_store")
+    yield db_url(name)
+    drop_database(name)
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[str, str]:
+    """The product's settings for one test: the sandbox as target, fast approvals, no cooldown."""
+    values = {
+        "TARGET_DATABASE_URL": db_url(sandbox),
+        "REMEDIATION_DATABASE_URL": store_url,
+        "REMEDIATION_COOLDOWN_SECONDS": "0",
+        "REMEDIATION_BUDGET_MAX": "1000",
+        "APPROVAL_TIMEOUT_SECONDS": "60",
+        "APPROVAL_POLL_SECONDS": "0.5",
+        "REMEDIATION_LOCK_TIMEOUT_SECONDS": "30",
+    }
+    for name in ("SLACK_WEBHOOK_URL", "APPROVERS", "AUTO_APPROVE", "REMEDIATION_KILL_SWITCH",
+                 "APPROVAL_REQUIRE_DISTINCT_APPROVER", "REMEDIATION_MAX_BLAST_RADIUS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tempfile.gettempdir())  # no stray .env is read
+    return values
+
+
+@pytest.fixture(scope="session")
+def prefect_server(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real Prefect server (PostgreSQL-backed) for the session; its API URL."""
+    port = request.config.stash[_PORT]
+    api_url = os.environ["PREFECT_API_URL"]
+    name = create_database("rt_prefect")
+    log = open(Path(os.environ["PREFECT_HOME"]) / "server.log", "wb")  # noqa: SIM115
+    server_env = {
+        **os.environ,
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url(name).replace(
+            "postgresql://", "postgresql+asyncpg://"),
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
+         "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=server_env, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log.close()
+            text = (Path(os.environ["PREFECT_HOME"]) / "server.log").read_text()[-2000:]
+            drop_database(name)
+            pytest.exit(f"the Prefect server did not start:\n{text}", returncode=3)
+        time.sleep(0.3)
+    yield api_url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    drop_database(name)
+
+
+@pytest.fixture
+def herd() -> Iterator[Herd]:
+    """Sessions a test opens; all closed afterwards."""
+    opened = Herd()
+    yield opened
+    opened.close()
