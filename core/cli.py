@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import inspect
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,18 @@ def _parse_sets(values: list[str], *, runbook: catalogue.Runbook) -> dict[str, A
             params[name] = json.loads(raw)
         except json.JSONDecodeError:
             params[name] = raw
+    from prefect.exceptions import ParameterTypeError
+
+    flows_log = logging.getLogger("prefect.flows")
+    level = flows_log.level
+    flows_log.setLevel(logging.CRITICAL)  # its own error log would repeat ours at length
+    try:
+        flow.validate_parameters(params)
+    except ParameterTypeError as exc:
+        reasons = [line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip()]
+        _fail(f"bad parameter for {runbook.id}: " + "; ".join(reasons))
+    finally:
+        flows_log.setLevel(level)
     return params
 
 
@@ -96,8 +109,6 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
 
-    from prefect.exceptions import ParameterTypeError
-
     from core.models import Outcome
 
     flow = runbook.load_flow()
@@ -105,8 +116,6 @@ def run(
         outcome: Outcome = flow(
             **params, dry_run=dry_run, auto_approve=auto_approve, requested_by=_user()
         )
-    except ParameterTypeError as exc:
-        _fail(f"bad parameter for {runbook.id}: {str(exc).splitlines()[0]}")
     except ConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # the run failed; say so in one line and in the outcome

@@ -1,0 +1,146 @@
+"""`remediate` as a user runs it: real processes, the contract's exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.e2e.test_connection_pool_exhausted import incident_world, paused_run  # noqa: F401
+from tests.sessions import pids_alive
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+REMEDIATE = str(Path(sys.executable).with_name("remediate"))
+
+
+def remediate(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([REMEDIATE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def run_args(w: dict[str, Any], *extra: str) -> list[str]:
+    p = w["params"]
+    return ["run", "connection-pool-exhausted", "--set", f"usage_threshold={p['usage_threshold']}",
+            "--set", "idle_minutes=0", "--set", f"database={p['database']}", *extra]
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
+def test_list_names_every_runbook() -> None:
+    result = remediate("list")
+    assert result.returncode == 0
+    assert result.stdout.split()[0:2] == ["connection-pool-exhausted", "P1"]
+
+
+def test_auto_approved_run_prints_the_outcome_json(incident_world: dict[str, Any]) -> None:  # noqa: F811
+    w = incident_world
+    result = remediate(*run_args(w, "--auto-approve", "--json"))
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)  # stdout holds the JSON and nothing else
+    assert outcome["status"] == "resolved" and outcome["verified"] is True
+    assert outcome["actions"][0]["approved_by"] == "auto-approve"
+    assert {int(t.split()[1]) for t in outcome["actions"][0]["targets"]} == w["idle"]
+    assert pids_alive(w["idle"]) == set()
+    assert pids_alive(w["survivors"]) == w["survivors"]
+
+
+@pytest.mark.parametrize(("flag", "status", "code"), [([], "resolved", 0), (["--deny"], "declined", 1)])
+def test_run_waits_for_remediate_approve_from_another_terminal(
+    incident_world: dict[str, Any], flag: list[str], status: str, code: int  # noqa: F811
+) -> None:
+    w = incident_world
+    waiting = subprocess.Popen([REMEDIATE, *run_args(w, "--json")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    run_id = paused_run(w["database"], timeout=60)
+    time.sleep(0.5)
+    assert pids_alive(w["idle"]) == w["idle"]
+    answered = remediate("approve", run_id, "--as", "carol", "--note", "checked", *flag)
+    assert answered.returncode == 0, answered.stderr
+    stdout, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == code, stderr
+    assert f"remediate approve {run_id}" in stderr
+    outcome = json.loads(stdout)
+    assert outcome["status"] == status
+    assert pids_alive(w["idle"]) == (set() if status == "resolved" else w["idle"])
+
+    again = remediate("approve", run_id)
+    assert_one_line_error(again, 1, "is not waiting for an approval")
+
+
+def test_dry_run_exits_1_and_changes_nothing(incident_world: dict[str, Any]) -> None:  # noqa: F811
+    w = incident_world
+    result = remediate(*run_args(w, "--dry-run", "--json"))
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["status"] == "planned"
+    assert pids_alive(w["idle"]) == w["idle"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env_value", "message"),
+    [
+        (["run", "no-such-runbook"], None, "unknown runbook 'no-such-runbook'"),
+        (["run", "connection-pool-exhausted", "--set", "colour=blue"], None,
+         "--set colour: not a parameter of connection-pool-exhausted"),
+        (["run", "connection-pool-exhausted", "--set", "usage_threshold=lots"], None,
+         "bad parameter for connection-pool-exhausted"),
+        (["run", "connection-pool-exhausted"], "mysql://u:pw@h/db",
+         "TARGET_DATABASE_URL must be a postgresql:// URL"),
+        (["run", "connection-pool-exhausted"], "postgresql://u:secret-canary@127.0.0.1:1/app",
+         "TARGET_DATABASE_URL (postgres://127.0.0.1:1/app)"),
+        (["approve", "not-a-uuid"], None, "'not-a-uuid' is not a flow run id"),
+    ],
+)
+def test_bad_usage_and_configuration_exit_2_with_one_line(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, args: list[str],
+    env_value: str | None, message: str
+) -> None:
+    if env_value:
+        monkeypatch.setenv("TARGET_DATABASE_URL", env_value)
+    result = remediate(*args)
+    assert_one_line_error(result, 2, message)
+    assert "secret-canary" not in result.stderr + result.stdout
+
+
+def test_unreachable_store_exits_2(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REMEDIATION_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/remediate")
+    assert_one_line_error(remediate("run", "connection-pool-exhausted"), 2,
+                          "REMEDIATION_DATABASE_URL (postgresql://postgres@127.0.0.1:1/remediate)")
+
+
+def test_check_migrations(tmp_path: Path) -> None:
+    assert remediate("check-migrations").returncode == 0
+    assert remediate("check-migrations", str(ROOT / "migrations" / "versions")).returncode == 0
+    bad = tmp_path / "0002_bad.py"
+    bad.write_text("from alembic import op\ndef upgrade():\n    op.create_table('user')\n")
+    result = remediate("check-migrations", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{bad}:1: no downgrade() function",
+        f"{bad}:3: " + result.stdout.splitlines()[1].split(":3: ", 1)[1],
+    ]
+
+
+def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> None:  # noqa: F811
+    w = incident_world
+    try:
+        assert "ON" in remediate("kill-switch", "on").stdout
+        blocked = remediate(*run_args(w, "--auto-approve", "--json"))
+        assert blocked.returncode == 1 and "kill switch" in json.loads(blocked.stdout)["summary"]
+        assert pids_alive(w["idle"]) == w["idle"]
+    finally:
+        assert "off" in remediate("kill-switch", "off").stdout
+    incident_id = json.loads(blocked.stdout)["incident_id"]
+    listed = json.loads(remediate("incidents", "--open", "--json").stdout)
+    assert incident_id in {i["id"] for i in listed}
+    shown = json.loads(remediate("incident", incident_id, "--json").stdout)
+    assert [e["kind"] for e in shown["timeline"]][-1] == "escalated"

@@ -1,0 +1,113 @@
+"""The incident store and the safety envelope on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from core import safety
+from core.models import Plan, PlannedAction
+from core.store import LockTimeout, Store, StoreUnavailable
+from tests.conftest import PG_ADMIN_URL, create_database, db_url, drop_database
+
+
+@pytest.fixture
+def store(store_url: str) -> Store:
+    return Store.open(SecretStr(store_url))
+
+
+def plan(resource: str, targets: int = 2) -> Plan:
+    return Plan(runbook="connection-pool-exhausted", resource=resource, summary="s", actions=[
+        PlannedAction(name="terminate-idle-sessions", destructive=True, resource=resource,
+                      description="d", targets=[f"pid {i}" for i in range(targets)])])
+
+
+def test_store_creates_its_database_and_schema_once() -> None:
+    name = f"rt_fresh_{time.monotonic_ns() % 10**8}"
+    url = SecretStr(db_url(name))
+    try:
+        store = Store.open(url)
+        incident = store.open_incident(runbook="connection-pool-exhausted", severity="P1",
+                                       resource="postgres://h:5432/app", title="t")
+        store.record(incident.id, "detected", detail="x", data={"n": 1})
+        store.close()
+        with psycopg.connect(db_url(name)) as conn:
+            tables = {r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+            (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert {"incidents", "incident_events", "snapshots", "controls", "alembic_version"} <= tables
+        assert version == "0001"
+    finally:
+        drop_database(name)
+
+
+def test_unreachable_store_is_one_clear_line() -> None:
+    with pytest.raises(StoreUnavailable) as excinfo:
+        Store.open(SecretStr("postgresql://postgres:canary-pw@127.0.0.1:1/remediate"))
+    message = str(excinfo.value)
+    assert message.startswith("REMEDIATION_DATABASE_URL (postgresql://postgres@127.0.0.1:1/remediate)")
+    assert "canary-pw" not in message and "\n" not in message
+
+
+def test_timeline_keeps_order_and_snapshots_return_latest(store: Store) -> None:
+    incident = store.open_incident(runbook="r", severity="P2", resource="res", title="t")
+    for kind in ("detected", "planned", "resolved"):
+        store.record(incident.id, kind)
+    assert [e.kind for e in store.timeline(incident.id)] == ["detected", "planned", "resolved"]
+    store.save_snapshot("policies", "res-snap", {"v": 1})
+    store.save_snapshot("policies", "res-snap", {"v": 2})
+    assert store.latest_snapshot("policies", "res-snap") == {"v": 2}
+    assert store.latest_snapshot("policies", "nothing") is None
+
+
+def test_resource_lock_excludes_across_connections(store: Store, store_url: str) -> None:
+    other = Store.open(SecretStr(store_url))
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with store.resource_lock("postgres://h:5432/locked", timeout=1):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(5)
+    with pytest.raises(LockTimeout):
+        with other.resource_lock("postgres://h:5432/locked", timeout=0.3):
+            pass
+    with other.resource_lock("postgres://h:5432/another", timeout=0.3):
+        pass  # other resources are free
+    release.set()
+    thread.join()
+    with other.resource_lock("postgres://h:5432/locked", timeout=1):
+        pass
+
+
+def test_envelope_refusals(store: Store) -> None:
+    resource = f"postgres://h:5432/env-{time.monotonic_ns()}"
+    policy = safety.SafetyPolicy(cooldown_seconds=0, budget_max=2, max_blast_radius=5)
+    assert safety.refusal(plan(resource), policy=policy, store=store) is None
+    assert "blast-radius" in safety.refusal(plan(resource, 6), policy=policy, store=store)
+    assert "kill switch" in safety.refusal(
+        plan(resource), policy=safety.SafetyPolicy(kill_switch=True), store=store)
+
+    incident = store.open_incident(runbook="r", severity="P1", resource=resource, title="t")
+    store.record(incident.id, "acted", resource=resource)
+    assert "cooldown" in safety.refusal(
+        plan(resource), policy=safety.SafetyPolicy(cooldown_seconds=60, budget_max=9), store=store)
+    store.record(incident.id, "acted", resource=resource)
+    assert "budget" in safety.refusal(plan(resource), policy=policy, store=store)
+
+
+def test_kill_switch_in_the_store(store: Store) -> None:
+    try:
+        store.set_kill_switch(True, by="tester")
+        assert "kill switch" in safety.refusal(plan("r"), policy=safety.SafetyPolicy(), store=store)
+    finally:
+        store.set_kill_switch(False, by="tester")
+    assert store.kill_switch() is False

@@ -1,0 +1,36 @@
+"""The catalogue is the one list of runbooks: each has its flow, its docs page and its CLI line."""
+
+from __future__ import annotations
+
+import inspect
+
+from core import catalogue
+from tests.conftest import ROOT
+
+
+def test_each_runbook_has_a_flow_named_after_it_with_the_common_parameters() -> None:
+    for runbook in catalogue.CATALOGUE.values():
+        flow = runbook.load_flow()
+        assert flow.name == runbook.id
+        params = inspect.signature(flow.fn).parameters
+        assert {"dry_run", "auto_approve", "requested_by"} <= set(params)
+        assert all(p.kind is p.KEYWORD_ONLY for p in params.values())
+
+
+def test_each_runbook_has_a_docs_page() -> None:
+    for runbook_id in catalogue.CATALOGUE:
+        assert (ROOT / "docs" / "runbooks" / f"{runbook_id}.md").is_file(), runbook_id
+
+
+def test_each_flow_module_is_in_the_catalogue() -> None:
+    modules = {p.stem for p in (ROOT / "flows").glob("*.py")} - {"__init__"}
+    assert modules == {r.flow_module.split(".")[1] for r in catalogue.CATALOGUE.values()}
+
+
+def test_unknown_runbook_names_the_known_ones() -> None:
+    try:
+        catalogue.get("no-such")
+    except catalogue.UnknownRunbook as exc:
+        assert "connection-pool-exhausted" in str(exc)
+    else:
+        raise AssertionError("expected UnknownRunbook")
