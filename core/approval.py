@@ -1,10 +1,11 @@
 """The approval gate: the one way a destructive plan gets permission to run.
 
-A person answers the `Approval` form (Prefect UI, `remediate approve`, later a signed link); the gate
-checks the answer against the allow-list and the "approver is not the requester" rule, asks again
-when an answer is refused, and gives up at the timeout with no action. An auto-approve policy
-(`AUTO_APPROVE` rules per runbook, action and environment) or an explicit `--auto-approve` answers
-instead of a person. Every question and answer goes to the incident's timeline.
+A person answers the `Approval` form (Prefect UI, `remediate approve`, later a signed link);
+the gate checks the answer against the allow-list and the "approver is not the requester" rule,
+asks again when an answer is refused, and gives up at the timeout with no action. An
+auto-approve policy (`AUTO_APPROVE` rules per runbook, action and environment) or an explicit
+`--auto-approve` answers instead of a person. Every question and answer goes to the incident's
+timeline.
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def auto_approval_rule(policy: ApprovalPolicy, plan: Plan) -> str | None:
     return matched
 
 
-def refusal_reason(answer: Approval, *, policy: ApprovalPolicy, requester: str | None) -> str | None:
+def refusal_reason(
+    answer: Approval, *, policy: ApprovalPolicy, requester: str | None
+) -> str | None:
     """Why an answer cannot count (None when it can). A decline is refused on the same rules."""
     name = answer.approver.strip()
     if not name:

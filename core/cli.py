@@ -45,7 +45,8 @@ def _user() -> str:
 def _parse_sets(values: list[str], *, runbook: catalogue.Runbook) -> dict[str, Any]:
     flow = runbook.load_flow()
     allowed = {
-        name for name in inspect.signature(flow.fn).parameters
+        name
+        for name in inspect.signature(flow.fn).parameters
         if name not in {"dry_run", "auto_approve", "requested_by"}
     }
     params: dict[str, Any] = {}
@@ -55,7 +56,10 @@ def _parse_sets(values: list[str], *, runbook: catalogue.Runbook) -> dict[str, A
         if not sep or not name:
             _fail(f"--set {item!r}: expected NAME=VALUE")
         if name not in allowed:
-            _fail(f"--set {name}: not a parameter of {runbook.id} (parameters: {', '.join(sorted(allowed))})")
+            _fail(
+                f"--set {name}: not a parameter of {runbook.id}"
+                f" (parameters: {', '.join(sorted(allowed))})"
+            )
         try:
             params[name] = json.loads(raw)
         except json.JSONDecodeError:
@@ -84,7 +88,9 @@ def list_runbooks() -> None:
 
 @app.command()
 def run(
-    runbook_id: Annotated[str, typer.Argument(metavar="ID", help="A runbook id from `remediate list`.")],
+    runbook_id: Annotated[
+        str, typer.Argument(metavar="ID", help="A runbook id from `remediate list`.")
+    ],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Approve the plan without asking a person.")
@@ -118,9 +124,13 @@ def run(
         )
     except ConfigError as exc:
         _fail(str(exc))
-    except Exception as exc:  # the run failed; say so in one line and in the outcome
-        outcome = Outcome(runbook=runbook.id, status="failed", severity=runbook.severity,
-                          summary=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    except Exception as exc:  # noqa: BLE001 - the run failed: one line, and the outcome says so
+        outcome = Outcome(
+            runbook=runbook.id,
+            status="failed",
+            severity=runbook.severity,
+            summary=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        )
         typer.echo(f"remediate: {runbook.id} failed: {outcome.summary}", err=True)
     _print_outcome(outcome, as_json=as_json)
     raise typer.Exit(outcome.exit_code)
@@ -135,7 +145,9 @@ def _preflight(runbook: catalogue.Runbook, settings: Any, params: dict[str, Any]
         from tasks.postgres import PgTarget
 
         database = params.get("database")
-        PgTarget.from_settings(settings, database=str(database) if database else None).connect().close()
+        PgTarget.from_settings(
+            settings, database=str(database) if database else None
+        ).connect().close()
 
 
 def _print_outcome(outcome: Any, *, as_json: bool) -> None:
@@ -160,7 +172,9 @@ def _print_outcome(outcome: Any, *, as_json: bool) -> None:
 def approve(
     flow_run_id: Annotated[str, typer.Argument(metavar="FLOW_RUN_ID")],
     deny: Annotated[bool, typer.Option("--deny", help="Decline the plan.")] = False,
-    as_name: Annotated[str | None, typer.Option("--as", metavar="NAME", help="Approver name.")] = None,
+    as_name: Annotated[
+        str | None, typer.Option("--as", metavar="NAME", help="Approver name.")
+    ] = None,
     note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Kept in the timeline.")] = "",
 ) -> None:
     """Answer a run that waits for an approval."""
@@ -176,8 +190,8 @@ def approve(
         require_api()
     except ConfigError as exc:
         _fail(str(exc))
-    from prefect.exceptions import ObjectNotFound
-    from prefect.flow_runs import NotPausedError, resume_flow_run
+    from prefect.exceptions import NotPausedError, ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
 
     approver = as_name or _user()
     try:
@@ -186,7 +200,7 @@ def approve(
         _fail(f"no flow run {flow_run_id}")
     except NotPausedError:
         _fail(f"flow run {flow_run_id} is not waiting for an approval", code=1)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the server refused; say why in one line
         _fail(f"could not answer flow run {flow_run_id}: {str(exc).splitlines()[0]}", code=1)
     typer.echo(f"{'declined' if deny else 'approved'} flow run {flow_run_id} as {approver}")
 
@@ -239,7 +253,10 @@ def incidents(
         typer.echo(json.dumps([i.model_dump(mode="json") for i in rows]))
         return
     for i in rows:
-        typer.echo(f"{i.id}  {i.opened_at:%Y-%m-%d %H:%M:%S}  {i.severity}  {i.status:<10} {i.runbook}  {i.resource}")
+        typer.echo(
+            f"{i.id}  {i.opened_at:%Y-%m-%d %H:%M:%S}  {i.severity}  {i.status:<10}"
+            f" {i.runbook}  {i.resource}"
+        )
 
 
 @app.command()
@@ -254,8 +271,14 @@ def incident(
         _fail(f"no incident {incident_id}", code=1)
     events = store.timeline(incident_id)
     if as_json:
-        typer.echo(json.dumps({**found.model_dump(mode="json"),
-                               "timeline": [e.model_dump(mode="json") for e in events]}))
+        typer.echo(
+            json.dumps(
+                {
+                    **found.model_dump(mode="json"),
+                    "timeline": [e.model_dump(mode="json") for e in events],
+                }
+            )
+        )
         return
     typer.echo(f"{found.id}  {found.severity}  {found.status}  {found.runbook}  {found.resource}")
     for e in events:

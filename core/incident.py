@@ -95,9 +95,16 @@ class IncidentRun:
             eta=self.runbook.eta,
         )
 
-    def _record(self, kind: str, *, detail: str = "", actor: str | None = None,
-                resource: str | None = None, findings: Sequence[Finding] = (),
-                **data: object) -> None:
+    def _record(
+        self,
+        kind: str,
+        *,
+        detail: str = "",
+        actor: str | None = None,
+        resource: str | None = None,
+        findings: Sequence[Finding] = (),
+        **data: object,
+    ) -> None:
         if findings:
             data["findings"] = [f.model_dump() for f in findings]
         self.store.record(
@@ -129,8 +136,14 @@ class IncidentRun:
 
     # Endings.
 
-    def outcome(self, status: Status, *, actions: Sequence[ActionResult] = (),
-                verified: bool = False, summary: str = "") -> Outcome:
+    def outcome(
+        self,
+        status: Status,
+        *,
+        actions: Sequence[ActionResult] = (),
+        verified: bool = False,
+        summary: str = "",
+    ) -> Outcome:
         return Outcome(
             runbook=self.runbook.id,
             status=status,
@@ -149,15 +162,22 @@ class IncidentRun:
         self.store.close_incident(self.incident_id, status="planned")
         return self.outcome("planned", actions=_not_executed(plan), summary=plan.summary)
 
-    def escalate(self, reason: str, *, status: Status = "escalated",
-                 actions: Sequence[ActionResult] = (), verified: bool = False) -> Outcome:
+    def escalate(
+        self,
+        reason: str,
+        *,
+        status: Status = "escalated",
+        actions: Sequence[ActionResult] = (),
+        verified: bool = False,
+    ) -> Outcome:
         self._record("escalated", detail=reason)
         self.store.set_incident_status(self.incident_id, status=status)
         self._notify(notify.escalated(self._card, reason=reason, evidence=_failed(self.findings)))
         return self.outcome(status, actions=actions, verified=verified, summary=reason)
 
-    def resolve(self, *, resolution: str, actions: Sequence[ActionResult],
-                prevention: str) -> Outcome:
+    def resolve(
+        self, *, resolution: str, actions: Sequence[ActionResult], prevention: str
+    ) -> Outcome:
         self._record("resolved", detail=resolution)
         self.store.close_incident(self.incident_id, status="resolved")
         duration = self.store.now() - (self._opened_at())
@@ -165,7 +185,7 @@ class IncidentRun:
             notify.resolved(
                 self._card,
                 resolution=resolution,
-                impact=f"{duration.total_seconds() / 60:.1f} minutes from detection to verified fix",
+                impact=f"{duration.total_seconds() / 60:.1f} min from detection to verified fix",
                 root_cause=", ".join(self.causes) or "not determined",
                 prevention=prevention,
             )
@@ -182,7 +202,9 @@ class IncidentRun:
         get_run_logger().warning(
             "Waiting for an approval of: %s. Answer with `remediate approve %s` (add --deny to"
             " decline) or in the Prefect UI%s",
-            plan.summary, self.flow_run_id, f": {ui_url}" if ui_url else "",
+            plan.summary,
+            self.flow_run_id,
+            f": {ui_url}" if ui_url else "",
         )
         self._notify(
             notify.approval_requested(
@@ -238,22 +260,38 @@ class IncidentRun:
         try:
             with safety.guard(self.resource, policy=policy, store=self.store):
                 return self._act_and_verify(
-                    plan, policy=policy, approver=decision.approver, recheck=recheck, act=act,
-                    verify=verify, prevention=prevention,
+                    plan,
+                    policy=policy,
+                    approver=decision.approver,
+                    recheck=recheck,
+                    act=act,
+                    verify=verify,
+                    prevention=prevention,
                 )
         except LockTimeout as exc:
             return self.escalate(f"not attempted: {exc}", actions=_not_executed(plan))
 
-    def _act_and_verify(self, plan: Plan, *, policy: safety.SafetyPolicy, approver: str | None,
-                        recheck: Recheck, act: Act, verify: Verify,
-                        prevention: str) -> Outcome:
+    def _act_and_verify(
+        self,
+        plan: Plan,
+        *,
+        policy: safety.SafetyPolicy,
+        approver: str | None,
+        recheck: Recheck,
+        act: Act,
+        verify: Verify,
+        prevention: str,
+    ) -> Outcome:
         current = recheck(plan)  # the world may have moved while the approver read the plan
         dropped = sorted(
             {t for a in plan.actions for t in a.targets}
             - {t for a in current.actions for t in a.targets}
         )
-        self._record("rechecked", detail=f"{len(dropped)} planned target(s) no longer eligible",
-                     dropped=dropped)
+        self._record(
+            "rechecked",
+            detail=f"{len(dropped)} planned target(s) no longer eligible",
+            dropped=dropped,
+        )
         actions: list[ActionResult] = []
         if not current.empty:
             refused = safety.refusal(current, policy=policy, store=self.store)
@@ -261,27 +299,39 @@ class IncidentRun:
                 return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
             try:
                 actions = act(current)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a failed action escalates with its reason
                 self._record("action-failed", detail=f"{type(exc).__name__}: {exc}")
-                return self.escalate(f"action failed: {type(exc).__name__}: {exc}",
-                                     status="failed", actions=_not_executed(plan))
+                return self.escalate(
+                    f"action failed: {type(exc).__name__}: {exc}",
+                    status="failed",
+                    actions=_not_executed(plan),
+                )
             for result in actions:
                 result.approved_by = approver
-                self._record("acted", actor=approver, resource=self.resource,
-                             detail=f"{result.name}: {len(result.targets)} target(s)",
-                             action=result.model_dump())
+                self._record(
+                    "acted",
+                    actor=approver,
+                    resource=self.resource,
+                    detail=f"{result.name}: {len(result.targets)} target(s)",
+                    action=result.model_dump(),
+                )
 
         checks = verify()
         self.findings += checks
         ok = all(c.ok for c in checks)
-        self._record("verified" if ok else "verification-failed",
-                     detail="; ".join(c.detail for c in checks), findings=checks)
+        self._record(
+            "verified" if ok else "verification-failed",
+            detail="; ".join(c.detail for c in checks),
+            findings=checks,
+        )
         if not ok:
-            return self.escalate("verification failed: " + "; ".join(_failed(checks)),
-                                 actions=actions)
+            return self.escalate(
+                "verification failed: " + "; ".join(_failed(checks)), actions=actions
+            )
         resolution = (
             "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in actions)
-            if actions else "nothing left to change after re-check (already remediated)"
+            if actions
+            else "nothing left to change after re-check (already remediated)"
         )
         return self.resolve(resolution=resolution, actions=actions, prevention=prevention)
 
@@ -299,8 +349,9 @@ def _publish_plan(plan: Plan, incident_id: str) -> None:
         from prefect.artifacts import create_markdown_artifact
 
         create_markdown_artifact(
-            key=f"plan-{plan.runbook}", markdown=plan.to_markdown(),
+            key=f"plan-{plan.runbook}",
+            markdown=plan.to_markdown(),
             description=f"Plan of incident {incident_id}",
         )
-    except Exception as exc:  # an artifact is a convenience, never a reason to stop
+    except Exception as exc:  # noqa: BLE001 - an artifact is a convenience, never a reason to stop
         log.warning("could not publish the plan artifact: %s", exc)

@@ -37,7 +37,8 @@ def _confirmed(lines: list[str], lineno: int) -> bool:
 
 def _is_empty(function: ast.FunctionDef) -> bool:
     body = [
-        node for node in function.body
+        node
+        for node in function.body
         if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))
     ]
     return all(isinstance(node, ast.Pass) for node in body)
@@ -51,33 +52,40 @@ def check_file(path: Path) -> list[Problem]:
         return [Problem(path, exc.lineno or 1, f"not valid Python: {exc.msg}")]
     lines = source.splitlines()
     problems: list[Problem] = []
-    functions = {
-        node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)
-    }
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     for name in ("upgrade", "downgrade"):
         if name not in functions:
             problems.append(Problem(path, 1, f"no {name}() function"))
     if "upgrade" in functions and _is_empty(functions["upgrade"]):
-        problems.append(Problem(path, functions["upgrade"].lineno, "empty migration: upgrade() does nothing"))
+        problems.append(
+            Problem(path, functions["upgrade"].lineno, "empty migration: upgrade() does nothing")
+        )
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         op = node.func.attr
         if op in GUARDED_OPS and not _confirmed(lines, node.lineno):
-            problems.append(Problem(
-                path, node.lineno,
-                f"op.{op} needs a confirmation comment '# migration-safety: {op.replace('_', '-')}"
-                " confirmed (why)' (a create_table on an existing table is how seed 000's"
-                " tables were lost; use add_column/alter_column for existing tables)",
-            ))
+            problems.append(
+                Problem(
+                    path,
+                    node.lineno,
+                    f"op.{op} needs a confirmation comment"
+                    f" '# migration-safety: {op.replace('_', '-')} confirmed (why)'"
+                    " (a create_table on an existing table is how seed 000's"
+                    " tables were lost; use add_column/alter_column for existing tables)",
+                )
+            )
         if op == "execute" and node.args and isinstance(node.args[0], ast.Constant):
             text = str(node.args[0].value)
             if RAW_SQL.search(text) and not _confirmed(lines, node.lineno):
-                problems.append(Problem(
-                    path, node.lineno,
-                    "raw CREATE/DROP TABLE or DROP COLUMN needs a '# migration-safety: ..."
-                    " confirmed' comment",
-                ))
+                problems.append(
+                    Problem(
+                        path,
+                        node.lineno,
+                        "raw CREATE/DROP TABLE or DROP COLUMN needs a '# migration-safety: ..."
+                        " confirmed' comment",
+                    )
+                )
     return problems
 
 

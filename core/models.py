@@ -1,4 +1,4 @@
-"""Typed results that pass between the phases of a run: findings, diagnosis, plan, outcome, incident."""
+"""Typed results passed between the phases of a run: findings, diagnosis, plan, outcome."""
 
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ class PlannedAction(BaseModel):
     resource: str
     description: str
     targets: list[str] = Field(default_factory=list)
+    # One line per target for the approver (who, what, since when); defaults to the targets.
+    details: list[str] = Field(default_factory=list)
     statements: list[str] = Field(default_factory=list)
     # Machine-readable identities of the targets, for the task that acts (never secrets).
     params: dict[str, Any] = Field(default_factory=dict)
@@ -83,9 +85,10 @@ class Plan(BaseModel):
             lines += [f"### {number}. `{action.name}`{marker}", "", action.description, ""]
             lines.append(f"Blast radius: {action.blast_radius} object(s).")
             lines.append("")
-            lines += [f"- {target}" for target in action.targets[:50]]
-            if len(action.targets) > 50:
-                lines.append(f"- … and {len(action.targets) - 50} more")
+            shown = action.details or action.targets
+            lines += [f"- {line}" for line in shown[:50]]
+            if len(shown) > 50:
+                lines.append(f"- … and {len(shown) - 50} more")
             if action.statements:
                 lines += ["", "```sql", *action.statements, "```"]
             lines.append("")

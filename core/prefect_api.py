@@ -65,7 +65,10 @@ def ensure_api(*, start_timeout: float = 90.0) -> str:
     with log_path.open("ab") as log:
         subprocess.Popen(
             [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", "4200"],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
         )
     deadline = time.monotonic() + start_timeout
@@ -74,4 +77,6 @@ def ensure_api(*, start_timeout: float = 90.0) -> str:
             _configure(LOCAL_API_URL)
             return LOCAL_API_URL
         time.sleep(0.5)
-    raise ConfigError(f"the local Prefect server did not start within {start_timeout:.0f} s; see {log_path}")
+    raise ConfigError(
+        f"the local Prefect server did not start within {start_timeout:.0f} s; see {log_path}"
+    )

@@ -1,9 +1,9 @@
-"""The safety envelope around every destructive action, the same for webhook, schedule and manual runs.
+"""The safety envelope around every destructive action, alike for webhook, schedule and manual runs.
 
 - kill switch: `REMEDIATION_KILL_SWITCH=true` or `remediate kill-switch on` stops every action;
-- blast-radius cap: an action that names more objects than `REMEDIATION_MAX_BLAST_RADIUS` is refused;
-- budget: after `REMEDIATION_BUDGET_MAX` actions on one resource within the window, stop and escalate
-  (no remediation loops);
+- blast-radius cap: an action naming more objects than `REMEDIATION_MAX_BLAST_RADIUS` is refused;
+- budget: after `REMEDIATION_BUDGET_MAX` actions on one resource within the window, stop and
+  escalate (no remediation loops);
 - cooldown: no second action on a resource within `REMEDIATION_COOLDOWN_SECONDS` of the last;
 - lock: one run at a time acts on a resource (a PostgreSQL advisory lock in the store, so it holds
   across processes and machines and is released if a process dies).
@@ -58,9 +58,7 @@ def refusal(plan: Plan, *, policy: SafetyPolicy, store: Store) -> str | None:
     window = max(policy.budget_window_seconds, policy.cooldown_seconds)
     history = store.executed_actions(plan.resource, within_seconds=window)
     in_budget_window = [
-        at
-        for at in history
-        if (store.now() - at).total_seconds() <= policy.budget_window_seconds
+        at for at in history if (store.now() - at).total_seconds() <= policy.budget_window_seconds
     ]
     if len(in_budget_window) >= policy.budget_max:
         return (

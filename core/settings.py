@@ -33,7 +33,9 @@ def _check_postgres_url(name: str, value: SecretStr | None) -> SecretStr | None:
         return None
     parts = urlsplit(value.get_secret_value())
     if parts.scheme not in {"postgres", "postgresql"}:
-        raise ValueError(f"{name} must be a postgresql:// URL (postgresql://user@host:port/database)")
+        raise ValueError(
+            f"{name} must be a postgresql:// URL (postgresql://user@host:port/database)"
+        )
     if not parts.hostname and "host=" not in parts.query:
         raise ValueError(f"{name} has no host (postgresql://user@host:port/database)")
     if not parts.path.strip("/"):
@@ -141,7 +143,9 @@ class Settings(BaseSettings):
     def require_target_database(self) -> SecretStr:
         """The guarded database URL, or a ConfigError naming the variable."""
         if self.target_database_url is None:
-            raise ConfigError("TARGET_DATABASE_URL is not set (postgresql://user@host:port/database)")
+            raise ConfigError(
+                "TARGET_DATABASE_URL is not set (postgresql://user@host:port/database)"
+            )
         return self.target_database_url
 
 

@@ -71,8 +71,11 @@ def migrate(url: str) -> None:
     from alembic.config import Config
     from sqlalchemy import create_engine, text
 
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1).replace(
-        "postgres://", "postgresql+psycopg://", 1))
+    engine = create_engine(
+        url.replace("postgresql://", "postgresql+psycopg://", 1).replace(
+            "postgres://", "postgresql+psycopg://", 1
+        )
+    )
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _MIGRATION_LOCK})
@@ -105,11 +108,7 @@ class Store:
                 try:
                     _ensure_database(raw)
                     migrate(raw)
-                except (psycopg.Error, OSError) as exc:
-                    raise StoreUnavailable(
-                        f"REMEDIATION_DATABASE_URL ({redact_url(url)}): {_reason(exc)}"
-                    ) from None
-                except Exception as exc:  # sqlalchemy wraps driver errors
+                except Exception as exc:  # noqa: BLE001 - driver, sqlalchemy and alembic errors
                     raise StoreUnavailable(
                         f"REMEDIATION_DATABASE_URL ({redact_url(url)}): {_reason(exc)}"
                     ) from None

@@ -75,29 +75,52 @@ def diagnose(
     clients = activity.client_sessions
     in_db = [s for s in clients if s.database == database]
     idle = [
-        s for s in clients
-        if skip_reason(s, database=database, idle_seconds=idle_seconds,
-                       protected_roles=protected_roles) is None
+        s
+        for s in clients
+        if skip_reason(
+            s, database=database, idle_seconds=idle_seconds, protected_roles=protected_roles
+        )
+        is None
     ]
     in_tx = [s for s in in_db if (s.state or "").startswith("idle in transaction")]
     slow = [
-        s for s in clients
+        s
+        for s in clients
         if s.state == "active" and not s.own and (s.query_seconds or 0) > SLOW_QUERY_SECONDS
     ]
     evidence = [
-        Finding(check="by-database", ok=True,
-                detail=_top(Counter(s.database or "(none)" for s in clients))),
-        Finding(check="by-state", ok=True, detail=_top(Counter(s.state or "(none)" for s in clients))),
-        Finding(check="by-user", ok=True, detail=_top(Counter(s.user or "(none)" for s in clients))),
-        Finding(check="by-application", ok=True,
-                detail=_top(Counter(s.application or "(unnamed)" for s in clients))),
-        Finding(check="idle-sessions", ok=not idle,
-                detail=f"{len(idle)} idle session(s) in {database} older than"
-                       f" {idle_seconds / 60:g} min that may be terminated"),
-        Finding(check="idle-in-transaction", ok=not in_tx,
-                detail=f"{len(in_tx)} session(s) idle in a transaction in {database}"),
-        Finding(check="slow-queries", ok=not slow,
-                detail=f"{len(slow)} quer(y/ies) running longer than {SLOW_QUERY_SECONDS:g} s"),
+        Finding(
+            check="by-database",
+            ok=True,
+            detail=_top(Counter(s.database or "(none)" for s in clients)),
+        ),
+        Finding(
+            check="by-state", ok=True, detail=_top(Counter(s.state or "(none)" for s in clients))
+        ),
+        Finding(
+            check="by-user", ok=True, detail=_top(Counter(s.user or "(none)" for s in clients))
+        ),
+        Finding(
+            check="by-application",
+            ok=True,
+            detail=_top(Counter(s.application or "(unnamed)" for s in clients)),
+        ),
+        Finding(
+            check="idle-sessions",
+            ok=not idle,
+            detail=f"{len(idle)} idle session(s) in {database} older than"
+            f" {idle_seconds / 60:g} min that may be terminated",
+        ),
+        Finding(
+            check="idle-in-transaction",
+            ok=not in_tx,
+            detail=f"{len(in_tx)} session(s) idle in a transaction in {database}",
+        ),
+        Finding(
+            check="slow-queries",
+            ok=not slow,
+            detail=f"{len(slow)} quer(y/ies) running longer than {SLOW_QUERY_SECONDS:g} s",
+        ),
     ]
     causes = []
     if idle:
@@ -131,18 +154,23 @@ def plan_idle_terminations(
     suggestions: list[str],
 ) -> Plan:
     chosen = sorted(
-        (s for s in activity.client_sessions
-         if skip_reason(s, database=database, idle_seconds=idle_seconds,
-                        protected_roles=protected_roles) is None),
+        (
+            s
+            for s in activity.client_sessions
+            if skip_reason(
+                s, database=database, idle_seconds=idle_seconds, protected_roles=protected_roles
+            )
+            is None
+        ),
         key=lambda s: s.pid,
     )
     pids = ", ".join(str(s.pid) for s in chosen) or "none"
     quoted_db = database.replace("'", "''")
-    details = "\n".join(
-        f"- pid {s.pid}: user {s.user}, application {s.application or '(unnamed)'},"
+    details = [
+        f"pid {s.pid}: user {s.user}, application {s.application or '(unnamed)'},"
         f" client {s.client or 'local'}, idle {(s.state_seconds or 0) / 60:.1f} min"
-        for s in chosen[:50]
-    )
+        for s in chosen
+    ]
     action = PlannedAction(
         name=ACTION,
         destructive=True,
@@ -151,8 +179,9 @@ def plan_idle_terminations(
             f"Terminate {len(chosen)} idle session(s) of database `{database}` idle for at least"
             f" {idle_seconds / 60:g} min. Active sessions, replication, superuser maintenance,"
             " protected roles and the runner's own sessions are never touched; a session that"
-            " turned active since this plan was made is skipped.\n\n" + details
+            " turned active since this plan was made is skipped."
         ),
+        details=details,
         targets=[f"pid {s.pid}" for s in chosen],
         statements=[
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pids})"
@@ -180,17 +209,27 @@ def recheck_plan(plan: Plan, activity: Activity, *, database: str) -> Plan:
     approved = {(pid, start) for pid, start in action.params["sessions"]}
     protected = frozenset(action.params["protected_roles"])
     still = sorted(
-        (s for s in activity.client_sessions
-         if (s.pid, s.backend_start.isoformat()) in approved
-         and skip_reason(s, database=database, idle_seconds=action.params["idle_seconds"],
-                         protected_roles=protected) is None),
+        (
+            s
+            for s in activity.client_sessions
+            if (s.pid, s.backend_start.isoformat()) in approved
+            and skip_reason(
+                s,
+                database=database,
+                idle_seconds=action.params["idle_seconds"],
+                protected_roles=protected,
+            )
+            is None
+        ),
         key=lambda s: s.pid,
     )
     narrowed = action.model_copy(
         update={
             "targets": [f"pid {s.pid}" for s in still],
-            "params": {**action.params,
-                       "sessions": [[s.pid, s.backend_start.isoformat()] for s in still]},
+            "params": {
+                **action.params,
+                "sessions": [[s.pid, s.backend_start.isoformat()] for s in still],
+            },
         }
     )
     return plan.model_copy(update={"actions": [narrowed]})
@@ -221,22 +260,37 @@ def connection_pool_exhausted(
     activity = postgres.read_activity(target)
     usage = usage_finding(activity, usage_threshold=usage_threshold)
     if usage.ok:
-        return Outcome(runbook=RUNBOOK, status="healthy", severity="P1", findings=[usage],
-                       verified=True, summary=usage.detail)
+        return Outcome(
+            runbook=RUNBOOK,
+            status="healthy",
+            severity="P1",
+            findings=[usage],
+            verified=True,
+            summary=usage.detail,
+        )
     run = IncidentRun.open(
-        RUNBOOK, resource=target.resource, findings=[usage], settings=settings,
-        requester=requested_by, impact=f"new connections may be refused: {usage.detail}",
+        RUNBOOK,
+        resource=target.resource,
+        findings=[usage],
+        settings=settings,
+        requester=requested_by,
+        impact=f"new connections may be refused: {usage.detail}",
     )
 
     # Diagnose: who holds the connections.
-    diagnosis = diagnose(activity, database=target.database, idle_seconds=idle_seconds,
-                         protected_roles=protected)
+    diagnosis = diagnose(
+        activity, database=target.database, idle_seconds=idle_seconds, protected_roles=protected
+    )
     run.diagnosed(diagnosis)
 
     # Plan: the idle sessions of the target database, by name.
     plan = plan_idle_terminations(
-        activity, resource=target.resource, database=target.database,
-        idle_seconds=idle_seconds, protected_roles=protected, suggestions=diagnosis.suggestions,
+        activity,
+        resource=target.resource,
+        database=target.database,
+        idle_seconds=idle_seconds,
+        protected_roles=protected,
+        suggestions=diagnosis.suggestions,
     )
     run.planned(plan)
     if plan.empty:
@@ -253,25 +307,34 @@ def connection_pool_exhausted(
             idle_seconds=params["idle_seconds"],
             protected_roles=params["protected_roles"],
         )
-        return [ActionResult(name=ACTION, destructive=True, executed=bool(terminated),
-                             targets=[f"pid {pid}" for pid in terminated],
-                             detail=f"{len(terminated)} session(s) terminated")]
+        return [
+            ActionResult(
+                name=ACTION,
+                destructive=True,
+                executed=bool(terminated),
+                targets=[f"pid {pid}" for pid in terminated],
+                detail=f"{len(terminated)} session(s) terminated",
+            )
+        ]
 
     def verify() -> list[Finding]:
         after = usage_finding(postgres.read_activity(target), usage_threshold=usage_threshold)
         probe = postgres.probe_query(target, timeout_seconds=probe_timeout_seconds)
         return [
             after.model_copy(update={"check": "connection-usage-after"}),
-            Finding(check="test-query", ok=probe.ok,
-                    detail=f"SELECT 1 answered in {probe.latency_ms:.0f} ms"
-                    if probe.ok else f"test query failed: {probe.error}"),
+            Finding(
+                check="test-query",
+                ok=probe.ok,
+                detail=f"SELECT 1 answered in {probe.latency_ms:.0f} ms"
+                if probe.ok
+                else f"test query failed: {probe.error}",
+            ),
         ]
 
     return run.carry_out(
         plan,
         auto_approve=auto_approve,
-        recheck=lambda p: recheck_plan(p, postgres.read_activity(target),
-                                       database=target.database),
+        recheck=lambda p: recheck_plan(p, postgres.read_activity(target), database=target.database),
         act=act,
         verify=verify,
         prevention=PREVENTION,

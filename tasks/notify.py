@@ -64,8 +64,10 @@ def approval_requested(
     ]
     lines += [f"• {a.name}: {a.blast_radius} object(s) on {a.resource}" for a in plan.actions]
     lines += [
-        f"Approve: remediate approve {flow_run_id}   Decline: remediate approve {flow_run_id} --deny",
-        f"Waiting {timeout_seconds // 60} min {timeout_seconds % 60} s, then escalating with no action.",
+        f"Approve: remediate approve {flow_run_id}",
+        f"Decline: remediate approve {flow_run_id} --deny",
+        f"Waiting {timeout_seconds // 60} min {timeout_seconds % 60} s, then escalating"
+        " with no action.",
     ]
     if ui_url:
         lines.append(f"Prefect UI: {ui_url}")

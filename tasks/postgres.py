@@ -35,8 +35,18 @@ __all__ = [
 APPLICATION_NAME = "remediate:postgres"
 # Superuser sessions from these tools are maintenance in progress: never terminated.
 MAINTENANCE_APPLICATIONS = (
-    "pg_dump", "pg_dumpall", "pg_restore", "pg_basebackup", "pg_upgrade", "pg_repack",
-    "pg_amcheck", "vacuumdb", "reindexdb", "clusterdb", "pg_rewind", "pg_checksums",
+    "pg_dump",
+    "pg_dumpall",
+    "pg_restore",
+    "pg_basebackup",
+    "pg_upgrade",
+    "pg_repack",
+    "pg_amcheck",
+    "vacuumdb",
+    "reindexdb",
+    "clusterdb",
+    "pg_rewind",
+    "pg_checksums",
 )
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 
@@ -83,7 +93,7 @@ class PgTarget(BaseModel):
 
 
 class Session(BaseModel):
-    """One row of pg_stat_activity, as much as the runbook needs (query text with literals masked)."""
+    """A row of pg_stat_activity, as much as the runbook needs (literals in the query masked)."""
 
     pid: int
     backend_start: datetime
@@ -136,8 +146,13 @@ WHERE a.backend_type IN ('client backend', 'walsender')
 """
 
 
-@task(name="read-activity", retries=2, retry_delay_seconds=1, cache_policy=NONE,
-      tags=["postgres", "read-only"])
+@task(
+    name="read-activity",
+    retries=2,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["postgres", "read-only"],
+)
 def read_activity(target: PgTarget) -> Activity:
     """max_connections and every client session of the server (all databases)."""
     with target.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
@@ -216,8 +231,13 @@ def terminate_idle_sessions(
     return terminated
 
 
-@task(name="probe-query", retries=1, retry_delay_seconds=1, cache_policy=NONE,
-      tags=["postgres", "read-only"])
+@task(
+    name="probe-query",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["postgres", "read-only"],
+)
 def probe_query(target: PgTarget, *, timeout_seconds: float = 5.0) -> ProbeResult:
     """Open a fresh connection and run `SELECT 1` within the timeout, as a client would."""
     started = time.perf_counter()
@@ -228,8 +248,10 @@ def probe_query(target: PgTarget, *, timeout_seconds: float = 5.0) -> ProbeResul
             connect_timeout=max(1, round(timeout_seconds)),
             application_name=APPLICATION_NAME,
         ) as conn:
-            conn.execute("SELECT set_config('statement_timeout', %s, false)",
-                         (f"{int(timeout_seconds * 1000)}ms",))
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)",
+                (f"{int(timeout_seconds * 1000)}ms",),
+            )
             conn.execute("SELECT 1").fetchone()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -60,7 +60,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except psycopg.Error as exc:
         problems.append(f"PostgreSQL at {PG_ADMIN_URL}: {str(exc).strip().splitlines()[0]}")
     try:
-        with socket.create_connection(("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])), 3) as s:
+        with socket.create_connection(
+            ("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])), 3
+        ) as s:
             s.sendall(b"PING\r\n")
             if not s.recv(16).startswith(b"+PONG"):
                 problems.append("Redis did not answer PING")
@@ -84,7 +86,9 @@ def create_database(prefix: str = "rt") -> str:
 def drop_database(name: str) -> None:
     assert name.startswith("rt"), "tests drop only the databases they created"
     with _admin() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -126,8 +130,14 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
         "APPROVAL_POLL_SECONDS": "0.5",
         "REMEDIATION_LOCK_TIMEOUT_SECONDS": "30",
     }
-    for name in ("SLACK_WEBHOOK_URL", "APPROVERS", "AUTO_APPROVE", "REMEDIATION_KILL_SWITCH",
-                 "APPROVAL_REQUIRE_DISTINCT_APPROVER", "REMEDIATION_MAX_BLAST_RADIUS"):
+    for name in (
+        "SLACK_WEBHOOK_URL",
+        "APPROVERS",
+        "AUTO_APPROVE",
+        "REMEDIATION_KILL_SWITCH",
+        "APPROVAL_REQUIRE_DISTINCT_APPROVER",
+        "REMEDIATION_MAX_BLAST_RADIUS",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():
         monkeypatch.setenv(name, value)
@@ -145,14 +155,25 @@ def prefect_server(request: pytest.FixtureRequest) -> Iterator[str]:
     server_env = {
         **os.environ,
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url(name).replace(
-            "postgresql://", "postgresql+asyncpg://"),
+            "postgresql://", "postgresql+asyncpg://"
+        ),
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(
-        [str(Path(sys.executable).with_name("prefect")), "server", "start", "--host",
-         "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, env=server_env, start_new_session=True,
+        [
+            str(Path(sys.executable).with_name("prefect")),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=server_env,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while True:

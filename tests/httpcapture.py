@@ -28,10 +28,11 @@ class CaptureServer:
         capture = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 capture.received.append(
-                    Received(self.path, dict(self.headers), self.rfile.read(length)))
+                    Received(self.path, dict(self.headers), self.rfile.read(length))
+                )
                 self.send_response(capture.status)
                 self.end_headers()
                 self.wfile.write(b"ok")

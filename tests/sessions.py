@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -61,10 +62,8 @@ class Herd:
             pids.add(conn.info.backend_pid)
 
             def sleep(c: psycopg.Connection = conn) -> None:
-                try:
+                with contextlib.suppress(psycopg.Error):
                     c.execute("SELECT pg_sleep(%s)", (seconds,))
-                except psycopg.Error:
-                    pass
 
             thread = threading.Thread(target=sleep, daemon=True)
             thread.start()
@@ -73,7 +72,8 @@ class Herd:
         while time.monotonic() < deadline:
             with psycopg.connect(ADMIN, autocommit=True) as admin:
                 row = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s) AND state = 'active'",
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE pid = ANY(%s) AND state = 'active'",
                     (list(pids),),
                 ).fetchone()
             if row and row[0] == n:
@@ -89,9 +89,7 @@ class Herd:
             except psycopg.Error:
                 pass
         for conn in self.conns:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 conn.close()
-            except psycopg.Error:
-                pass
         for thread in self.threads:
             thread.join(timeout=5)

@@ -27,25 +27,43 @@ def upgrade() -> None:
         sa.Column("title", sa.Text(), nullable=False),
         sa.Column("flow_run_id", postgresql.UUID(as_uuid=True), nullable=True),
         sa.Column("requested_by", sa.Text(), nullable=True),
-        sa.Column("opened_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.text("clock_timestamp()")),
+        sa.Column(
+            "opened_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("clock_timestamp()"),
+        ),
         sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
     )
-    op.create_index("incidents_open_idx", "incidents", ["runbook", "resource"],
-                    postgresql_where=sa.text("closed_at IS NULL"))
+    op.create_index(
+        "incidents_open_idx",
+        "incidents",
+        ["runbook", "resource"],
+        postgresql_where=sa.text("closed_at IS NULL"),
+    )
     # migration-safety: create-table confirmed (new table in an empty schema)
     op.create_table(
         "incident_events",
         sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
-        sa.Column("incident_id", postgresql.UUID(as_uuid=True),
-                  sa.ForeignKey("incidents.id", ondelete="CASCADE"), nullable=False),
-        sa.Column("at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.text("clock_timestamp()")),
+        sa.Column(
+            "incident_id",
+            postgresql.UUID(as_uuid=True),
+            sa.ForeignKey("incidents.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column(
+            "at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("clock_timestamp()"),
+        ),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("actor", sa.Text(), nullable=True),
         sa.Column("resource", sa.Text(), nullable=True),
         sa.Column("detail", sa.Text(), nullable=False, server_default=""),
-        sa.Column("data", postgresql.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column(
+            "data", postgresql.JSONB(), nullable=False, server_default=sa.text("'{}'::jsonb")
+        ),
     )
     op.create_index("incident_events_incident_idx", "incident_events", ["incident_id", "id"])
     op.create_index("incident_events_resource_idx", "incident_events", ["resource", "kind", "at"])
@@ -55,8 +73,12 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
         sa.Column("kind", sa.Text(), nullable=False),
         sa.Column("resource", sa.Text(), nullable=False),
-        sa.Column("taken_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.text("clock_timestamp()")),
+        sa.Column(
+            "taken_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("clock_timestamp()"),
+        ),
         sa.Column("data", postgresql.JSONB(), nullable=False),
     )
     op.create_index("snapshots_latest_idx", "snapshots", ["kind", "resource", "taken_at"])
@@ -66,8 +88,12 @@ def upgrade() -> None:
         sa.Column("name", sa.Text(), primary_key=True),
         sa.Column("value", postgresql.JSONB(), nullable=False),
         sa.Column("updated_by", sa.Text(), nullable=True),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
-                  server_default=sa.text("clock_timestamp()")),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.text("clock_timestamp()"),
+        ),
     )
 
 

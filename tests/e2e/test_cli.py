@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT
-from tests.e2e.test_connection_pool_exhausted import incident_world, paused_run  # noqa: F401
+from tests.e2e.conftest import paused_run
 from tests.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -25,8 +25,17 @@ def remediate(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 
 def run_args(w: dict[str, Any], *extra: str) -> list[str]:
     p = w["params"]
-    return ["run", "connection-pool-exhausted", "--set", f"usage_threshold={p['usage_threshold']}",
-            "--set", "idle_minutes=0", "--set", f"database={p['database']}", *extra]
+    return [
+        "run",
+        "connection-pool-exhausted",
+        "--set",
+        f"usage_threshold={p['usage_threshold']}",
+        "--set",
+        "idle_minutes=0",
+        "--set",
+        f"database={p['database']}",
+        *extra,
+    ]
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, text: str) -> None:
@@ -42,7 +51,7 @@ def test_list_names_every_runbook() -> None:
     assert result.stdout.split()[0:2] == ["connection-pool-exhausted", "P1"]
 
 
-def test_auto_approved_run_prints_the_outcome_json(incident_world: dict[str, Any]) -> None:  # noqa: F811
+def test_auto_approved_run_prints_the_outcome_json(incident_world: dict[str, Any]) -> None:
     w = incident_world
     result = remediate(*run_args(w, "--auto-approve", "--json"))
     assert result.returncode == 0, result.stderr
@@ -54,13 +63,22 @@ def test_auto_approved_run_prints_the_outcome_json(incident_world: dict[str, Any
     assert pids_alive(w["survivors"]) == w["survivors"]
 
 
-@pytest.mark.parametrize(("flag", "status", "code"), [([], "resolved", 0), (["--deny"], "declined", 1)])
+@pytest.mark.parametrize(
+    ("flag", "status", "code"), [([], "resolved", 0), (["--deny"], "declined", 1)]
+)
 def test_run_waits_for_remediate_approve_from_another_terminal(
-    incident_world: dict[str, Any], flag: list[str], status: str, code: int  # noqa: F811
+    incident_world: dict[str, Any],
+    flag: list[str],
+    status: str,
+    code: int,
 ) -> None:
     w = incident_world
-    waiting = subprocess.Popen([REMEDIATE, *run_args(w, "--json")], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    waiting = subprocess.Popen(
+        [REMEDIATE, *run_args(w, "--json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     run_id = paused_run(w["database"], timeout=60)
     time.sleep(0.5)
     assert pids_alive(w["idle"]) == w["idle"]
@@ -77,7 +95,7 @@ def test_run_waits_for_remediate_approve_from_another_terminal(
     assert_one_line_error(again, 1, "is not waiting for an approval")
 
 
-def test_dry_run_exits_1_and_changes_nothing(incident_world: dict[str, Any]) -> None:  # noqa: F811
+def test_dry_run_exits_1_and_changes_nothing(incident_world: dict[str, Any]) -> None:
     w = incident_world
     result = remediate(*run_args(w, "--dry-run", "--json"))
     assert result.returncode == 1
@@ -89,20 +107,35 @@ def test_dry_run_exits_1_and_changes_nothing(incident_world: dict[str, Any]) -> 
     ("args", "env_value", "message"),
     [
         (["run", "no-such-runbook"], None, "unknown runbook 'no-such-runbook'"),
-        (["run", "connection-pool-exhausted", "--set", "colour=blue"], None,
-         "--set colour: not a parameter of connection-pool-exhausted"),
-        (["run", "connection-pool-exhausted", "--set", "usage_threshold=lots"], None,
-         "bad parameter for connection-pool-exhausted"),
-        (["run", "connection-pool-exhausted"], "mysql://u:pw@h/db",
-         "TARGET_DATABASE_URL must be a postgresql:// URL"),
-        (["run", "connection-pool-exhausted"], "postgresql://u:secret-canary@127.0.0.1:1/app",
-         "TARGET_DATABASE_URL (postgres://127.0.0.1:1/app)"),
+        (
+            ["run", "connection-pool-exhausted", "--set", "colour=blue"],
+            None,
+            "--set colour: not a parameter of connection-pool-exhausted",
+        ),
+        (
+            ["run", "connection-pool-exhausted", "--set", "usage_threshold=lots"],
+            None,
+            "bad parameter for connection-pool-exhausted",
+        ),
+        (
+            ["run", "connection-pool-exhausted"],
+            "mysql://u:pw@h/db",
+            "TARGET_DATABASE_URL must be a postgresql:// URL",
+        ),
+        (
+            ["run", "connection-pool-exhausted"],
+            "postgresql://u:secret-canary@127.0.0.1:1/app",
+            "TARGET_DATABASE_URL (postgres://127.0.0.1:1/app)",
+        ),
         (["approve", "not-a-uuid"], None, "'not-a-uuid' is not a flow run id"),
     ],
 )
 def test_bad_usage_and_configuration_exit_2_with_one_line(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, args: list[str],
-    env_value: str | None, message: str
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env_value: str | None,
+    message: str,
 ) -> None:
     if env_value:
         monkeypatch.setenv("TARGET_DATABASE_URL", env_value)
@@ -113,8 +146,11 @@ def test_bad_usage_and_configuration_exit_2_with_one_line(
 
 def test_unreachable_store_exits_2(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REMEDIATION_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/remediate")
-    assert_one_line_error(remediate("run", "connection-pool-exhausted"), 2,
-                          "REMEDIATION_DATABASE_URL (postgresql://postgres@127.0.0.1:1/remediate)")
+    assert_one_line_error(
+        remediate("run", "connection-pool-exhausted"),
+        2,
+        "REMEDIATION_DATABASE_URL (postgresql://postgres@127.0.0.1:1/remediate)",
+    )
 
 
 def test_check_migrations(tmp_path: Path) -> None:
@@ -130,7 +166,7 @@ def test_check_migrations(tmp_path: Path) -> None:
     ]
 
 
-def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> None:  # noqa: F811
+def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> None:
     w = incident_world
     try:
         assert "ON" in remediate("kill-switch", "on").stdout

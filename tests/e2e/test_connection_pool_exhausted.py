@@ -7,102 +7,22 @@ sessions still exist and on the incident's timeline in the store.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from prefect.client.schemas.objects import StateType
-from prefect.flow_runs import resume_flow_run
-from pydantic import SecretStr
 
-from core.models import Outcome
-from core.store import Store
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.conftest import db_url
+from tests.e2e.conftest import answer, kinds, paused_run, start
 from tests.sessions import Herd, pids_alive, wait_idle
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def start(**params: Any) -> Future[Outcome]:
-    """Run the flow in a thread, as a served deployment would; the future holds its outcome."""
-    future: Future[Outcome] = Future()
-
-    def target() -> None:
-        try:
-            future.set_result(connection_pool_exhausted(**params))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            future.set_exception(exc)
-
-    threading.Thread(target=target, daemon=True).start()
-    return future
-
-
-def paused_run(database: str, timeout: float = 30.0) -> str:
-    """The id of the flow run on `database` that waits for an approval."""
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
-            )
-            for run in runs:
-                if run.parameters.get("database") == database:
-                    return str(run.id)
-            time.sleep(0.2)
-    raise AssertionError(f"no run on {database} paused for approval within {timeout} s")
-
-
-def answer(flow_run_id: str, *, approve: bool, approver: str, note: str = "") -> None:
-    resume_flow_run(flow_run_id, run_input={"approve": approve, "approver": approver, "note": note})
-
-
-@pytest.fixture
-def incident_world(env: dict[str, str], sandbox: str, herd: Herd, make_database: Callable[[], str]
-                   ) -> Iterator[dict[str, Any]]:
-    """Idle sessions to terminate, and sessions that must survive every run."""
-    url = db_url(sandbox)
-    idle = herd.idle(url, 20)
-    in_tx = {herd.idle_in_transaction(url)}
-    active = herd.active(url, 2)
-    other = herd.idle(db_url(make_database()), 3)
-    wait_idle(idle | in_tx | other)
-    yield {
-        "database": sandbox,
-        "idle": idle,
-        "survivors": in_tx | active | other,
-        # Low enough that this world is "exhausted", high enough that it is not once idle is gone.
-        "params": {"usage_threshold": _threshold(len(idle)), "idle_minutes": 0,
-                   "database": sandbox},
-        "store": Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"])),
-    }
-
-
-def _threshold(idle: int) -> float:
-    from tests.conftest import PG_ADMIN_URL
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        used, limit = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
-            " current_setting('max_connections')::int"
-        ).fetchone()
-    return (used - idle / 2) / limit
-
-
-def kinds(store: Store, incident_id: str | None) -> list[str]:
-    assert incident_id
-    return [e.kind for e in store.timeline(incident_id)]
-
-
-def test_approved_run_terminates_exactly_the_planned_sessions(incident_world: dict[str, Any]) -> None:
+def test_approved_run_terminates_exactly_the_planned_sessions(
+    incident_world: dict[str, Any],
+) -> None:
     w = incident_world
     future = start(**w["params"], requested_by="oncall")
     run_id = paused_run(w["database"])
@@ -120,8 +40,15 @@ def test_approved_run_terminates_exactly_the_planned_sessions(incident_world: di
 
     events = w["store"].timeline(outcome.incident_id)
     assert [e.kind for e in events] == [
-        "detected", "diagnosed", "planned", "approval-asked", "approval-answered",
-        "rechecked", "acted", "verified", "resolved",
+        "detected",
+        "diagnosed",
+        "planned",
+        "approval-asked",
+        "approval-answered",
+        "rechecked",
+        "acted",
+        "verified",
+        "resolved",
     ]
     answered = events[4]
     assert answered.actor == "alice" and answered.data == {"approve": True, "note": "pool is full"}
@@ -178,8 +105,10 @@ def test_refused_answers_are_recorded_and_a_listed_approver_decides(
     assert outcome.status == "resolved" and outcome.actions[0].approved_by == "bob"
     events = w["store"].timeline(outcome.incident_id)
     refused = [(e.actor, e.detail) for e in events if e.kind == "approval-refused"]
-    assert refused == [("mallory", "mallory is not on the approver list"),
-                       ("alice", "alice requested this run and may not approve it")]
+    assert refused == [
+        ("mallory", "mallory is not on the approver list"),
+        ("alice", "alice requested this run and may not approve it"),
+    ]
     assert pids_alive(w["idle"]) == set()
 
 
@@ -227,8 +156,11 @@ def test_two_concurrent_runs_remediate_once(incident_world: dict[str, Any]) -> N
     ],
 )
 def test_safety_envelope_refuses_before_asking(
-    incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
-    setting: str, value: str, reason: str
+    incident_world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    value: str,
+    reason: str,
 ) -> None:
     w = incident_world
     monkeypatch.setenv(setting, value)

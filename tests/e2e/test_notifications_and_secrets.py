@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from flows.connection_pool_exhausted import connection_pool_exhausted
-from tests.e2e.test_connection_pool_exhausted import answer, incident_world, paused_run, start  # noqa: F401
+from tests.e2e.conftest import answer, paused_run, start
 from tests.httpcapture import CaptureServer
 from tests.sessions import pids_alive
 
@@ -28,7 +28,8 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[CaptureServer]:
 
 
 def test_slack_hears_declare_approval_and_resolve(
-    incident_world: dict[str, Any], slack: CaptureServer  # noqa: F811
+    incident_world: dict[str, Any],
+    slack: CaptureServer,
 ) -> None:
     w = incident_world
     future = start(**w["params"])
@@ -40,7 +41,10 @@ def test_slack_hears_declare_approval_and_resolve(
     texts = [r.json()["text"] for r in slack.received]
     assert all(r.path == f"/services/T0/B0/{CANARY}" for r in slack.received)
     assert [t.splitlines()[0].split(":")[0] for t in texts] == [
-        "🚨 INCIDENT", "⏸️ APPROVAL NEEDED", "✅ INCIDENT RESOLVED"]
+        "🚨 INCIDENT",
+        "⏸️ APPROVAL NEEDED",
+        "✅ INCIDENT RESOLVED",
+    ]
     assert f"remediate approve {run_id}" in texts[1]
     assert f"Incident: {outcome.incident_id}" in texts[2]
     assert "Root Cause: idle-sessions" in texts[2]
@@ -49,19 +53,27 @@ def test_slack_hears_declare_approval_and_resolve(
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(run_id)
         deadline = time.monotonic() + 15  # logs reach the server in batches
-        while not (logs := client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))):
+        while not (
+            logs := client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+            )
+        ):
             if time.monotonic() > deadline:
                 break
             time.sleep(0.5)
     assert logs, "the run's logs reached the server"
-    seen = (outcome.model_dump_json() + str(run.parameters) + "".join(l.message for l in logs)
-            + "".join(e.model_dump_json() for e in w["store"].timeline(outcome.incident_id)))
+    seen = (
+        outcome.model_dump_json()
+        + str(run.parameters)
+        + "".join(log.message for log in logs)
+        + "".join(e.model_dump_json() for e in w["store"].timeline(outcome.incident_id))
+    )
     assert CANARY not in seen
 
 
 def test_failing_slack_delays_nothing_and_loses_no_event(
-    incident_world: dict[str, Any], slack: CaptureServer  # noqa: F811
+    incident_world: dict[str, Any],
+    slack: CaptureServer,
 ) -> None:
     w = incident_world
     slack.status = 500
@@ -72,6 +84,13 @@ def test_failing_slack_delays_nothing_and_loses_no_event(
     notified = [e for e in events if e.kind == "notified"]
     assert len(notified) == 2 and not any(e.data["delivered"] for e in notified)
     assert [e.kind for e in events if e.kind != "notified"] == [
-        "detected", "diagnosed", "planned", "approval-answered", "rechecked", "acted",
-        "verified", "resolved"]
+        "detected",
+        "diagnosed",
+        "planned",
+        "approval-answered",
+        "rechecked",
+        "acted",
+        "verified",
+        "resolved",
+    ]
     assert len(slack.received) == 6  # three tries for each of the two messages

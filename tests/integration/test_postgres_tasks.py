@@ -28,8 +28,10 @@ def replication_url(sandbox: str) -> str:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     yield db_url(sandbox).replace("postgres@", f"{role}@")
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"),
-                     (role,))
+        conn.execute(
+            sql.SQL("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s"),
+            (role,),
+        )
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
@@ -66,8 +68,14 @@ def test_only_plain_idle_sessions_of_the_target_are_planned_and_terminated(
     wait_idle(idle | role_idle | protected | runner_own | in_tx | elsewhere)
 
     activity = postgres.read_activity.fn(target(db))
-    plan = plan_idle_terminations(activity, resource="r", database=db, idle_seconds=0,
-                                  protected_roles=frozenset(), suggestions=[])
+    plan = plan_idle_terminations(
+        activity,
+        resource="r",
+        database=db,
+        idle_seconds=0,
+        protected_roles=frozenset(),
+        suggestions=[],
+    )
     planned = {int(t.split()[1]) for t in plan.actions[0].targets}
     assert planned == idle | role_idle
 
@@ -92,9 +100,12 @@ def test_a_reused_pid_is_never_terminated(sandbox: str, herd: Herd) -> None:
     activity = postgres.read_activity.fn(target(sandbox))
     (session,) = [s for s in activity.client_sessions if s.pid in idle]
     stale = session.backend_start.replace(year=2000)
-    assert postgres.terminate_idle_sessions.fn(
-        target(sandbox), sessions=[(session.pid, stale)], idle_seconds=0, protected_roles=[]
-    ) == []
+    assert (
+        postgres.terminate_idle_sessions.fn(
+            target(sandbox), sessions=[(session.pid, stale)], idle_seconds=0, protected_roles=[]
+        )
+        == []
+    )
     assert pids_alive(idle) == idle
 
 
@@ -105,13 +116,23 @@ def test_sessions_idle_for_less_than_the_limit_and_protected_roles_stay(
     wait_idle(idle)
     activity = postgres.read_activity.fn(target(sandbox))
     sessions = [s for s in activity.client_sessions if s.pid in idle]
-    assert all(skip_reason(s, database=sandbox, idle_seconds=600, protected_roles=frozenset())
-               for s in sessions)
+    assert all(
+        skip_reason(s, database=sandbox, idle_seconds=600, protected_roles=frozenset())
+        for s in sessions
+    )
     named = [(s.pid, s.backend_start) for s in sessions]
-    assert postgres.terminate_idle_sessions.fn(
-        target(sandbox), sessions=named, idle_seconds=600, protected_roles=[]) == []
-    assert postgres.terminate_idle_sessions.fn(
-        target(sandbox), sessions=named, idle_seconds=0, protected_roles=["postgres"]) == []
+    assert (
+        postgres.terminate_idle_sessions.fn(
+            target(sandbox), sessions=named, idle_seconds=600, protected_roles=[]
+        )
+        == []
+    )
+    assert (
+        postgres.terminate_idle_sessions.fn(
+            target(sandbox), sessions=named, idle_seconds=0, protected_roles=["postgres"]
+        )
+        == []
+    )
     assert pids_alive(idle) == idle
 
 

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from core import safety
 from core.models import Plan, PlannedAction
 from core.store import LockTimeout, Store, StoreUnavailable
-from tests.conftest import PG_ADMIN_URL, create_database, db_url, drop_database
+from tests.conftest import db_url, drop_database
 
 
 @pytest.fixture
@@ -21,9 +21,20 @@ def store(store_url: str) -> Store:
 
 
 def plan(resource: str, targets: int = 2) -> Plan:
-    return Plan(runbook="connection-pool-exhausted", resource=resource, summary="s", actions=[
-        PlannedAction(name="terminate-idle-sessions", destructive=True, resource=resource,
-                      description="d", targets=[f"pid {i}" for i in range(targets)])])
+    return Plan(
+        runbook="connection-pool-exhausted",
+        resource=resource,
+        summary="s",
+        actions=[
+            PlannedAction(
+                name="terminate-idle-sessions",
+                destructive=True,
+                resource=resource,
+                description="d",
+                targets=[f"pid {i}" for i in range(targets)],
+            )
+        ],
+    )
 
 
 def test_store_creates_its_database_and_schema_once() -> None:
@@ -31,15 +42,27 @@ def test_store_creates_its_database_and_schema_once() -> None:
     url = SecretStr(db_url(name))
     try:
         store = Store.open(url)
-        incident = store.open_incident(runbook="connection-pool-exhausted", severity="P1",
-                                       resource="postgres://h:5432/app", title="t")
+        incident = store.open_incident(
+            runbook="connection-pool-exhausted",
+            severity="P1",
+            resource="postgres://h:5432/app",
+            title="t",
+        )
         store.record(incident.id, "detected", detail="x", data={"n": 1})
         store.close()
         with psycopg.connect(db_url(name)) as conn:
-            tables = {r[0] for r in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+            tables = {
+                r[0]
+                for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            }
             (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        assert {"incidents", "incident_events", "snapshots", "controls", "alembic_version"} <= tables
+        assert {
+            "incidents",
+            "incident_events",
+            "snapshots",
+            "controls",
+            "alembic_version",
+        } <= tables
         assert version == "0001"
     finally:
         drop_database(name)
@@ -49,7 +72,9 @@ def test_unreachable_store_is_one_clear_line() -> None:
     with pytest.raises(StoreUnavailable) as excinfo:
         Store.open(SecretStr("postgresql://postgres:canary-pw@127.0.0.1:1/remediate"))
     message = str(excinfo.value)
-    assert message.startswith("REMEDIATION_DATABASE_URL (postgresql://postgres@127.0.0.1:1/remediate)")
+    assert message.startswith(
+        "REMEDIATION_DATABASE_URL (postgresql://postgres@127.0.0.1:1/remediate)"
+    )
     assert "canary-pw" not in message and "\n" not in message
 
 
@@ -77,9 +102,8 @@ def test_resource_lock_excludes_across_connections(store: Store, store_url: str)
     thread = threading.Thread(target=holder)
     thread.start()
     assert held.wait(5)
-    with pytest.raises(LockTimeout):
-        with other.resource_lock("postgres://h:5432/locked", timeout=0.3):
-            pass
+    with pytest.raises(LockTimeout), other.resource_lock("postgres://h:5432/locked", timeout=0.3):
+        pass
     with other.resource_lock("postgres://h:5432/another", timeout=0.3):
         pass  # other resources are free
     release.set()
@@ -94,12 +118,14 @@ def test_envelope_refusals(store: Store) -> None:
     assert safety.refusal(plan(resource), policy=policy, store=store) is None
     assert "blast-radius" in safety.refusal(plan(resource, 6), policy=policy, store=store)
     assert "kill switch" in safety.refusal(
-        plan(resource), policy=safety.SafetyPolicy(kill_switch=True), store=store)
+        plan(resource), policy=safety.SafetyPolicy(kill_switch=True), store=store
+    )
 
     incident = store.open_incident(runbook="r", severity="P1", resource=resource, title="t")
     store.record(incident.id, "acted", resource=resource)
     assert "cooldown" in safety.refusal(
-        plan(resource), policy=safety.SafetyPolicy(cooldown_seconds=60, budget_max=9), store=store)
+        plan(resource), policy=safety.SafetyPolicy(cooldown_seconds=60, budget_max=9), store=store
+    )
     store.record(incident.id, "acted", resource=resource)
     assert "budget" in safety.refusal(plan(resource), policy=policy, store=store)
 

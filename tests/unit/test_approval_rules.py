@@ -8,9 +8,13 @@ from core.models import Plan, PlannedAction
 
 def plan(*actions: tuple[str, bool]) -> Plan:
     return Plan(
-        runbook="connection-pool-exhausted", resource="postgres://h:5432/app", summary="s",
-        actions=[PlannedAction(name=n, destructive=d, resource="r", description="d", targets=["x"])
-                 for n, d in actions],
+        runbook="connection-pool-exhausted",
+        resource="postgres://h:5432/app",
+        summary="s",
+        actions=[
+            PlannedAction(name=n, destructive=d, resource="r", description="d", targets=["x"])
+            for n, d in actions
+        ],
     )
 
 
@@ -20,7 +24,9 @@ def policy(*rules: str, environment: str = "staging", **kw: object) -> ApprovalP
 
 def test_rule_must_cover_runbook_action_and_environment() -> None:
     p = plan(("terminate-idle-sessions", True))
-    assert auto_approval_rule(policy("connection-pool-exhausted:terminate-idle-sessions:staging"), p)
+    assert auto_approval_rule(
+        policy("connection-pool-exhausted:terminate-idle-sessions:staging"), p
+    )
     assert auto_approval_rule(policy("*:*:staging"), p) == "*:*:staging"
     assert auto_approval_rule(policy("*:*:staging", environment="production"), p) is None
     assert auto_approval_rule(policy("rate-limiter:*:*"), p) is None
@@ -38,8 +44,17 @@ def test_refused_answers() -> None:
     open_policy = policy()
     strict = policy(approvers=frozenset({"alice", "bob"}), require_distinct_approver=True)
     assert refusal_reason(Approval(approve=True, approver=""), policy=open_policy, requester=None)
-    assert refusal_reason(Approval(approve=True, approver="eve"), policy=open_policy, requester="x") is None
+    assert (
+        refusal_reason(Approval(approve=True, approver="eve"), policy=open_policy, requester="x")
+        is None
+    )
     assert refusal_reason(Approval(approve=True, approver="eve"), policy=strict, requester="x") == (
-        "eve is not on the approver list")
-    assert refusal_reason(Approval(approve=True, approver="alice"), policy=strict, requester="alice")
-    assert refusal_reason(Approval(approve=False, approver="bob"), policy=strict, requester="alice") is None
+        "eve is not on the approver list"
+    )
+    assert refusal_reason(
+        Approval(approve=True, approver="alice"), policy=strict, requester="alice"
+    )
+    assert (
+        refusal_reason(Approval(approve=False, approver="bob"), policy=strict, requester="alice")
+        is None
+    )

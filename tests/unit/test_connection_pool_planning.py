@@ -1,4 +1,4 @@
-"""Pure decisions of connection-pool-exhausted: detection, eligibility, diagnosis, plan, re-check."""
+"""Pure decisions of connection-pool-exhausted: detection, eligibility, diagnosis, plan."""
 
 from __future__ import annotations
 
@@ -18,9 +18,19 @@ T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
 def s(pid: int, **kw: object) -> Session:
     values: dict[str, object] = dict(
-        pid=pid, backend_start=T0 + timedelta(seconds=pid), database="app", user="app",
-        application="api", client="10.0.0.5", state="idle", backend_type="client backend",
-        state_seconds=900.0, query_seconds=900.0, superuser=False, replication=False, own=False,
+        pid=pid,
+        backend_start=T0 + timedelta(seconds=pid),
+        database="app",
+        user="app",
+        application="api",
+        client="10.0.0.5",
+        state="idle",
+        backend_type="client backend",
+        state_seconds=900.0,
+        query_seconds=900.0,
+        superuser=False,
+        replication=False,
+        own=False,
     )
     values.update(kw)
     return Session(**values)  # type: ignore[arg-type]
@@ -30,8 +40,13 @@ def activity(*sessions: Session, max_connections: int = 10) -> Activity:
     return Activity(max_connections=max_connections, superuser_reserved=3, sessions=list(sessions))
 
 
-def eligible(session: Session, idle_seconds: float = 600, protected: frozenset[str] = frozenset()) -> bool:
-    return skip_reason(session, database="app", idle_seconds=idle_seconds, protected_roles=protected) is None
+def eligible(
+    session: Session, idle_seconds: float = 600, protected: frozenset[str] = frozenset()
+) -> bool:
+    return (
+        skip_reason(session, database="app", idle_seconds=idle_seconds, protected_roles=protected)
+        is None
+    )
 
 
 def test_usage_against_threshold_counts_client_backends_only() -> None:
@@ -57,8 +72,12 @@ def test_what_may_never_be_terminated() -> None:
 
 
 def test_diagnosis_names_causes_and_suggests_indexes_for_slow_queries() -> None:
-    a = activity(s(1), s(2), s(3, state="idle in transaction"),
-                 s(4, state="active", query_seconds=42.0, query="SELECT * FROM t WHERE x = '?'"))
+    a = activity(
+        s(1),
+        s(2),
+        s(3, state="idle in transaction"),
+        s(4, state="active", query_seconds=42.0, query="SELECT * FROM t WHERE x = '?'"),
+    )
     d = diagnose(a, database="app", idle_seconds=600, protected_roles=frozenset())
     assert d.causes == ["idle-sessions", "idle-in-transaction", "slow-queries"]
     assert any("pid 4" in text and "index" in text for text in d.suggestions)
@@ -68,8 +87,14 @@ def test_diagnosis_names_causes_and_suggests_indexes_for_slow_queries() -> None:
 
 def test_plan_names_each_session_and_recheck_only_narrows() -> None:
     before = activity(s(1), s(2), s(3), s(4, state="active"))
-    plan = plan_idle_terminations(before, resource="postgres://h:5432/app", database="app",
-                                  idle_seconds=600, protected_roles=frozenset(), suggestions=[])
+    plan = plan_idle_terminations(
+        before,
+        resource="postgres://h:5432/app",
+        database="app",
+        idle_seconds=600,
+        protected_roles=frozenset(),
+        suggestions=[],
+    )
     (action,) = plan.actions
     assert action.destructive and action.targets == ["pid 1", "pid 2", "pid 3"]
     assert "pg_terminate_backend" in plan.to_markdown() and "pid 3" in plan.to_markdown()

@@ -10,8 +10,15 @@ from core.settings import ConfigError, load_settings, redact_url
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in ("TARGET_DATABASE_URL", "REMEDIATION_DATABASE_URL", "AUTO_APPROVE", "APPROVERS",
-                 "SLACK_WEBHOOK_URL", "SMTP_PORT", "APPROVAL_TIMEOUT_SECONDS"):
+    for name in (
+        "TARGET_DATABASE_URL",
+        "REMEDIATION_DATABASE_URL",
+        "AUTO_APPROVE",
+        "APPROVERS",
+        "SLACK_WEBHOOK_URL",
+        "SMTP_PORT",
+        "APPROVAL_TIMEOUT_SECONDS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -34,9 +41,21 @@ def test_dotenv_file_is_read(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("TARGET_DATABASE_URL", "mysql://x@h/db", "TARGET_DATABASE_URL must be a postgresql:// URL"),
-        ("TARGET_DATABASE_URL", "postgresql://x@h:99999999/db", "TARGET_DATABASE_URL has a malformed port"),
-        ("REMEDIATION_DATABASE_URL", "postgresql://x@h:5432/", "REMEDIATION_DATABASE_URL names no database"),
+        (
+            "TARGET_DATABASE_URL",
+            "mysql://x@h/db",
+            "TARGET_DATABASE_URL must be a postgresql:// URL",
+        ),
+        (
+            "TARGET_DATABASE_URL",
+            "postgresql://x@h:99999999/db",
+            "TARGET_DATABASE_URL has a malformed port",
+        ),
+        (
+            "REMEDIATION_DATABASE_URL",
+            "postgresql://x@h:5432/",
+            "REMEDIATION_DATABASE_URL names no database",
+        ),
         ("APPROVAL_TIMEOUT_SECONDS", "soon", "APPROVAL_TIMEOUT_SECONDS"),
         ("SMTP_PORT", "0", "SMTP_PORT"),
         ("AUTO_APPROVE", "connection-pool-exhausted", "AUTO_APPROVE rule"),

@@ -1,0 +1,102 @@
+"""Running the connection-pool runbook from a test: in a thread, answered through the real API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import psycopg
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+from pydantic import SecretStr
+
+from core.models import Outcome
+from core.store import Store
+from flows.connection_pool_exhausted import connection_pool_exhausted
+from tests.conftest import PG_ADMIN_URL, db_url
+from tests.sessions import Herd, wait_idle
+
+
+def start(**params: Any) -> Future[Outcome]:
+    """Run the flow in a thread, as a served deployment would; the future holds its outcome."""
+    future: Future[Outcome] = Future()
+
+    def target() -> None:
+        try:
+            future.set_result(connection_pool_exhausted(**params))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=target, daemon=True).start()
+    return future
+
+
+def paused_run(database: str, timeout: float = 30.0) -> str:
+    """The id of the flow run on `database` that waits for an approval."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            for run in runs:
+                if run.parameters.get("database") == database:
+                    return str(run.id)
+            time.sleep(0.2)
+    raise AssertionError(f"no run on {database} paused for approval within {timeout} s")
+
+
+def answer(flow_run_id: str, *, approve: bool, approver: str, note: str = "") -> None:
+    resume_flow_run(flow_run_id, run_input={"approve": approve, "approver": approver, "note": note})
+
+
+@pytest.fixture
+def incident_world(
+    env: dict[str, str], sandbox: str, herd: Herd, make_database: Callable[[], str]
+) -> dict[str, Any]:
+    """Idle sessions to terminate, and sessions that must survive every run."""
+    url = db_url(sandbox)
+    idle = herd.idle(url, 20)
+    in_tx = {herd.idle_in_transaction(url)}
+    active = herd.active(url, 2)
+    other = herd.idle(db_url(make_database()), 3)
+    wait_idle(idle | in_tx | other)
+    return {
+        "database": sandbox,
+        "idle": idle,
+        "survivors": in_tx | active | other,
+        # Low enough that this world is "exhausted", high enough that it is not once idle is gone.
+        "params": {
+            "usage_threshold": _threshold(len(idle)),
+            "idle_minutes": 0,
+            "database": sandbox,
+        },
+        "store": Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"])),
+    }
+
+
+def _threshold(idle: int) -> float:
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        used, limit = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " current_setting('max_connections')::int"
+        ).fetchone()
+    return (used - idle / 2) / limit
+
+
+def kinds(store: Store, incident_id: str | None) -> list[str]:
+    assert incident_id
+    return [e.kind for e in store.timeline(incident_id)]
