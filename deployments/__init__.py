@@ -1,0 +1,1 @@
+"""Serving the runbook flows as Prefect deployments (`python -m deployments.serve`)."""

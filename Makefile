@@ -1,0 +1,32 @@
+# The README's commands. `make demo` runs the product on a local incident; `make test` is what CI runs.
+.PHONY: setup demo test test-unit lint format bench clean
+
+VENV := .venv/bin
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/remediate drill connection-pool-exhausted
+
+test: setup lint
+	$(VENV)/pytest -q
+
+test-unit:
+	$(VENV)/pytest -q tests/unit
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+	$(VENV)/remediate check-migrations
+
+format:
+	$(VENV)/ruff format .
+	$(VENV)/ruff check --fix .
+
+bench: setup
+	$(VENV)/python bench/connection_pool.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Make this checkout's environment: .venv from the lock file, PostgreSQL and Redis reachable,
+# podman serving the Docker Engine API, and the locally built test image. Idempotent: each step
+# checks first and does only what is missing. Prints one line per step; exits 1 naming what failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PODMAN_SOCKET="${PODMAN_SOCKET:-/run/podman/podman.sock}"
+TEST_IMAGE="${TEST_IMAGE:-localhost/remediate-test:latest}"
+failed=()
+apt_updated=0
+
+ok()   { printf '  ok    %s\n' "$*"; }
+fail() { printf '  FAIL  %s\n' "$*" >&2; failed+=("$*"); }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+apt_install() {
+  command -v apt-get >/dev/null || { echo "apt-get not found: install $* by hand" >&2; return 1; }
+  if [ $apt_updated = 0 ]; then as_root apt-get update -qq >/dev/null && apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+echo "== remediate set-up =="
+
+# 1. Python environment from the lock file, at .venv/ (CONTRACT.md).
+if ! command -v uv >/dev/null; then
+  python3 -m pip install -q uv >/dev/null 2>&1 || python3 -m pip install -q --user uv >/dev/null 2>&1
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+if command -v uv >/dev/null && uv sync --frozen -q 2>/tmp/remediate-uv.log; then
+  ok "python environment .venv/ ($(.venv/bin/python --version 2>&1), locked by uv.lock)"
+else
+  fail "python environment: uv sync --frozen failed ($(tail -1 /tmp/remediate-uv.log 2>/dev/null))"
+fi
+
+# 2. PostgreSQL on 127.0.0.1:5432 (trust auth for postgres, as on this project's machines).
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! pg_up; then
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt_install postgresql postgresql-client && {
+      hba=$(ls /etc/postgresql/*/main/pg_hba.conf | head -1)
+      as_root sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "$hba"
+    }
+  fi
+  for version in $(ls /etc/postgresql 2>/dev/null); do
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >/dev/null 2>&1 || true
+  done
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if pg_up && psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'select 1' >/dev/null 2>&1; then
+  ok "PostgreSQL on 127.0.0.1:5432 ($(psql -h 127.0.0.1 -U postgres -Atqc 'show server_version'))"
+else
+  fail "PostgreSQL: nothing accepts user postgres on 127.0.0.1:5432"
+fi
+
+# 3. Redis on 127.0.0.1:6379.
+redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; }
+if ! redis_up; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p /var/lib/redis /var/log/redis 2>/dev/null
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log >/dev/null 2>&1 || true
+  for _ in $(seq 1 20); do redis_up && break; sleep 0.5; done
+fi
+if redis_up; then ok "Redis on 127.0.0.1:6379"; else fail "Redis: no PONG from 127.0.0.1:6379"; fi
+
+# 4. podman serving the Docker Engine API (ARCHITECTURE.md, "Real parts in tests").
+if ! command -v podman >/dev/null || ! command -v runc >/dev/null; then
+  apt_install podman runc || true
+fi
+if command -v podman >/dev/null; then
+  conf=/etc/containers/containers.conf
+  if ! grep -q 'remediate set-up' "$conf" 2>/dev/null; then
+    as_root mkdir -p /etc/containers
+    as_root tee -a "$conf" >/dev/null <<'CONF'
+# remediate set-up: crun fails on this machine's hybrid cgroups, raising rlimits is refused
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+CONF
+  fi
+  api_up() { curl -sf --max-time 3 --unix-socket "$PODMAN_SOCKET" http://d/_ping >/dev/null 2>&1; }
+  if ! api_up; then
+    as_root mkdir -p "$(dirname "$PODMAN_SOCKET")"
+    rm -f "$PODMAN_SOCKET" 2>/dev/null
+    nohup podman system service --time=0 "unix://$PODMAN_SOCKET" >/tmp/remediate-podman.log 2>&1 &
+    for _ in $(seq 1 30); do api_up && break; sleep 0.5; done
+  fi
+  if api_up; then
+    ok "Docker Engine API (podman $(podman --version | awk '{print $3}')) at unix://$PODMAN_SOCKET"
+  else
+    fail "podman API: nothing answers on $PODMAN_SOCKET (see /tmp/remediate-podman.log)"
+  fi
+else
+  fail "podman: not installed and could not be installed"
+fi
+
+# 5. The test image, built locally from Debian's busybox-static (no registry is reachable).
+if command -v podman >/dev/null; then
+  if ! podman image exists "$TEST_IMAGE" 2>/dev/null; then
+    [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd \
+      || apt_install busybox-static || true
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/tmp" "$root/www" "$root/etc"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in sh ls cat echo sleep env httpd nc wget grep sed printf mkdir rm kill ps true false; do
+      ln -sf busybox "$root/bin/$applet"
+    done
+    echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
+    tar -C "$root" -c . | podman import --change 'CMD ["/bin/sh"]' - "$TEST_IMAGE" >/dev/null 2>&1
+    rm -rf "$root"
+  fi
+  if out=$(podman run --rm "$TEST_IMAGE" /bin/echo image-ok 2>&1) && [ "$out" = image-ok ]; then
+    ok "test image $TEST_IMAGE runs"
+  else
+    fail "test image $TEST_IMAGE: ${out:-not built}"
+  fi
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "set-up failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "set-up complete. DOCKER_HOST=unix://$PODMAN_SOCKET"
