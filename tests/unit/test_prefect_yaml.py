@@ -19,11 +19,13 @@ def test_prefect_yaml_and_catalogue_agree() -> None:
         assert (ROOT / path).is_file()
 
 
-def test_served_deployments_have_a_parameter_form() -> None:
+def test_served_deployments_have_a_typed_parameter_form() -> None:
+    from prefect.utilities.callables import parameter_schema
+
     from deployments.serve import deployments
 
-    (deployment,) = deployments()
-    schema = deployment.parameter_openapi_schema.model_dump()
-    assert {"usage_threshold", "idle_minutes", "dry_run", "auto_approve"} <= set(
-        schema["properties"]
-    )
+    assert [d.name for d in deployments()] == list(catalogue.CATALOGUE)
+    schema = parameter_schema(catalogue.get("connection-pool-exhausted").load_flow().fn)
+    properties = schema.model_dump()["properties"]
+    assert {"usage_threshold", "idle_minutes", "dry_run", "auto_approve"} <= set(properties)
+    assert properties["dry_run"]["type"] == "boolean"
