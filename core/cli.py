@@ -116,12 +116,14 @@ def run(
         _fail(str(exc))
 
     from core.models import Outcome
+    from core.prefect_api import run_settings
 
     flow = runbook.load_flow()
     try:
-        outcome: Outcome = flow(
-            **params, dry_run=dry_run, auto_approve=auto_approve, requested_by=_user()
-        )
+        with run_settings():
+            outcome: Outcome = flow(
+                **params, dry_run=dry_run, auto_approve=auto_approve, requested_by=_user()
+            )
     except ConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the run failed: one line, and the outcome says so

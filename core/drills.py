@@ -153,7 +153,7 @@ def _ask_person(run_id: str, future: Future[Any]) -> bool | None:
 def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) -> int:
     if runbook.id != "connection-pool-exhausted":
         raise ConfigError(f"no drill for {runbook.id} yet")
-    from core.prefect_api import ensure_api
+    from core.prefect_api import ensure_api, run_settings
 
     ensure_api()
     from prefect.flow_runs import resume_flow_run
@@ -174,14 +174,15 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
 
             def run() -> None:
                 try:
-                    future.set_result(
-                        flow(
-                            usage_threshold=threshold,
-                            idle_minutes=0,
-                            database=database,
-                            requested_by="drill",
+                    with run_settings():
+                        future.set_result(
+                            flow(
+                                usage_threshold=threshold,
+                                idle_minutes=0,
+                                database=database,
+                                requested_by="drill",
+                            )
                         )
-                    )
                 except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                     future.set_exception(exc)
 

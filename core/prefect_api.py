@@ -12,13 +12,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from core.settings import ConfigError
 
-__all__ = ["LOCAL_API_URL", "ensure_api", "require_api"]
+__all__ = ["LOCAL_API_URL", "ensure_api", "require_api", "run_settings", "start_server"]
 
 LOCAL_API_URL = "http://127.0.0.1:4200/api"
 STATE_DIR = Path(os.environ.get("REMEDIATE_HOME", Path.home() / ".remediate"))
@@ -35,6 +37,63 @@ def _configure(api_url: str) -> None:
     os.environ["PREFECT_API_URL"] = api_url
     # Each runbook run is short; a pause needs an answer within a second, not the default 10 s.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@contextmanager
+def run_settings() -> Iterator[None]:
+    """Prefect settings for running a runbook in this process.
+
+    Flow heartbeats are off unless PREFECT_FLOWS_HEARTBEAT_FREQUENCY is set: a sync flow joins its
+    heartbeat thread at exit, which cost ~0.6 s of every ~1.1 s run in bench/. The incident store
+    keeps every run's state, so a crashed run is still visible there as an open incident.
+    """
+    if os.environ.get("PREFECT_FLOWS_HEARTBEAT_FREQUENCY"):
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def start_server(
+    *, port: int, log_path: Path, database_url: str | None = None, ui: bool = True
+) -> subprocess.Popen[bytes]:
+    """Start `prefect server start` in the background (its own session: Ctrl-C here spares it).
+
+    `database_url` (postgresql://…) puts the server on PostgreSQL instead of the embedded SQLite.
+    """
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url.replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
+    if not ui:
+        env["PREFECT_UI_ENABLED"] = "false"
+    prefect = Path(sys.executable).with_name("prefect")
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+
+def wait_healthy(
+    api_url: str, *, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """True once the server at `api_url` answers; False at the timeout or if `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _healthy(api_url):
+            return True
+        if process is not None and process.poll() is not None:
+            return False
+        time.sleep(0.3)
+    return False
 
 
 def require_api() -> str:
@@ -59,24 +118,11 @@ def ensure_api(*, start_timeout: float = 90.0) -> str:
         return LOCAL_API_URL
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     log_path = STATE_DIR / "prefect-server.log"
-    prefect = Path(sys.executable).with_name("prefect")
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     print(f"starting a local Prefect server on {LOCAL_API_URL} (log: {log_path})", file=sys.stderr)
-    with log_path.open("ab") as log:
-        subprocess.Popen(
-            [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", "4200"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
+    start_server(port=4200, log_path=log_path)
+    if not wait_healthy(LOCAL_API_URL, timeout=start_timeout):
+        raise ConfigError(
+            f"the local Prefect server did not start within {start_timeout:.0f} s; see {log_path}"
         )
-    deadline = time.monotonic() + start_timeout
-    while time.monotonic() < deadline:
-        if _healthy(LOCAL_API_URL):
-            _configure(LOCAL_API_URL)
-            return LOCAL_API_URL
-        time.sleep(0.5)
-    raise ConfigError(
-        f"the local Prefect server did not start within {start_timeout:.0f} s; see {log_path}"
-    )
+    _configure(LOCAL_API_URL)
+    return LOCAL_API_URL

@@ -9,18 +9,16 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 from psycopg import sql
 
+from core.prefect_api import start_server, wait_healthy
 from tests.sessions import Herd
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -151,50 +149,18 @@ def prefect_server(request: pytest.FixtureRequest) -> Iterator[str]:
     port = request.config.stash[_PORT]
     api_url = os.environ["PREFECT_API_URL"]
     name = create_database("rt_prefect")
-    log = open(Path(os.environ["PREFECT_HOME"]) / "server.log", "wb")  # noqa: SIM115
-    server_env = {
-        **os.environ,
-        "PREFECT_SERVER_DATABASE_CONNECTION_URL": db_url(name).replace(
-            "postgresql://", "postgresql+asyncpg://"
-        ),
-        "PREFECT_UI_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
-    }
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("prefect")),
-            "server",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=server_env,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            log.close()
-            text = (Path(os.environ["PREFECT_HOME"]) / "server.log").read_text()[-2000:]
-            drop_database(name)
-            pytest.exit(f"the Prefect server did not start:\n{text}", returncode=3)
-        time.sleep(0.3)
+    log_path = Path(os.environ["PREFECT_HOME"]) / "server.log"
+    proc = start_server(port=port, log_path=log_path, database_url=db_url(name), ui=False)
+    if not wait_healthy(api_url, timeout=120, process=proc):
+        proc.kill()
+        drop_database(name)
+        pytest.exit(f"the Prefect server did not start:\n{log_path.read_text()[-2000:]}", 3)
     yield api_url
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-    log.close()
     drop_database(name)
 
 

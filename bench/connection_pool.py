@@ -1,0 +1,200 @@
+"""Benchmark: connection-pool-exhausted end to end against the bare SQL it runs, in one run.
+
+For each round a sandbox database gets N idle sessions; then
+- bare: the same detection, termination and verification as plain psycopg calls (the floor);
+- flow: the runbook, auto-approved, on a PostgreSQL-backed Prefect server started here, with the
+  incident store, the safety envelope and the timeline it always keeps.
+Prints medians, the flow/bare ratio, the orchestration overhead and the overhead per task.
+
+    .venv/bin/python bench/connection_pool.py [--rounds 7] [--sessions 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TASKS_PER_RUN = 5  # read-activity x3 (detect, re-check, verify), terminate, probe
+
+
+def url(db: str) -> str:
+    return ADMIN.rsplit("/", 1)[0] + f"/{db}"
+
+
+def admin(statement: sql.Composable) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def open_idle(db: str, n: int) -> list[psycopg.Connection]:
+    conns = [
+        psycopg.connect(url(db), autocommit=True, application_name="bench-pool") for _ in range(n)
+    ]
+    time.sleep(0.05)
+    return conns
+
+
+def threshold(n: int) -> float:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        used, limit = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
+            " current_setting('max_connections')::int"
+        ).fetchone()
+    return (used - n / 2) / limit
+
+
+def bare(db: str) -> float:
+    """What an engineer would type: read, terminate the idle ones, wait, re-read, probe."""
+    started = time.perf_counter()
+    with psycopg.connect(url(db), autocommit=True) as conn:
+        conn.execute("SELECT current_setting('max_connections')::int").fetchone()
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'idle'"
+            " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+            (db,),
+        ).fetchall()
+        pids = [r[0] for r in rows]
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+        ).fetchone()[0]:
+            time.sleep(0.02)
+        conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+    with psycopg.connect(url(db), autocommit=True) as probe:
+        probe.execute("SELECT 1").fetchone()
+    return time.perf_counter() - started
+
+
+def task_overhead(n: int = 20, rounds: int = 5) -> float:
+    """Seconds one sync task adds to a flow: (flow with n no-op tasks - empty flow) / n."""
+    from prefect import flow, task
+    from prefect.cache_policies import NONE
+
+    @task(cache_policy=NONE)
+    def noop() -> None:
+        return None
+
+    @flow
+    def empty() -> None:
+        return None
+
+    @flow
+    def tasks() -> None:
+        for _ in range(n):
+            noop()
+
+    def timed(f: object) -> float:
+        started = time.perf_counter()
+        f()  # type: ignore[operator]
+        return time.perf_counter() - started
+
+    timed(empty), timed(tasks)  # warm-up
+    with_tasks = statistics.median(timed(tasks) for _ in range(rounds))
+    without = statistics.median(timed(empty) for _ in range(rounds))
+    return (with_tasks - without) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sessions", type=int, default=50)
+    args = parser.parse_args()
+
+    home = tempfile.mkdtemp(prefix="bench-prefect-")
+    port = free_port()
+    os.environ.update(
+        {
+            "PREFECT_HOME": home,
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "REMEDIATION_COOLDOWN_SECONDS": "0",
+            "REMEDIATION_BUDGET_MAX": "100000",
+        }
+    )
+    suffix = uuid.uuid4().hex[:8]
+    server_db, store_db, target_db = (f"bench_{k}_{suffix}" for k in ("prefect", "store", "target"))
+    for name in (server_db, store_db, target_db):
+        admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    os.environ["REMEDIATION_DATABASE_URL"] = url(store_db)
+    os.environ["TARGET_DATABASE_URL"] = url(target_db)
+
+    from core.prefect_api import run_settings, start_server, wait_healthy
+
+    server = start_server(
+        port=port, log_path=Path(home) / "server.log", database_url=url(server_db), ui=False
+    )
+    try:
+        if not wait_healthy(os.environ["PREFECT_API_URL"], timeout=120, process=server):
+            sys.exit("the Prefect server did not start")
+        settings = run_settings()  # once per process, as `remediate run` does
+        settings.__enter__()
+        from flows.connection_pool_exhausted import connection_pool_exhausted
+
+        bare_times, flow_times = [], []
+        for round_ in range(args.rounds + 1):  # round 0 warms imports, store and server
+            conns = open_idle(target_db, args.sessions)
+            bare_times.append(bare(target_db))
+            for c in conns:
+                c.close()
+            conns = open_idle(target_db, args.sessions)
+            limit = threshold(args.sessions)
+            started = time.perf_counter()
+            with run_settings():
+                outcome = connection_pool_exhausted(
+                    usage_threshold=limit, idle_minutes=0, auto_approve=True, requested_by="bench"
+                )
+            flow_times.append(time.perf_counter() - started)
+            terminated = len(outcome.actions[0].targets) if outcome.actions else 0
+            assert outcome.status == "resolved" and terminated == args.sessions, outcome.summary
+            for c in conns:
+                c.close()
+            print(
+                f"round {round_}: bare {bare_times[-1] * 1000:7.1f} ms   "
+                f"flow {flow_times[-1] * 1000:7.1f} ms",
+                flush=True,
+            )
+        b = statistics.median(bare_times[1:])
+        f = statistics.median(flow_times[1:])
+        print(
+            f"\nconnection-pool-exhausted, {args.sessions} idle sessions, {args.rounds} rounds"
+            " (medians, warm-up excluded)"
+        )
+        print(f"  bare SQL                 {b * 1000:8.1f} ms")
+        print(f"  flow (auto-approved)     {f * 1000:8.1f} ms")
+        print(f"  ratio flow/bare          {f / b:8.1f} x")
+        print(f"  orchestration overhead   {(f - b) * 1000:8.1f} ms  (goal < 500 ms)")
+        per_task = task_overhead()
+        print(f"  per task (no-op task)    {per_task * 1000:8.1f} ms  (goal < 15 ms)")
+        print(
+            f"  {TASKS_PER_RUN} tasks of the runbook   {per_task * TASKS_PER_RUN * 1000:8.1f} ms;"
+            " the rest: flow run, plan artifact, store writes"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for name in (server_db, store_db, target_db):
+            admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+if __name__ == "__main__":
+    main()
