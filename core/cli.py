@@ -144,12 +144,15 @@ def _preflight(runbook: catalogue.Runbook, settings: Any, params: dict[str, Any]
 
     Store.open(settings.remediation_database_url)
     if runbook.id == "connection-pool-exhausted":
-        from tasks.postgres import PgTarget
+        from tasks.postgres import PgTarget, TargetUnreachable
 
         database = params.get("database")
-        PgTarget.from_settings(
-            settings, database=str(database) if database else None
-        ).connect().close()
+        target = PgTarget.from_settings(settings, database=str(database) if database else None)
+        try:
+            target.connect().close()
+        except TargetUnreachable as exc:
+            if not exc.saturated:  # a full server is the incident itself, not a bad setting
+                raise
 
 
 def _print_outcome(outcome: Any, *, as_json: bool) -> None:

@@ -257,7 +257,24 @@ def connection_pool_exhausted(
     protected = frozenset(protected_roles or ())
 
     # Detect: client connections against max_connections.
-    activity = postgres.read_activity(target)
+    try:
+        activity = postgres.read_activity(target)
+    except postgres.TargetUnreachable as exc:
+        if not exc.saturated:
+            raise
+        refused = Finding(check="connection-usage", ok=False, detail=str(exc))
+        run = IncidentRun.open(
+            RUNBOOK,
+            resource=target.resource,
+            findings=[refused],
+            settings=settings,
+            requester=requested_by,
+            impact="the server refuses new connections",
+        )
+        return run.escalate(
+            "every connection slot is taken and the runner cannot get one to diagnose; connect it"
+            " as a role that may use reserved slots (superuser or pg_use_reserved_connections)"
+        )
     usage = usage_finding(activity, usage_threshold=usage_threshold)
     if usage.ok:
         return Outcome(

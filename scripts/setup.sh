@@ -16,7 +16,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 apt_install() {
   command -v apt-get >/dev/null || { echo "apt-get not found: install $* by hand" >&2; return 1; }
   if [ $apt_updated = 0 ]; then as_root apt-get update -qq >/dev/null && apt_updated=1; fi
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null 2>>/tmp/remediate-apt.log
 }
 
 echo "== remediate set-up =="
@@ -100,11 +100,21 @@ fi
 # 5. The test image, built locally from Debian's busybox-static (no registry is reachable).
 if command -v podman >/dev/null; then
   if ! podman image exists "$TEST_IMAGE" 2>/dev/null; then
-    [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd \
-      || apt_install busybox-static || true
+    # A static busybox is the whole image. Debian's busybox-static ships one; when the machine's
+    # /bin/busybox is not static, take the package's binary without installing it.
+    busybox=/bin/busybox
+    static() { [ -x "$1" ] && ldd "$1" 2>&1 | grep -q 'not a dynamic executable'; }
+    if ! static "$busybox"; then
+      if [ ! -e /bin/busybox ]; then apt_install busybox-static || true; fi
+      if ! static "$busybox"; then
+        debs=$(mktemp -d)
+        (cd "$debs" && apt-get download busybox-static >/dev/null 2>&1) \
+          && dpkg-deb -x "$debs"/busybox-static_*.deb "$debs/x" && busybox="$debs/x/bin/busybox"
+      fi
+    fi
     root=$(mktemp -d)
     mkdir -p "$root/bin" "$root/tmp" "$root/www" "$root/etc"
-    cp /bin/busybox "$root/bin/busybox"
+    cp "$busybox" "$root/bin/busybox"
     for applet in sh ls cat echo sleep env httpd nc wget grep sed printf mkdir rm kill ps true false; do
       ln -sf busybox "$root/bin/$applet"
     done

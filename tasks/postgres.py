@@ -51,8 +51,16 @@ MAINTENANCE_APPLICATIONS = (
 _LITERAL = re.compile(r"'(?:[^']|'')*'")
 
 
+SATURATED = ("too many clients", "too many connections", "remaining connection slots are reserved")
+
+
 class TargetUnreachable(ConfigError):
     """The target database does not answer; the message names host and database, never secrets."""
+
+    @property
+    def saturated(self) -> bool:
+        """The server answered but refused a new connection because every slot is taken."""
+        return any(marker in str(self) for marker in SATURATED)
 
 
 class PgTarget(BaseModel):

@@ -36,19 +36,19 @@ def db_url(name: str) -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Prefect reads its settings when first imported: point it at the session's server now.
-    home = tempfile.mkdtemp(prefix="rt-prefect-home-")
-    port = _free_port()
-    os.environ["PREFECT_HOME"] = home
-    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    os.environ["REMEDIATE_HOME"] = home
-    config.stash[_PORT] = port
-
-
-_PORT = pytest.StashKey[int]()
+# Prefect reads its settings when first imported, which a test module's conftest may do before any
+# hook runs: point it at this session's server (started by the `prefect_server` fixture) right now.
+_HOME = tempfile.mkdtemp(prefix="rt-prefect-home-")
+_PORT = _free_port()
+os.environ.update(
+    {
+        "PREFECT_HOME": _HOME,
+        "PREFECT_API_URL": f"http://127.0.0.1:{_PORT}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "REMEDIATE_HOME": _HOME,
+    }
+)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -144,9 +144,9 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
 
 
 @pytest.fixture(scope="session")
-def prefect_server(request: pytest.FixtureRequest) -> Iterator[str]:
+def prefect_server() -> Iterator[str]:
     """A real Prefect server (PostgreSQL-backed) for the session; its API URL."""
-    port = request.config.stash[_PORT]
+    port = _PORT
     api_url = os.environ["PREFECT_API_URL"]
     name = create_database("rt_prefect")
     log_path = Path(os.environ["PREFECT_HOME"]) / "server.log"

@@ -10,10 +10,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from flows.connection_pool_exhausted import connection_pool_exhausted
-from tests.conftest import db_url
+from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, kinds, paused_run, start
 from tests.sessions import Herd, pids_alive, wait_idle
 
@@ -194,3 +196,27 @@ def test_budget_and_cooldown_stop_a_remediation_loop(
 def test_healthy_target_opens_no_incident(env: dict[str, str], sandbox: str) -> None:
     outcome = connection_pool_exhausted(usage_threshold=0.99, database=sandbox)
     assert outcome.status == "healthy" and outcome.incident_id is None and outcome.exit_code == 0
+
+
+def test_a_server_refusing_the_runner_escalates_instead_of_failing(
+    env: dict[str, str], sandbox: str, herd: Herd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every slot the runner's role may use is taken: an incident, escalated, not a crash."""
+    role = f"rt_full_{sandbox[-6:]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT 1").format(sql.Identifier(role))
+        )
+    try:
+        url = db_url(sandbox).replace("postgres@", f"{role}@")
+        herd.idle(url, 1)
+        monkeypatch.setenv("TARGET_DATABASE_URL", url)
+        outcome = connection_pool_exhausted(auto_approve=True)
+        assert outcome.status == "escalated"
+        assert "too many connections" in outcome.findings[0].detail
+        assert "reserved slots" in outcome.summary
+        assert outcome.incident_id is not None
+    finally:
+        herd.close()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
