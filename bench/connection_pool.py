@@ -54,15 +54,6 @@ def open_idle(db: str, n: int) -> list[psycopg.Connection]:
     return conns
 
 
-def threshold(n: int) -> float:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        used, limit = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
-            " current_setting('max_connections')::int"
-        ).fetchone()
-    return (used - n / 2) / limit
-
-
 def bare(db: str) -> float:
     """What an engineer would type: read, terminate the idle ones, wait, re-read, probe."""
     started = time.perf_counter()
@@ -138,6 +129,7 @@ def main() -> None:
     os.environ["REMEDIATION_DATABASE_URL"] = url(store_db)
     os.environ["TARGET_DATABASE_URL"] = url(target_db)
 
+    from core.drills import threshold_below
     from core.prefect_api import run_settings, start_server, wait_healthy
 
     server = start_server(
@@ -157,7 +149,7 @@ def main() -> None:
             for c in conns:
                 c.close()
             conns = open_idle(target_db, args.sessions)
-            limit = threshold(args.sessions)
+            limit = threshold_below(args.sessions, admin_url=ADMIN)
             started = time.perf_counter()
             with run_settings():
                 outcome = connection_pool_exhausted(

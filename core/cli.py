@@ -42,6 +42,13 @@ def _user() -> str:
         return "unknown"
 
 
+def _runbook(runbook_id: str) -> catalogue.Runbook:
+    try:
+        return catalogue.get(runbook_id)
+    except catalogue.UnknownRunbook as exc:
+        _fail(str(exc))
+
+
 def _parse_sets(values: list[str], *, runbook: catalogue.Runbook) -> dict[str, Any]:
     flow = runbook.load_flow()
     allowed = {
@@ -101,10 +108,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Run one runbook now against the configured targets."""
-    try:
-        runbook = catalogue.get(runbook_id)
-    except catalogue.UnknownRunbook as exc:
-        _fail(str(exc))
+    runbook = _runbook(runbook_id)
     try:
         settings = load_settings()
         params = _parse_sets(sets or [], runbook=runbook)
@@ -309,10 +313,7 @@ def drill(
     ] = None,
 ) -> None:
     """Reproduce the runbook's incident in a disposable sandbox and run the runbook against it."""
-    try:
-        runbook = catalogue.get(runbook_id)
-    except catalogue.UnknownRunbook as exc:
-        _fail(str(exc))
+    runbook = _runbook(runbook_id)
     from core import drills
 
     try:

@@ -25,7 +25,7 @@ from psycopg import sql
 from core.catalogue import Runbook
 from core.settings import ConfigError
 
-__all__ = ["run_drill"]
+__all__ = ["run_drill", "threshold_below"]
 
 ADMIN_URL = os.environ.get("DRILL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IDLE_SESSIONS = 30
@@ -91,15 +91,19 @@ def _open_incident(database: str) -> list[psycopg.Connection[Any]]:
     return conns
 
 
-def _threshold() -> float:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+def threshold_below(idle_sessions: int, *, admin_url: str = ADMIN_URL) -> float:
+    """A usage threshold the server is over now, and under once `idle_sessions` are gone.
+
+    It sits halfway, so that connections others open or close meanwhile do not flip the result.
+    """
+    with psycopg.connect(admin_url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
             " current_setting('max_connections')::int"
         ).fetchone()
     assert row is not None
     used, limit = row
-    return round(float(used - IDLE_SESSIONS / 2) / float(limit), 3)
+    return round(float(used - idle_sessions / 2) / float(limit), 4)
 
 
 def _paused_run_id(database: str, future: Future[Any], timeout: float = 60) -> str | None:
@@ -163,7 +167,7 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
         os.environ["TARGET_DATABASE_URL"] = _url(database)
         conns = _open_incident(database)
         try:
-            threshold = _threshold()
+            threshold = threshold_below(IDLE_SESSIONS)
             _say(
                 f"sandbox database {database}: {_count(database, 'idle')} idle sessions from a"
                 " leaking pool, 1 idle in a transaction, 1 running a report"

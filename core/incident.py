@@ -84,6 +84,19 @@ class IncidentRun:
         run._notify(notify.declare(run._card, impact=impact))
         return run
 
+    @staticmethod
+    def healthy(runbook_id: str, *, findings: list[Finding]) -> Outcome:
+        """Every check passed: no incident is opened."""
+        runbook = catalogue.get(runbook_id)
+        return Outcome(
+            runbook=runbook.id,
+            status="healthy",
+            severity=runbook.severity,
+            findings=findings,
+            verified=True,
+            summary="; ".join(f.detail for f in findings),
+        )
+
     @property
     def _card(self) -> notify.IncidentCard:
         return notify.IncidentCard(

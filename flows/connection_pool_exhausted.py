@@ -277,14 +277,7 @@ def connection_pool_exhausted(
         )
     usage = usage_finding(activity, usage_threshold=usage_threshold)
     if usage.ok:
-        return Outcome(
-            runbook=RUNBOOK,
-            status="healthy",
-            severity="P1",
-            findings=[usage],
-            verified=True,
-            summary=usage.detail,
-        )
+        return IncidentRun.healthy(RUNBOOK, findings=[usage])
     run = IncidentRun.open(
         RUNBOOK,
         resource=target.resource,

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-import psycopg
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -20,6 +19,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
+from core.drills import threshold_below
 from core.models import Outcome
 from core.store import Store
 from flows.connection_pool_exhausted import connection_pool_exhausted
@@ -79,22 +79,12 @@ def incident_world(
         "survivors": in_tx | active | other,
         # Low enough that this world is "exhausted", high enough that it is not once idle is gone.
         "params": {
-            "usage_threshold": _threshold(len(idle)),
+            "usage_threshold": threshold_below(len(idle), admin_url=PG_ADMIN_URL),
             "idle_minutes": 0,
             "database": sandbox,
         },
         "store": Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"])),
     }
-
-
-def _threshold(idle: int) -> float:
-
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        used, limit = conn.execute(
-            "SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'),"
-            " current_setting('max_connections')::int"
-        ).fetchone()
-    return (used - idle / 2) / limit
 
 
 def kinds(store: Store, incident_id: str | None) -> list[str]:
