@@ -15,7 +15,7 @@ from datetime import datetime
 from prefect import get_run_logger, runtime
 
 from core import catalogue, safety
-from core.approval import ApprovalPolicy, request_approval
+from core.approval import ApprovalPolicy, auto_approval_rule, request_approval
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
 from core.settings import Settings
 from core.store import LockTimeout, Store
@@ -243,15 +243,31 @@ class IncidentRun:
     ) -> Outcome:
         """Envelope, approval, lock, re-check, act, verify; returns the run's outcome."""
         policy = safety.SafetyPolicy.from_settings(self.settings)
-        refused = safety.refusal(plan, policy=policy, store=self.store)
+        approval_policy = ApprovalPolicy.from_settings(self.settings)
+        automatic = auto_approve or auto_approval_rule(approval_policy, plan) is not None
+        refused = safety.refusal(plan, policy=policy, store=self.store, automatic=automatic)
         if refused:
             return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
+        if not automatic:
+            recent = self.store.executed_actions(
+                self.resource, within_seconds=policy.budget_window_seconds, automatic_only=False
+            )
+            if recent:
+                plan = plan.model_copy(
+                    update={
+                        "notices": [
+                            f"{len(recent)} action(s) already ran on {self.resource} in the last"
+                            f" {policy.budget_window_seconds // 60} min, the latest at"
+                            f" {recent[0]:%Y-%m-%d %H:%M:%S %Z}: is this incident coming back?"
+                        ]
+                    }
+                )
 
         decision = request_approval(
             plan=plan,
             incident_id=self.incident_id,
             requester=self.requester,
-            policy=ApprovalPolicy.from_settings(self.settings),
+            policy=approval_policy,
             store=self.store,
             auto_approve=auto_approve,
             announce=lambda: self._announce_approval(plan),
@@ -276,6 +292,7 @@ class IncidentRun:
                     plan,
                     policy=policy,
                     approver=decision.approver,
+                    automatic=decision.auto,
                     recheck=recheck,
                     act=act,
                     verify=verify,
@@ -290,6 +307,7 @@ class IncidentRun:
         *,
         policy: safety.SafetyPolicy,
         approver: str | None,
+        automatic: bool,
         recheck: Recheck,
         act: Act,
         verify: Verify,
@@ -307,7 +325,7 @@ class IncidentRun:
         )
         actions: list[ActionResult] = []
         if not current.empty:
-            refused = safety.refusal(current, policy=policy, store=self.store)
+            refused = safety.refusal(current, policy=policy, store=self.store, automatic=automatic)
             if refused:
                 return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
             try:
@@ -327,6 +345,7 @@ class IncidentRun:
                     resource=self.resource,
                     detail=f"{result.name}: {len(result.targets)} target(s)",
                     action=result.model_dump(),
+                    automatic=automatic,
                 )
 
         checks = verify()

@@ -69,6 +69,8 @@ class Plan(BaseModel):
     summary: str
     actions: list[PlannedAction] = Field(default_factory=list)
     suggestions: list[str] = Field(default_factory=list)
+    # Warnings for the approver (recent actions on the same resource…), shown first.
+    notices: list[str] = Field(default_factory=list)
 
     @property
     def destructive(self) -> bool:
@@ -79,7 +81,9 @@ class Plan(BaseModel):
         return not any(action.targets for action in self.actions)
 
     def to_markdown(self) -> str:
-        lines = [f"## Plan for `{self.runbook}` on `{self.resource}`", "", self.summary, ""]
+        lines = [f"## Plan for `{self.runbook}` on `{self.resource}`", ""]
+        lines += [f"> **Warning:** {notice}" for notice in self.notices]
+        lines += ["", self.summary, ""] if self.notices else [self.summary, ""]
         for number, action in enumerate(self.actions, start=1):
             marker = " (destructive)" if action.destructive else ""
             lines += [f"### {number}. `{action.name}`{marker}", "", action.description, ""]

@@ -2,9 +2,11 @@
 
 - kill switch: `REMEDIATION_KILL_SWITCH=true` or `remediate kill-switch on` stops every action;
 - blast-radius cap: an action naming more objects than `REMEDIATION_MAX_BLAST_RADIUS` is refused;
-- budget: after `REMEDIATION_BUDGET_MAX` actions on one resource within the window, stop and
-  escalate (no remediation loops);
-- cooldown: no second action on a resource within `REMEDIATION_COOLDOWN_SECONDS` of the last;
+- budget: after `REMEDIATION_BUDGET_MAX` automatic actions on one resource within the window, stop
+  and escalate (no remediation loops);
+- cooldown: no automatic action on a resource within `REMEDIATION_COOLDOWN_SECONDS` of the last.
+  Budget and cooldown bound what runs without a person; a person's explicit approval, given with
+  the plan in front of them, is not held back by them (the approval form lists recent actions);
 - lock: one run at a time acts on a resource (a PostgreSQL advisory lock in the store, so it holds
   across processes and machines and is released if a process dies).
 """
@@ -25,7 +27,7 @@ __all__ = ["SafetyPolicy", "guard", "refusal"]
 @dataclass(frozen=True, kw_only=True)
 class SafetyPolicy:
     kill_switch: bool = False
-    cooldown_seconds: int = 120
+    cooldown_seconds: int = 60
     budget_max: int = 3
     budget_window_seconds: int = 3600
     max_blast_radius: int = 500
@@ -43,8 +45,13 @@ class SafetyPolicy:
         )
 
 
-def refusal(plan: Plan, *, policy: SafetyPolicy, store: Store) -> str | None:
-    """Why the envelope will not let `plan` run now (None when it may)."""
+def refusal(
+    plan: Plan, *, policy: SafetyPolicy, store: Store, automatic: bool = True
+) -> str | None:
+    """Why the envelope will not let `plan` run now (None when it may).
+
+    `automatic`: the plan runs without a person's approval (auto-approve flag or policy).
+    """
     if policy.kill_switch:
         return "the kill switch is on (REMEDIATION_KILL_SWITCH)"
     if store.kill_switch():
@@ -55,21 +62,25 @@ def refusal(plan: Plan, *, policy: SafetyPolicy, store: Store) -> str | None:
                 f"{action.name} would touch {action.blast_radius} objects, over the blast-radius"
                 f" cap of {policy.max_blast_radius} (REMEDIATION_MAX_BLAST_RADIUS)"
             )
+    if not automatic:
+        return None
     window = max(policy.budget_window_seconds, policy.cooldown_seconds)
     history = store.executed_actions(plan.resource, within_seconds=window)
+    now = store.now()
     in_budget_window = [
-        at for at in history if (store.now() - at).total_seconds() <= policy.budget_window_seconds
+        at for at in history if (now - at).total_seconds() <= policy.budget_window_seconds
     ]
     if len(in_budget_window) >= policy.budget_max:
         return (
-            f"remediation budget spent: {len(in_budget_window)} actions on {plan.resource} in the"
-            f" last {policy.budget_window_seconds} s (REMEDIATION_BUDGET_MAX={policy.budget_max})"
+            f"remediation budget spent: {len(in_budget_window)} automatic actions on"
+            f" {plan.resource} in the last {policy.budget_window_seconds} s"
+            f" (REMEDIATION_BUDGET_MAX={policy.budget_max})"
         )
     if history:
-        since = (store.now() - history[0]).total_seconds()
+        since = (now - history[0]).total_seconds()
         if since < policy.cooldown_seconds:
             return (
-                f"cooldown: the last action on {plan.resource} was {since:.0f} s ago"
+                f"cooldown: the last automatic action on {plan.resource} was {since:.0f} s ago"
                 f" (REMEDIATION_COOLDOWN_SECONDS={policy.cooldown_seconds})"
             )
     return None

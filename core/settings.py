@@ -110,7 +110,7 @@ class Settings(BaseSettings):
 
     # The safety envelope.
     remediation_kill_switch: bool = False
-    remediation_cooldown_seconds: int = Field(default=120, ge=0)
+    remediation_cooldown_seconds: int = Field(default=60, ge=0)
     remediation_budget_max: int = Field(default=3, ge=1)
     remediation_budget_window_seconds: int = Field(default=3600, ge=1)
     remediation_max_blast_radius: int = Field(default=500, ge=1)

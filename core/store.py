@@ -205,15 +205,18 @@ class Store:
 
     # The safety envelope's memory.
 
-    def executed_actions(self, resource: str, *, within_seconds: float) -> list[datetime]:
-        """When destructive actions ran on `resource` in the window, newest first."""
+    def executed_actions(
+        self, resource: str, *, within_seconds: float, automatic_only: bool = True
+    ) -> list[datetime]:
+        """When destructive actions (by default: automatic ones) ran on `resource`, newest first."""
         with self._cursor() as cur:
             cur.execute(
                 """SELECT at FROM incident_events
                    WHERE resource = %s AND kind = 'acted'
                      AND at > clock_timestamp() - make_interval(secs => %s)
+                     AND (NOT %s OR data ->> 'automatic' = 'true')
                    ORDER BY at DESC""",
-                (resource, within_seconds),
+                (resource, within_seconds, automatic_only),
             )
             return [row["at"] for row in cur.fetchall()]
 

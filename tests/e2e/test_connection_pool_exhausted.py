@@ -220,3 +220,21 @@ def test_a_server_refusing_the_runner_escalates_instead_of_failing(
         herd.close()
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_person_may_act_inside_the_cooldown_and_is_warned(
+    incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, herd: Herd
+) -> None:
+    w = incident_world
+    monkeypatch.setenv("REMEDIATION_COOLDOWN_SECONDS", "600")
+    assert connection_pool_exhausted(**w["params"], auto_approve=True).status == "resolved"
+
+    again = herd.idle(db_url(w["database"]), 20)
+    wait_idle(again)
+    assert connection_pool_exhausted(**w["params"], auto_approve=True).status == "escalated"
+    future = start(**w["params"])
+    answer(paused_run(w["database"]), approve=True, approver="dana")
+    outcome = future.result(timeout=60)
+    assert outcome.status == "resolved" and pids_alive(again) == set()
+    asked = next(e for e in w["store"].timeline(outcome.incident_id) if e.kind == "approval-asked")
+    assert "1 action(s) already ran" in asked.data["plan"]["notices"][0]

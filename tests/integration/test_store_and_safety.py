@@ -122,12 +122,15 @@ def test_envelope_refusals(store: Store) -> None:
     )
 
     incident = store.open_incident(runbook="r", severity="P1", resource=resource, title="t")
-    store.record(incident.id, "acted", resource=resource)
+    store.record(incident.id, "acted", resource=resource, data={"automatic": True})
     assert "cooldown" in safety.refusal(
         plan(resource), policy=safety.SafetyPolicy(cooldown_seconds=60, budget_max=9), store=store
     )
-    store.record(incident.id, "acted", resource=resource)
+    store.record(incident.id, "acted", resource=resource, data={"automatic": True})
     assert "budget" in safety.refusal(plan(resource), policy=policy, store=store)
+    # A person approving with the plan in front of them is not held back by budget or cooldown.
+    assert safety.refusal(plan(resource), policy=policy, store=store, automatic=False) is None
+    assert len(store.executed_actions(resource, within_seconds=60, automatic_only=False)) == 2
 
 
 def test_kill_switch_in_the_store(store: Store) -> None:
