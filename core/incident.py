@@ -339,6 +339,11 @@ class IncidentRun:
                 )
             for result in actions:
                 result.approved_by = approver
+                if not result.executed:
+                    self._record(
+                        "skipped", actor=approver, detail=f"{result.name}: {result.detail}"
+                    )
+                    continue
                 self._record(
                     "acted",
                     actor=approver,

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     target_redis_url: SecretStr | None = None
     docker_host: str | None = None
     compose_project_name: str | None = None
+    # The compose service of the connection pooler (PgBouncer, Supavisor…), when there is one.
+    pooler_service: str | None = None
     app_url: str | None = None
     frontend_url: str | None = None
     alembic_config: str | None = None

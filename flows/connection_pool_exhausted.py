@@ -16,13 +16,15 @@ from prefect import flow
 
 from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import load_settings
-from tasks import postgres
+from core.settings import ConfigError, Settings, load_settings
+from tasks import containers, postgres
+from tasks.containers import ComposeService, ContainerInfo
 from tasks.postgres import MAINTENANCE_APPLICATIONS, Activity, PgTarget, Session
 
 RUNBOOK = "connection-pool-exhausted"
 SLOW_QUERY_SECONDS = 5.0
 ACTION = "terminate-idle-sessions"
+RESTART = "restart-pooler"
 PREVENTION = (
     "size the application's pool below max_connections; set idle_session_timeout and"
     " idle_in_transaction_session_timeout; put a pooler (PgBouncer/Supavisor) in front"
@@ -232,7 +234,60 @@ def recheck_plan(plan: Plan, activity: Activity, *, database: str) -> Plan:
             },
         }
     )
-    return plan.model_copy(update={"actions": [narrowed]})
+    return plan.model_copy(update={"actions": [narrowed, *plan.actions[1:]]})
+
+
+def plan_pooler_restart(
+    activity: Activity,
+    *,
+    terminating: int,
+    usage_threshold: float,
+    service: ComposeService,
+    running: list[ContainerInfo],
+) -> PlannedAction | None:
+    """Restart the pooler when terminating idle sessions cannot bring usage under the threshold."""
+    left = len(activity.client_sessions) - terminating
+    projected = left / activity.max_connections
+    if projected < usage_threshold or not running:
+        return None
+    return PlannedAction(
+        name=RESTART,
+        destructive=True,
+        resource=service.resource,
+        description=(
+            f"Only if usage is still at or over {usage_threshold:.0%} after the step above"
+            f" (projected {projected:.0%}): restart the pooler service `{service.service}` of"
+            f" project `{service.project}`. Every client of the pooler is disconnected and"
+            " reconnects; the server connections it leaked are released (seed 002 §2, quick fix 1)."
+        ),
+        targets=[f"container {c.name}" for c in running],
+        details=[
+            f"container {c.name} ({c.id[:12]}), {c.image}, started {c.started_at}" for c in running
+        ],
+        params={"container_ids": [c.id for c in running]},
+    )
+
+
+def pooler_service(settings: Settings) -> ComposeService | None:
+    """The configured pooler (POOLER_SERVICE), or None; a half-configured one is an error."""
+    if not settings.pooler_service:
+        return None
+    missing = [
+        name
+        for name, value in (
+            ("DOCKER_HOST", settings.docker_host),
+            ("COMPOSE_PROJECT_NAME", settings.compose_project_name),
+        )
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"POOLER_SERVICE is set but {' and '.join(missing)} is not")
+    assert settings.docker_host and settings.compose_project_name
+    return ComposeService(
+        docker_host=settings.docker_host,
+        project=settings.compose_project_name,
+        service=settings.pooler_service,
+    )
 
 
 # The runbook.
@@ -246,6 +301,7 @@ def connection_pool_exhausted(
     database: str | None = None,
     protected_roles: list[str] | None = None,
     probe_timeout_seconds: float = 5.0,
+    pooler_stop_timeout_seconds: int = 10,
     dry_run: bool = False,
     auto_approve: bool = False,
     requested_by: str | None = None,
@@ -253,6 +309,7 @@ def connection_pool_exhausted(
     """Seed 002 §2: too many connections → terminate idle sessions (approval first) → verify."""
     settings = load_settings()
     target = PgTarget.from_settings(settings, database=database)
+    pooler = pooler_service(settings)
     idle_seconds = max(0.0, idle_minutes * 60)
     protected = frozenset(protected_roles or ())
 
@@ -291,6 +348,14 @@ def connection_pool_exhausted(
     diagnosis = diagnose(
         activity, database=target.database, idle_seconds=idle_seconds, protected_roles=protected
     )
+    running: list[ContainerInfo] = []
+    if pooler is not None:
+        try:
+            running = [c for c in containers.find_service(pooler) if c.status == "running"]
+            detail = f"{len(running)} running container(s): " + ", ".join(c.name for c in running)
+            diagnosis.evidence.append(Finding(check="pooler", ok=True, detail=detail))
+        except containers.EngineUnreachable as exc:
+            diagnosis.evidence.append(Finding(check="pooler", ok=False, detail=str(exc)))
     run.diagnosed(diagnosis)
 
     # Plan: the idle sessions of the target database, by name.
@@ -302,30 +367,76 @@ def connection_pool_exhausted(
         protected_roles=protected,
         suggestions=diagnosis.suggestions,
     )
+    if pooler is not None:
+        restart = plan_pooler_restart(
+            activity,
+            terminating=plan.actions[0].blast_radius,
+            usage_threshold=usage_threshold,
+            service=pooler,
+            running=running,
+        )
+        if restart is not None:
+            plan.actions.append(restart)
+            plan.summary += f"; then, if still needed, restart the pooler ({pooler.service})"
     run.planned(plan)
     if plan.empty:
-        return run.escalate("no idle session may be terminated safely; " + usage.detail)
+        return run.escalate(
+            "no idle session may be terminated safely and no pooler to restart; " + usage.detail
+        )
     if dry_run:
         return run.dry_run(plan)
 
     # Remediate (approval, safety envelope), then verify inside the same lock.
     def act(current: Plan) -> list[ActionResult]:
+        results = []
         params = current.actions[0].params
-        terminated = postgres.terminate_idle_sessions(
-            target,
-            sessions=[(pid, datetime.fromisoformat(start)) for pid, start in params["sessions"]],
-            idle_seconds=params["idle_seconds"],
-            protected_roles=params["protected_roles"],
-        )
-        return [
-            ActionResult(
-                name=ACTION,
-                destructive=True,
-                executed=bool(terminated),
-                targets=[f"pid {pid}" for pid in terminated],
-                detail=f"{len(terminated)} session(s) terminated",
+        if params["sessions"]:
+            terminated = postgres.terminate_idle_sessions(
+                target,
+                sessions=[
+                    (pid, datetime.fromisoformat(start)) for pid, start in params["sessions"]
+                ],
+                idle_seconds=params["idle_seconds"],
+                protected_roles=params["protected_roles"],
             )
-        ]
+            results.append(
+                ActionResult(
+                    name=ACTION,
+                    destructive=True,
+                    executed=bool(terminated),
+                    targets=[f"pid {pid}" for pid in terminated],
+                    detail=f"{len(terminated)} session(s) terminated",
+                )
+            )
+        for action in current.actions[1:]:  # the pooler restart, only if still needed
+            assert pooler is not None and action.name == RESTART
+            now = postgres.wait_for_usage(target, below=usage_threshold, timeout_seconds=2)
+            if now < usage_threshold:
+                results.append(
+                    ActionResult(
+                        name=RESTART,
+                        destructive=True,
+                        executed=False,
+                        detail=f"not needed: usage {now:.0%} is under {usage_threshold:.0%}",
+                    )
+                )
+                continue
+            restarted = containers.restart_containers(
+                pooler,
+                container_ids=action.params["container_ids"],
+                stop_timeout=pooler_stop_timeout_seconds,
+            )
+            postgres.wait_for_usage(target, below=usage_threshold)
+            results.append(
+                ActionResult(
+                    name=RESTART,
+                    destructive=True,
+                    executed=bool(restarted),
+                    targets=[f"container {c.name}" for c in restarted],
+                    detail=f"{len(restarted)} container(s) restarted",
+                )
+            )
+        return results
 
     def verify() -> list[Finding]:
         after = usage_finding(postgres.read_activity(target), usage_threshold=usage_threshold)

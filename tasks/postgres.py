@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from core.settings import ConfigError, Settings
 
 __all__ = [
+    "SATURATED",
     "Activity",
     "PgTarget",
     "ProbeResult",
@@ -30,6 +31,7 @@ __all__ = [
     "probe_query",
     "read_activity",
     "terminate_idle_sessions",
+    "wait_for_usage",
 ]
 
 APPLICATION_NAME = "remediate:postgres"
@@ -237,6 +239,26 @@ def terminate_idle_sessions(
                 break
             time.sleep(0.02)
     return terminated
+
+
+@task(name="wait-for-usage", cache_policy=NONE, tags=["postgres", "read-only"])
+def wait_for_usage(target: PgTarget, *, below: float, timeout_seconds: float = 15.0) -> float:
+    """Poll client-connection usage until it is under `below` (or the timeout); the last reading.
+
+    Backends of a killed client end a moment after their socket closes: wait for them to go.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    with target.connect() as conn:
+        while True:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM pg_stat_activity"
+                " WHERE backend_type = 'client backend')::float8"
+                " / current_setting('max_connections')::float8"
+            ).fetchone()
+            usage = float(row[0]) if row else 1.0
+            if usage < below or time.monotonic() >= deadline:
+                return usage
+            time.sleep(0.2)
 
 
 @task(

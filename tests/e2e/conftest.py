@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
+import docker
+import psycopg
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -90,3 +94,48 @@ def incident_world(
 def kinds(store: Store, incident_id: str | None) -> list[str]:
     assert incident_id
     return [e.kind for e in store.timeline(incident_id)]
+
+
+DOCKER_HOST = "unix:///run/podman/podman.sock"
+POOLER_SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "pooler.sh"
+
+
+def pooler_sessions(database: str, state: str) -> set[int]:
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'pgbouncer'"
+            " AND state = %s",
+            (database, state),
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+@pytest.fixture
+def pooler(incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A compose-labelled pooler container leaking 16 sessions idle in a transaction."""
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project = f"rt-{uuid.uuid4().hex[:8]}"
+    container = engine.containers.run(
+        "localhost/remediate-test:latest",
+        ["/bin/sh", "/pooler.sh"],
+        detach=True,
+        network_mode="host",
+        environment={"DB": incident_world["database"], "LEAK": "16", "KEEP": "1"},
+        volumes={str(POOLER_SCRIPT): {"bind": "/pooler.sh", "mode": "ro"}},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "pgbouncer",
+            "remediate.test": "1",
+        },
+    )
+    deadline = time.monotonic() + 20
+    while len(pooler_sessions(incident_world["database"], "idle in transaction")) < 16:
+        assert time.monotonic() < deadline, "the pooler did not open its sessions"
+        time.sleep(0.1)
+    monkeypatch.setenv("DOCKER_HOST", DOCKER_HOST)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", project)
+    monkeypatch.setenv("POOLER_SERVICE", "pgbouncer")
+    container.reload()
+    yield container
+    container.remove(force=True)
+    engine.close()

@@ -18,6 +18,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         "SLACK_WEBHOOK_URL",
         "SMTP_PORT",
         "APPROVAL_TIMEOUT_SECONDS",
+        "POOLER_SERVICE",
+        "DOCKER_HOST",
+        "COMPOSE_PROJECT_NAME",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -79,3 +82,17 @@ def test_missing_target_is_named() -> None:
 
 def test_redact_url_drops_password_and_query() -> None:
     assert redact_url("postgresql://u:pw@h:5433/db?sslpassword=x") == "postgresql://u@h:5433/db"
+
+
+def test_half_configured_pooler_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.connection_pool_exhausted import pooler_service
+
+    monkeypatch.setenv("POOLER_SERVICE", "pgbouncer")
+    with pytest.raises(
+        ConfigError, match="POOLER_SERVICE is set but DOCKER_HOST and COMPOSE_PROJECT"
+    ):
+        pooler_service(load_settings())
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/podman/podman.sock")
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", "app")
+    service = pooler_service(load_settings())
+    assert service is not None and service.resource == "compose://app/pgbouncer"

@@ -1,0 +1,136 @@
+"""Container tasks over the Docker Engine API (Docker, or podman's compatible service).
+
+Compose services are found by the labels Docker Compose puts on their containers
+(`com.docker.compose.project`, `com.docker.compose.service`), so the same code works on a real
+Compose host and on the test engine. Each task opens and closes its own client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import docker
+from docker.errors import DockerException, NotFound
+from prefect import task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel, ConfigDict
+
+from core.settings import ConfigError
+
+__all__ = [
+    "ComposeService",
+    "ContainerInfo",
+    "EngineUnreachable",
+    "find_service",
+    "restart_containers",
+]
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+class EngineUnreachable(ConfigError):
+    """The container engine does not answer; the message names DOCKER_HOST."""
+
+
+class ComposeService(BaseModel):
+    """A compose project's service on an engine; `resource` names it in locks and the timeline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    docker_host: str
+    project: str
+    service: str
+
+    @property
+    def resource(self) -> str:
+        return f"compose://{self.project}/{self.service}"
+
+
+class ContainerInfo(BaseModel):
+    id: str
+    name: str
+    status: str
+    started_at: datetime | None
+    image: str
+
+
+def _client(docker_host: str) -> docker.DockerClient:
+    try:
+        client = docker.DockerClient(base_url=docker_host, timeout=30)
+        client.ping()
+    except DockerException as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise EngineUnreachable(f"DOCKER_HOST ({docker_host}): {reason}") from None
+    return client
+
+
+def _info(container: docker.models.containers.Container) -> ContainerInfo:
+    state = container.attrs.get("State", {})
+    started = state.get("StartedAt") or None
+    if started and started.startswith("0001-"):
+        started = None
+    return ContainerInfo(
+        id=container.id,
+        name=container.name,
+        status=container.status,
+        started_at=datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00") if started else None,
+        image=(container.image.tags or [container.attrs.get("Image", "")])[0]
+        if container.image
+        else "",
+    )
+
+
+@task(
+    name="find-service",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["containers", "read-only"],
+)
+def find_service(service: ComposeService) -> list[ContainerInfo]:
+    """Every container of the compose service, running or not."""
+    client = _client(service.docker_host)
+    try:
+        found = client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"{PROJECT_LABEL}={service.project}",
+                    f"{SERVICE_LABEL}={service.service}",
+                ]
+            },
+        )
+        return sorted((_info(c) for c in found), key=lambda c: c.name)
+    finally:
+        client.close()
+
+
+@task(name="restart-containers", cache_policy=NONE, tags=["containers", "destructive"])
+def restart_containers(
+    service: ComposeService, *, container_ids: list[str], stop_timeout: int = 10
+) -> list[ContainerInfo]:
+    """Restart exactly the named containers, each only if it still belongs to the service.
+
+    Returns the restarted containers as they are afterwards (running, with a new start time).
+    """
+    client = _client(service.docker_host)
+    restarted = []
+    try:
+        for container_id in container_ids:
+            try:
+                container = client.containers.get(container_id)
+            except NotFound:
+                continue
+            labels = container.labels or {}
+            if (labels.get(PROJECT_LABEL), labels.get(SERVICE_LABEL)) != (
+                service.project,
+                service.service,
+            ):
+                continue  # not the container the plan named any more
+            container.restart(timeout=stop_timeout)
+            container.reload()
+            restarted.append(_info(container))
+    finally:
+        client.close()
+    return restarted
