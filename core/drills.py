@@ -7,6 +7,7 @@ the runbook against it through the approval gate, prints what changed, and remov
 
 from __future__ import annotations
 
+import getpass
 import os
 import select
 import sys
@@ -144,6 +145,13 @@ def _plan_markdown(database: str) -> str:
     return "(plan not found in the store)"
 
 
+def _person() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "drill"
+
+
 def _ask_person(run_id: str, future: Future[Any]) -> bool | None:
     """y/n at the terminal, while an answer from elsewhere (UI, CLI) ends the question too."""
     _say("Approve this plan? [y/N]  (or answer from another terminal / the Prefect UI)")
@@ -211,7 +219,7 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
                                 UUID(run_id),
                                 run_input={
                                     "approve": answer,
-                                    "approver": os.environ.get("USER", "drill"),
+                                    "approver": _person(),
                                     "note": "drill",
                                 },
                             )
