@@ -57,6 +57,15 @@ CATALOGUE: dict[str, Runbook] = {
             resolution_minutes=30,
             eta="15 minutes",
         ),
+        Runbook(
+            id="tables-missing-after-migration",
+            seed="000",
+            severity="P1",
+            component="Database schema (Alembic)",
+            summary="alembic_version ahead of the tables: reset it, upgrade head, re-enable RLS",
+            resolution_minutes=30,
+            eta="30 minutes",
+        ),
     )
 }
 

@@ -143,20 +143,16 @@ def run(
 
 
 def _preflight(runbook: catalogue.Runbook, settings: Any, params: dict[str, Any]) -> None:
-    """Fail fast, with exit 2, on what would make the run useless: unreachable target or store."""
+    """Fail fast, with exit 2, on what would make the run useless: the store, then the runbook's
+    own `preflight(settings, params)` (an unreachable target, a missing ALEMBIC_CONFIG…)."""
+    import importlib
+
     from core.store import Store
 
     Store.open(settings.remediation_database_url)
-    if runbook.id == "connection-pool-exhausted":
-        from tasks.postgres import PgTarget, TargetUnreachable
-
-        database = params.get("database")
-        target = PgTarget.from_settings(settings, database=str(database) if database else None)
-        try:
-            target.connect().close()
-        except TargetUnreachable as exc:
-            if not exc.saturated:  # a full server is the incident itself, not a bad setting
-                raise
+    check = getattr(importlib.import_module(runbook.flow_module), "preflight", None)
+    if check is not None:
+        check(settings, params)
 
 
 def _print_outcome(outcome: Any, *, as_json: bool) -> None:

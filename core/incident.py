@@ -313,7 +313,10 @@ class IncidentRun:
         verify: Verify,
         prevention: str,
     ) -> Outcome:
-        current = recheck(plan)  # the world may have moved while the approver read the plan
+        try:
+            current = recheck(plan)  # the world may have moved while the approver read the plan
+        except Exception as exc:  # noqa: BLE001 - a plan that no longer holds is not carried out
+            return self.escalate(f"the plan no longer holds: {exc}", actions=_not_executed(plan))
         dropped = sorted(
             {t for a in plan.actions for t in a.targets}
             - {t for a in current.actions for t in a.targets}

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Problem", "check_file", "check_path"]
+__all__ = ["Operations", "Problem", "check_file", "check_path", "column_name", "operations"]
 
 GUARDED_OPS = {"create_table", "drop_table", "drop_column"}
 RAW_SQL = re.compile(r"\b(CREATE|DROP)\s+TABLE\b|\bDROP\s+COLUMN\b", re.IGNORECASE)
@@ -92,3 +92,61 @@ def check_file(path: Path) -> list[Problem]:
 def check_path(path: Path) -> list[Problem]:
     files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
     return [p for file in files if file.name != "__init__.py" for p in check_file(file)]
+
+
+@dataclass(frozen=True)
+class Operations:
+    """The schema operations one revision file declares, read from its `upgrade()` (AST only)."""
+
+    create_tables: dict[str, list[str]]  # table -> source of each sa.Column(...)
+    add_columns: list[tuple[str, str]]  # (table, column)
+    drop_tables: list[str]
+    drop_columns: list[tuple[str, str]]
+
+    def created_columns(self, table: str) -> list[str]:
+        return [column_name(source) for source in self.create_tables.get(table, [])]
+
+
+def _literal(node: ast.expr | None) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+
+
+def column_name(source: str) -> str:
+    """The name in `sa.Column('name', ...)` source text."""
+    match = re.search(r"Column\(\s*['\"]([^'\"]+)['\"]", source)
+    return match.group(1) if match else source
+
+
+def operations(path: Path) -> Operations:
+    """What `upgrade()` of the revision at `path` creates, adds and drops (literal names only)."""
+    source = path.read_text(encoding="utf-8")
+    tree = ast.parse(source, filename=str(path))
+    upgrade = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "upgrade"), None
+    )
+    ops = Operations({}, [], [], [])
+    if upgrade is None:
+        return ops
+    for node in ast.walk(upgrade):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        table = _literal(node.args[0]) if node.args else None
+        if table is None:
+            continue
+        op = node.func.attr
+        if op == "create_table":
+            ops.create_tables[table] = [
+                ast.get_source_segment(source, arg) or ""
+                for arg in node.args[1:]
+                if isinstance(arg, ast.Call)
+                and getattr(arg.func, "attr", getattr(arg.func, "id", "")) == "Column"
+            ]
+        elif op == "add_column" and len(node.args) > 1:
+            ops.add_columns.append(
+                (table, column_name(ast.get_source_segment(source, node.args[1]) or ""))
+            )
+        elif op == "drop_table":
+            ops.drop_tables.append(table)
+        elif op == "drop_column" and len(node.args) > 1 and _literal(node.args[1]):
+            ops.drop_columns.append((table, str(_literal(node.args[1]))))
+    return ops

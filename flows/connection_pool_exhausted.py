@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from prefect import flow
 
@@ -266,6 +267,18 @@ def plan_pooler_restart(
         ],
         params={"container_ids": [c.id for c in running]},
     )
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    """Before a CLI run: the target answers (a server with no free slot is the incident itself)."""
+    database = params.get("database")
+    target = PgTarget.from_settings(settings, database=str(database) if database else None)
+    try:
+        target.connect().close()
+    except postgres.TargetUnreachable as exc:
+        if not exc.saturated:
+            raise
+    pooler_service(settings)
 
 
 def pooler_service(settings: Settings) -> ComposeService | None:

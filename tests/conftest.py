@@ -135,6 +135,11 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
         "REMEDIATION_KILL_SWITCH",
         "APPROVAL_REQUIRE_DISTINCT_APPROVER",
         "REMEDIATION_MAX_BLAST_RADIUS",
+        "REMEDIATION_ENVIRONMENT",
+        "ALEMBIC_CONFIG",
+        "DOCKER_HOST",
+        "COMPOSE_PROJECT_NAME",
+        "POOLER_SERVICE",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():

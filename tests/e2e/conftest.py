@@ -31,13 +31,13 @@ from tests.conftest import PG_ADMIN_URL, db_url
 from tests.sessions import Herd, wait_idle
 
 
-def start(**params: Any) -> Future[Outcome]:
-    """Run the flow in a thread, as a served deployment would; the future holds its outcome."""
+def start(*, flow: Any = connection_pool_exhausted, **params: Any) -> Future[Outcome]:
+    """Run a runbook flow in a thread, as a served deployment would; the future holds its result."""
     future: Future[Outcome] = Future()
 
     def target() -> None:
         try:
-            future.set_result(connection_pool_exhausted(**params))
+            future.set_result(flow(**params))
         except BaseException as exc:
             future.set_exception(exc)
 

@@ -48,7 +48,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, t
 def test_list_names_every_runbook() -> None:
     result = remediate("list")
     assert result.returncode == 0
-    assert result.stdout.split()[0:2] == ["connection-pool-exhausted", "P1"]
+    from core.catalogue import CATALOGUE
+
+    lines = result.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [[r.id, r.severity] for r in CATALOGUE.values()]
 
 
 def test_auto_approved_run_prints_the_outcome_json(incident_world: dict[str, Any]) -> None:
@@ -128,6 +131,7 @@ def test_dry_run_exits_1_and_changes_nothing(incident_world: dict[str, Any]) -> 
             "TARGET_DATABASE_URL (postgres://127.0.0.1:1/app)",
         ),
         (["approve", "not-a-uuid"], None, "'not-a-uuid' is not a flow run id"),
+        (["run", "tables-missing-after-migration"], None, "ALEMBIC_CONFIG is not set"),
     ],
 )
 def test_bad_usage_and_configuration_exit_2_with_one_line(

@@ -1,0 +1,226 @@
+"""tables-missing-after-migration on a real alembic project and the real PostgreSQL (seed 000).
+
+Each test builds the app's schema with its own migrations, breaks it the way the seed's incident
+did, runs the runbook, and asserts on the database afterwards: tables, rows, alembic_version.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from alembic import command
+from alembic.config import Config
+from psycopg import sql
+
+from flows.tables_missing_after_migration import tables_missing_after_migration
+from tests.conftest import PG_ADMIN_URL, db_url
+from tests.e2e.conftest import answer, paused_run, start
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "app_alembic"
+
+
+class App:
+    """The guarded app: its alembic project (a copy per test) and its database."""
+
+    def __init__(self, root: Path, database: str) -> None:
+        self.root, self.database, self.url = root, database, db_url(database)
+
+    def alembic(self, name: str, *args: str) -> None:
+        cfg = Config(str(self.root / "alembic.ini"))
+        cfg.set_main_option(
+            "sqlalchemy.url", self.url.replace("postgresql://", "postgresql+psycopg://")
+        )
+        getattr(command, name)(cfg, *args)
+
+    def sql(self, query: str, *params: object) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(query, params or None)
+            return cur.fetchall() if cur.description else []
+
+    def version(self) -> list[str]:
+        return [r[0] for r in self.sql("SELECT version_num FROM alembic_version")]
+
+    def tables(self) -> set[str]:
+        return {
+            r[0] for r in self.sql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        }
+
+    def add_revision(self, name: str, body: str) -> Path:
+        path = self.root / "migrations" / "versions" / name
+        path.write_text(body)
+        return path
+
+
+@pytest.fixture
+def app(env: dict[str, str], sandbox: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> App:
+    root = tmp_path / "app"
+    shutil.copytree(FIXTURE, root)
+    monkeypatch.setenv("ALEMBIC_CONFIG", str(root / "alembic.ini"))
+    return App(root, sandbox)
+
+
+@pytest.fixture
+def supabase_roles() -> Iterator[None]:
+    """The Supabase roles (cluster-wide): created if missing, dropped only if created here."""
+    created = []
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        for role in ("anon", "authenticated", "service_role"):
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+                created.append(role)
+    yield
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        for role in created:
+            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'rt_%%'"):
+                with psycopg.connect(db_url(db), autocommit=True) as other:
+                    other.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def drop_everything_but_alembic_version(app: App) -> None:
+    app.sql('DROP TABLE ingestions, "user"')
+
+
+def test_healthy_schema_opens_no_incident(app: App) -> None:
+    app.alembic("upgrade", "head")
+    outcome = tables_missing_after_migration()
+    assert outcome.status == "healthy" and outcome.incident_id is None
+
+
+def test_seed_000_incident_only_alembic_version_left(app: App) -> None:
+    app.alembic("upgrade", "head")
+    drop_everything_but_alembic_version(app)
+    assert app.tables() == {"alembic_version"} and app.version() == ["d4"]
+
+    outcome = tables_missing_after_migration(auto_approve=True)
+
+    assert outcome.status == "resolved" and outcome.verified, outcome.summary
+    assert outcome.causes == ["stamp-without-upgrade"]
+    assert [a.name for a in outcome.actions] == ["reset-alembic-version", "alembic-upgrade-head"]
+    assert app.tables() == {"alembic_version", "user", "ingestions"}
+    assert app.version() == ["d4"]
+    columns = {
+        r[0]
+        for r in app.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'ingestions'"
+        )
+    }
+    assert "ocr_provider" in columns
+
+
+def test_only_the_newest_revision_missing_keeps_every_row(app: App) -> None:
+    app.alembic("upgrade", "c3")
+    app.sql("INSERT INTO \"user\" (id, email, full_name) VALUES (1, 'a@x.io', 'Ada')")
+    app.sql("INSERT INTO ingestions (id, user_id, filename) VALUES (7, 1, 'scan.pdf')")
+    app.alembic("stamp", "d4")  # the seed's mistake: stamp instead of upgrade
+
+    future = start(flow=tables_missing_after_migration, database=app.database)
+    answer(paused_run(app.database), approve=True, approver="fay")
+    outcome = future.result(timeout=90)
+
+    assert outcome.status == "resolved", outcome.summary
+    reset = outcome.actions[0]
+    assert reset.targets == ["alembic_version: d4 -> c3"] and reset.approved_by == "fay"
+    assert app.version() == ["d4"]
+    assert app.sql('SELECT id, email, full_name FROM "user"') == [(1, "a@x.io", "Ada")]
+    assert app.sql("SELECT id, filename, ocr_provider FROM ingestions") == [(7, "scan.pdf", None)]
+
+
+def test_supabase_target_gets_rls_and_a_service_role_only_policy(
+    app: App, supabase_roles: None
+) -> None:
+    app.alembic("upgrade", "head")
+    drop_everything_but_alembic_version(app)
+    outcome = tables_missing_after_migration(auto_approve=True)
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.actions[-1].name == "enable-rls"
+    assert set(outcome.actions[-1].targets) == {"table user", "table ingestions"}
+    rls = dict(
+        app.sql(
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relname IN ('user', 'ingestions')"
+        )
+    )
+    assert rls == {"user": True, "ingestions": True}
+    policies = app.sql("SELECT tablename, roles::text[], cmd FROM pg_policies ORDER BY tablename")
+    assert policies == [("ingestions", ["service_role"], "ALL"), ("user", ["service_role"], "ALL")]
+
+
+BUGGY = """\"\"\"add ingestions.status (autogenerated, buggy)\"\"\"
+import sqlalchemy as sa
+from alembic import op
+
+revision = "e5"
+down_revision = "d4"
+
+
+def upgrade():
+    op.create_table(
+        "ingestions",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("filename", sa.String(255), nullable=False),
+        sa.Column("status", sa.String(20), nullable=True),
+    )
+
+
+def downgrade():
+    pass
+"""
+
+
+def test_buggy_migration_is_reported_with_its_replacement_and_never_run(app: App) -> None:
+    app.alembic("upgrade", "head")
+    app.sql("INSERT INTO \"user\" (id, email) VALUES (1, 'a@x.io')")
+    buggy = app.add_revision("e5_buggy.py", BUGGY)
+    app.alembic("stamp", "e5")
+
+    outcome = tables_missing_after_migration(auto_approve=True)
+
+    assert outcome.status == "escalated"
+    assert "buggy-migration" in outcome.causes
+    assert "op.add_column('ingestions', sa.Column(\"status\", sa.String(20), nullable=True))" in (
+        outcome.summary
+    )
+    assert buggy.exists() and app.version() == ["e5"]
+    assert app.sql('SELECT id FROM "user"') == [(1,)]
+    assert not any(a.executed for a in outcome.actions)
+
+
+def test_dry_run_declined_and_timed_out_change_nothing(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app.alembic("upgrade", "c3")
+    app.alembic("stamp", "d4")
+    before = (app.version(), app.tables())
+
+    planned = tables_missing_after_migration(dry_run=True)
+    assert planned.status == "planned"
+    assert [a.name for a in planned.actions] == ["reset-alembic-version", "alembic-upgrade-head"]
+
+    future = start(flow=tables_missing_after_migration, database=app.database)
+    answer(paused_run(app.database), approve=False, approver="gus")
+    assert future.result(timeout=60).status == "declined"
+
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    timed_out = tables_missing_after_migration()
+    assert timed_out.status == "timed-out"
+    assert (app.version(), app.tables()) == before
+    columns = {
+        r[0]
+        for r in app.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'ingestions'"
+        )
+    }
+    assert "ocr_provider" not in columns
+
+
+def test_never_migrated_database_is_brought_to_head(app: App) -> None:
+    outcome = tables_missing_after_migration(auto_approve=True)
+    assert outcome.status == "resolved"
+    assert [a.name for a in outcome.actions] == ["alembic-upgrade-head"]
+    assert app.version() == ["d4"]
