@@ -212,15 +212,19 @@ def approve(
 
 @app.command("check-migrations")
 def check_migrations(
-    path: Annotated[Path | None, typer.Argument(help="A migrations folder or file.")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(metavar="[PATH]...", help="Migration folders or files.")
+    ] = None,
 ) -> None:
     """The migration safety checker (seed 000): exit 1 with one line per problem."""
     from core.migration_safety import check_path
 
-    target = path or Path(__file__).resolve().parent.parent / "migrations" / "versions"
-    if not target.exists():
-        _fail(f"{target}: no such file or folder")
-    problems = check_path(target)
+    targets = paths or [Path(__file__).resolve().parent.parent / "migrations" / "versions"]
+    problems = []
+    for target in targets:
+        if not target.exists():
+            _fail(f"{target}: no such file or folder")
+        problems += check_path(target)
     for problem in problems:
         typer.echo(str(problem))
     raise typer.Exit(1 if problems else 0)

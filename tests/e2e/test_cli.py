@@ -162,7 +162,7 @@ def test_check_migrations(tmp_path: Path) -> None:
     assert remediate("check-migrations", str(ROOT / "migrations" / "versions")).returncode == 0
     bad = tmp_path / "0002_bad.py"
     bad.write_text("from alembic import op\ndef upgrade():\n    op.create_table('user')\n")
-    result = remediate("check-migrations", str(tmp_path))
+    result = remediate("check-migrations", str(ROOT / "migrations" / "versions"), str(tmp_path))
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         f"{bad}:1: no downgrade() function",

@@ -60,3 +60,11 @@ def test_drops_raw_sql_missing_functions_and_empty_migrations(tmp_path: Path) ->
     assert "empty migration: upgrade() does nothing" in messages(
         write(tmp_path, 'def upgrade():\n    """nothing"""\n    pass\ndef downgrade():\n    pass\n')
     )
+
+
+def test_pre_commit_hooks_for_app_repositories() -> None:
+    import yaml
+
+    hooks = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}
+    assert hooks["migration-safety"]["entry"] == "remediate check-migrations"
+    assert hooks["alembic-check"]["entry"] == "alembic check"
