@@ -58,6 +58,15 @@ CATALOGUE: dict[str, Runbook] = {
             eta="15 minutes",
         ),
         Runbook(
+            id="rls-auth-failure",
+            seed="002 §1",
+            severity="P1",
+            component="Authentication / Row Level Security",
+            summary="RLS policies differ from the known-good snapshot: roll them back",
+            resolution_minutes=15,
+            eta="15 minutes",
+        ),
+        Runbook(
             id="tables-missing-after-migration",
             seed="000",
             severity="P1",

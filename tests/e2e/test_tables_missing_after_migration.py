@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from alembic import command
 from alembic.config import Config
-from psycopg import sql
 
 from flows.tables_missing_after_migration import tables_missing_after_migration
+from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, paused_run, start
 
@@ -67,20 +67,8 @@ def app(env: dict[str, str], sandbox: str, tmp_path: Path, monkeypatch: pytest.M
 
 @pytest.fixture
 def supabase_roles() -> Iterator[None]:
-    """The Supabase roles (cluster-wide): created if missing, dropped only if created here."""
-    created = []
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        for role in ("anon", "authenticated", "service_role"):
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
-                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-                created.append(role)
-    yield
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        for role in created:
-            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'rt_%%'"):
-                with psycopg.connect(db_url(db), autocommit=True) as other:
-                    other.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    with supabase.supabase_roles(PG_ADMIN_URL):
+        yield
 
 
 def drop_everything_but_alembic_version(app: App) -> None:

@@ -1,0 +1,348 @@
+"""Seed 002 §1, "RLS/Auth Failure" (P1): row-level security broken, users locked out.
+
+Detect: policies of the protected tables differ from the last known-good snapshot; an RLS-enabled
+table with no policy; RLS switched off on a protected table; an in-database access probe as
+`authenticated` with a test user's claims fails. A healthy run records the snapshot.
+Diagnose: the diff per table and policy; commits of the last hours touching auth or migrations
+in `APP_REPO`. Remediate (approval): one transaction that drops the broken policies, recreates the
+known-good ones and re-enables RLS, also written as a migration file in `MIGRATIONS_DIR` when set.
+The flow never widens access: it only recreates what the snapshot holds.
+Verify: policies equal the snapshot and the probe passes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from core.incident import IncidentRun
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.settings import Settings, load_settings
+from core.store import Store
+from tasks import git, rls
+from tasks.postgres import PgTarget
+from tasks.rls import Policy, RlsState
+
+RUNBOOK = "rls-auth-failure"
+SNAPSHOT = "rls-policies"
+ROLLBACK = "rollback-rls-policies"
+DEFAULT_TABLES = ["users", "classes", "students", "teachers"]
+AUTH_PATHS = ["src/lib/auth*", "src/app/actions/auth*", "supabase/migrations/"]
+PREVENTION = (
+    "test RLS policies in CI (a probe per role); review migrations touching policies; keep the"
+    " known-good snapshot current with the scheduled health sweep"
+)
+
+
+# Pure decisions.
+
+
+@dataclass(frozen=True)
+class PolicyDiff:
+    missing: list[Policy]  # in the snapshot, gone now
+    changed: list[tuple[Policy, Policy]]  # (known-good, now)
+    extra: list[Policy]  # not in the snapshot
+    rls_off: list[str]
+    no_policy: list[str]  # RLS on, no policy at all: every query denied
+
+    @property
+    def empty(self) -> bool:
+        return not (self.missing or self.changed or self.extra or self.rls_off or self.no_policy)
+
+    def lines(self) -> list[str]:
+        out = [f"{p.table}: policy {p.name} is missing" for p in self.missing]
+        out += [
+            f"{old.table}: policy {old.name} changed ({_show(new)} instead of {_show(old)})"
+            for old, new in self.changed
+        ]
+        out += [
+            f"{p.table}: policy {p.name} is not in the snapshot ({_show(p)})" for p in self.extra
+        ]
+        out += [f"{t}: row-level security is off" for t in self.rls_off]
+        out += [f"{t}: RLS on with no policy (every query is denied)" for t in self.no_policy]
+        return out
+
+
+def _show(p: Policy) -> str:
+    return f"{p.cmd} TO {', '.join(p.roles)} USING ({p.qual})" + (
+        f" WITH CHECK ({p.with_check})" if p.with_check else ""
+    )
+
+
+def protected_tables(snapshot: RlsState | None, tables: list[str] | None) -> list[str]:
+    if tables:
+        return sorted(tables)
+    if snapshot is not None:
+        return sorted(t for t, on in snapshot.rls.items() if on)
+    return sorted(DEFAULT_TABLES)
+
+
+def policy_diff(snapshot: RlsState, now: RlsState, tables: list[str]) -> PolicyDiff:
+    good = {k: p for k, p in snapshot.by_key().items() if k[0] in tables}
+    current = {k: p for k, p in now.by_key().items() if k[0] in tables}
+    return PolicyDiff(
+        missing=[p for k, p in sorted(good.items()) if k not in current],
+        changed=[
+            (p, current[k]) for k, p in sorted(good.items()) if k in current and current[k] != p
+        ],
+        extra=[p for k, p in sorted(current.items()) if k not in good],
+        rls_off=[t for t in tables if snapshot.rls.get(t) and not now.rls.get(t, False)],
+        no_policy=no_policy_tables(now, tables),
+    )
+
+
+def no_policy_tables(now: RlsState, tables: list[str]) -> list[str]:
+    with_policy = {p.table for p in now.policies}
+    return [t for t in tables if now.rls.get(t) and t not in with_policy]
+
+
+def detect(
+    now: RlsState, snapshot: RlsState | None, tables: list[str], probe: rls.ProbeAccess | None
+) -> tuple[list[Finding], PolicyDiff | None]:
+    findings = []
+    diff = policy_diff(snapshot, now, tables) if snapshot is not None else None
+    if diff is not None:
+        findings.append(
+            Finding(
+                check="policies-match-snapshot",
+                ok=not (diff.missing or diff.changed or diff.extra),
+                detail="; ".join(diff.lines()[:6])
+                if not diff.empty
+                else "policies equal the snapshot",
+            )
+        )
+        findings.append(
+            Finding(
+                check="rls-enabled",
+                ok=not diff.rls_off,
+                detail=f"RLS off on {', '.join(diff.rls_off)}"
+                if diff.rls_off
+                else "RLS on for every protected table",
+            )
+        )
+    else:
+        findings.append(
+            Finding(
+                check="policies-match-snapshot",
+                ok=True,
+                detail="no known-good snapshot yet: nothing to compare",
+            )
+        )
+    empty = no_policy_tables(now, tables)
+    findings.append(
+        Finding(
+            check="tables-without-policy",
+            ok=not empty,
+            detail=f"RLS on with no policy: {', '.join(empty)}"
+            if empty
+            else "every RLS table has a policy",
+        )
+    )
+    if probe is not None:
+        findings.append(Finding(check="access-probe", ok=probe.ok, detail=probe.detail))
+    return findings, diff
+
+
+def plan_rollback(
+    diff: PolicyDiff, snapshot: RlsState, *, resource: str, migrations_dir: str | None
+) -> Plan:
+    drop = [new for _, new in diff.changed] + diff.extra
+    create = diff.missing + [old for old, _ in diff.changed]
+    statements = rls.rollback_statements(drop=drop, create=create, enable_rls=diff.rls_off)
+    rendered = [s.as_string(None) + ";" for s in statements]
+    where = f" and written as a migration file in {migrations_dir}" if migrations_dir else ""
+    action = PlannedAction(
+        name=ROLLBACK,
+        destructive=True,
+        resource=resource,
+        description="Restore the known-good policies in one transaction" + where + ". Only"
+        " policies of the snapshot are created: access is never widened.",
+        targets=[f"drop policy {p.table}.{p.name}" for p in drop]
+        + [f"create policy {p.table}.{p.name}" for p in create]
+        + [f"enable RLS on {t}" for t in diff.rls_off],
+        details=diff.lines(),
+        statements=rendered,
+        params={
+            "drop": [p.model_dump() for p in drop],
+            "create": [p.model_dump() for p in create],
+            "enable_rls": diff.rls_off,
+        },
+    )
+    touched = sorted({p.table for p in drop + create} | set(diff.rls_off))
+    return Plan(
+        runbook=RUNBOOK,
+        resource=resource,
+        summary=f"roll back the RLS policies of {', '.join(touched)} to the snapshot",
+        actions=[action],
+    )
+
+
+def widens(plan: Plan, snapshot: RlsState) -> list[str]:
+    """Policies the plan would create that the snapshot does not hold exactly (must be none)."""
+    good = snapshot.by_key()
+    created = [Policy(**p) for a in plan.actions for p in a.params.get("create", [])]
+    return [f"{p.table}.{p.name}" for p in created if good.get(p.key) != p]
+
+
+def rollback_file(migrations_dir: str, statements: list[str], *, now: float) -> Path:
+    path = Path(migrations_dir) / f"{int(now)}_rollback_rls.sql"
+    header = [
+        "-- Rollback of RLS policies to the last known-good snapshot.",
+        "-- Written by remediate (rls-auth-failure); applied in one transaction.",
+        "",
+    ]
+    path.write_text("\n".join([*header, "BEGIN;", *statements, "COMMIT;", ""]), encoding="utf-8")
+    return path
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    """Before a CLI run: the target database answers."""
+    database = params.get("database")
+    PgTarget.from_settings(settings, database=str(database) if database else None).connect().close()
+
+
+# The runbook.
+
+
+@flow(name=RUNBOOK, log_prints=True)
+def rls_auth_failure(
+    *,
+    tables: list[str] | None = None,
+    probe_user_id: str | None = None,
+    probe_table: str = "users",
+    since_hours: float = 2,
+    database: str | None = None,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    requested_by: str | None = None,
+) -> Outcome:
+    """Seed 002 §1: RLS broken → roll back to the known-good policies (approval) → probe."""
+    settings = load_settings()
+    target = PgTarget.from_settings(settings, database=database)
+    store = Store.open(settings.remediation_database_url)
+
+    # Detect: policies against the snapshot, RLS flags, an access probe.
+    now = rls.read_rls_state(target)
+    saved = store.latest_snapshot(SNAPSHOT, target.resource)
+    snapshot = RlsState(**saved) if saved else None
+    protected = protected_tables(snapshot, tables)
+    probe = (
+        rls.probe_access(target, table=probe_table, user_id=probe_user_id)
+        if probe_user_id
+        else None
+    )
+    findings, diff = detect(now, snapshot, protected, probe)
+    if all(f.ok for f in findings):
+        if saved != now.model_dump():
+            store.save_snapshot(SNAPSHOT, target.resource, now.model_dump())
+        return IncidentRun.healthy(RUNBOOK, findings=findings)
+    run = IncidentRun.open(
+        RUNBOOK,
+        resource=target.resource,
+        findings=findings,
+        settings=settings,
+        requester=requested_by,
+        impact="users may be unable to log in or see their data",
+    )
+
+    # Diagnose: the diff per policy, recent commits touching auth or migrations.
+    evidence = [
+        Finding(check="policy-diff", ok=False, detail=line)
+        for line in (diff.lines() if diff else [])
+    ]
+    commits = []
+    if settings.app_repo:
+        commits = git.recent_commits(settings.app_repo, since_hours=since_hours, paths=AUTH_PATHS)
+        evidence += [
+            Finding(
+                check="recent-commit",
+                ok=True,
+                detail=f"{c.sha[:10]} {c.author}: {c.subject} ({', '.join(c.files[:3])})",
+            )
+            for c in commits
+        ]
+    causes = []
+    if diff is not None and (diff.missing or diff.changed or diff.extra):
+        causes.append("policy-changed")
+    if diff is not None and diff.rls_off:
+        causes.append("rls-disabled")
+    if diff is not None and diff.no_policy:
+        causes.append("no-policy")
+    if commits:
+        causes.append("recent-auth-commits")
+    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+
+    if snapshot is None or diff is None or diff.empty:
+        reason = (
+            "no known-good snapshot to roll back to"
+            if snapshot is None
+            else "the policies match the snapshot: the cause is elsewhere (code, auth server)"
+        )
+        return run.escalate(f"no automatic fix: {reason}")
+
+    # Plan: restore the snapshot, never more.
+    plan = plan_rollback(
+        diff, snapshot, resource=target.resource, migrations_dir=settings.migrations_dir
+    )
+    run.planned(plan)
+    widened = widens(plan, snapshot)
+    if widened:
+        return run.escalate(
+            f"refused: the plan would create policies not in the snapshot: {widened}"
+        )
+    if dry_run:
+        return run.dry_run(plan)
+
+    def recheck(approved: Plan) -> Plan:
+        again = rls.read_rls_state(target)
+        if again != now:
+            raise RuntimeError("the policies changed since the plan was made")
+        return approved
+
+    def act(current: Plan) -> list[ActionResult]:
+        params = current.actions[0].params
+        rls.apply_rollback(
+            target,
+            drop=[Policy(**p) for p in params["drop"]],
+            create=[Policy(**p) for p in params["create"]],
+            enable_rls=params["enable_rls"],
+        )
+        detail = "applied in one transaction"
+        if settings.migrations_dir:
+            path = rollback_file(
+                settings.migrations_dir, current.actions[0].statements, now=time.time()
+            )
+            detail += f"; written to {path}"
+        return [
+            ActionResult(
+                name=ROLLBACK,
+                destructive=True,
+                executed=True,
+                targets=current.actions[0].targets,
+                detail=detail,
+            )
+        ]
+
+    def verify() -> list[Finding]:
+        after, _ = detect(
+            rls.read_rls_state(target),
+            snapshot,
+            protected,
+            rls.probe_access(target, table=probe_table, user_id=probe_user_id)
+            if probe_user_id
+            else None,
+        )
+        return [f.model_copy(update={"check": f.check + "-after"}) for f in after]
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=recheck,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )
