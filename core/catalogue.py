@@ -58,6 +58,15 @@ CATALOGUE: dict[str, Runbook] = {
             eta="15 minutes",
         ),
         Runbook(
+            id="database-connection-errors",
+            seed="000",
+            severity="P1",
+            component="Postgres Database",
+            summary="the database does not answer: restart its stopped container",
+            resolution_minutes=30,
+            eta="15 minutes",
+        ),
+        Runbook(
             id="rls-auth-failure",
             seed="002 §1",
             severity="P1",

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     compose_project_name: str | None = None
     # The compose service of the connection pooler (PgBouncer, Supavisor…), when there is one.
     pooler_service: str | None = None
+    # The compose service of the database (seed 000: `docker compose ps db`).
+    database_service: str = "db"
     app_url: str | None = None
     frontend_url: str | None = None
     alembic_config: str | None = None

@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 PODMAN_SOCKET="${PODMAN_SOCKET:-/run/podman/podman.sock}"
-TEST_IMAGE="${TEST_IMAGE:-localhost/remediate-test:latest}"
+TEST_IMAGE="${TEST_IMAGE:-localhost/remediate-test:3}"
 failed=()
 apt_updated=0
 
@@ -98,6 +98,7 @@ else
 fi
 
 # 5. The test image, built locally from Debian's busybox-static (no registry is reachable).
+#    Its tag is its version: change what goes in, bump the tag, and every machine rebuilds it.
 if command -v podman >/dev/null; then
   if ! podman image exists "$TEST_IMAGE" 2>/dev/null; then
     # A static busybox is the whole image. Debian's busybox-static ships one; when the machine's
@@ -113,7 +114,12 @@ if command -v podman >/dev/null; then
       fi
     fi
     root=$(mktemp -d)
-    mkdir -p "$root/bin" "$root/tmp" "$root/www" "$root/etc"
+    mkdir -p "$root/bin" "$root/tmp" "$root/www" "$root/etc" "$root/data"
+    chmod 1777 "$root/tmp" "$root/data"
+    # Host directories (the machine's own PostgreSQL or Python) can be mounted read-only into a
+    # container: keep Debian's merged-/usr layout so their loader and libraries resolve.
+    mkdir -p "$root/usr/lib" "$root/lib64"
+    ln -s usr/lib "$root/lib"
     cp "$busybox" "$root/bin/busybox"
     for applet in sh ls cat echo sleep env httpd nc wget grep sed printf mkdir rm kill ps true false; do
       ln -sf busybox "$root/bin/$applet"

@@ -7,6 +7,7 @@ Compose host and on the test engine. Each task opens and closes its own client.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import docker
@@ -21,6 +22,7 @@ __all__ = [
     "ComposeService",
     "ContainerInfo",
     "EngineUnreachable",
+    "container_logs",
     "find_service",
     "restart_containers",
 ]
@@ -50,9 +52,12 @@ class ComposeService(BaseModel):
 class ContainerInfo(BaseModel):
     id: str
     name: str
-    status: str
+    status: str  # created, running, restarting, exited, paused, dead
     started_at: datetime | None
     image: str
+    exit_code: int | None = None
+    oom_killed: bool = False
+    health: str | None = None
 
 
 def _client(docker_host: str) -> docker.DockerClient:
@@ -78,6 +83,9 @@ def _info(container: docker.models.containers.Container) -> ContainerInfo:
         image=(container.image.tags or [container.attrs.get("Image", "")])[0]
         if container.image
         else "",
+        exit_code=state.get("ExitCode"),
+        oom_killed=bool(state.get("OOMKilled")),
+        health=(state.get("Health") or {}).get("Status") or None,
     )
 
 
@@ -104,6 +112,32 @@ def find_service(service: ComposeService) -> list[ContainerInfo]:
         return sorted((_info(c) for c in found), key=lambda c: c.name)
     finally:
         client.close()
+
+
+@task(
+    name="container-logs",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["containers", "read-only"],
+)
+def container_logs(service: ComposeService, *, container_id: str, tail: int = 30) -> list[str]:
+    """The last `tail` log lines of a container of the service (empty if it is gone)."""
+    client = _client(service.docker_host)
+    try:
+        container = client.containers.get(container_id)
+        raw = container.logs(tail=tail, stdout=True, stderr=True)
+    except NotFound:
+        return []
+    finally:
+        client.close()
+    return [_scrub(line) for line in raw.decode("utf-8", "replace").splitlines()][-tail:]
+
+
+def _scrub(line: str) -> str:
+    """Log lines may carry a connection string or a password setting: mask the value."""
+    line = re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", line)
+    return re.sub(r"(?i)(password\s*[=:]\s*)\S+", r"\1***", line)[:500]
 
 
 @task(name="restart-containers", cache_policy=NONE, tags=["containers", "destructive"])

@@ -32,6 +32,7 @@ __all__ = [
     "read_activity",
     "terminate_idle_sessions",
     "wait_for_usage",
+    "wait_reachable",
 ]
 
 APPLICATION_NAME = "remediate:postgres"
@@ -259,6 +260,17 @@ def wait_for_usage(target: PgTarget, *, below: float, timeout_seconds: float = 1
             if usage < below or time.monotonic() >= deadline:
                 return usage
             time.sleep(0.2)
+
+
+@task(name="wait-reachable", cache_policy=NONE, tags=["postgres", "read-only"])
+def wait_reachable(target: PgTarget, *, timeout_seconds: float = 30.0) -> ProbeResult:
+    """Probe until the database answers `SELECT 1` or the timeout passes; the last probe."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        result = probe_query.fn(target, timeout_seconds=3)
+        if result.ok or time.monotonic() >= deadline:
+            return result
+        time.sleep(0.5)
 
 
 @task(

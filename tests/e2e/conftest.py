@@ -116,7 +116,7 @@ def pooler(incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> I
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project = f"rt-{uuid.uuid4().hex[:8]}"
     container = engine.containers.run(
-        "localhost/remediate-test:latest",
+        "localhost/remediate-test:3",
         ["/bin/sh", "/pooler.sh"],
         detach=True,
         network_mode="host",

@@ -15,7 +15,7 @@ import docker
 import pytest
 
 DOCKER_HOST = os.environ.get("TEST_DOCKER_HOST", "unix:///run/podman/podman.sock")
-IMAGE = os.environ.get("TEST_IMAGE", "localhost/remediate-test:latest")
+IMAGE = os.environ.get("TEST_IMAGE", "localhost/remediate-test:3")
 
 
 @pytest.fixture

@@ -1,0 +1,140 @@
+"""database-connection-errors with a real PostgreSQL server in a container of the local engine.
+
+The server runs this machine's own PostgreSQL binaries (mounted read-only) in the test image;
+stopping its container reproduces seed 000's "could not connect to server".
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import psycopg
+import pytest
+
+from flows.database_connection_errors import database_connection_errors
+from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "postgres.sh"
+HOST_DIRS = [
+    "/usr/lib/postgresql",
+    "/usr/share/postgresql",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/etc/passwd",
+    "/etc/group",
+]
+CANARY = "db-password-canary-51f2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture
+def db(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
+    container = engine.containers.run(
+        "localhost/remediate-test:3",
+        ["/bin/sh", "/postgres.sh"],
+        detach=True,
+        network_mode="host",
+        user="postgres",
+        environment={"PGPORT": str(port)},
+        volumes={
+            **{d: {"bind": d, "mode": "ro"} for d in HOST_DIRS},
+            str(SCRIPT): {"bind": "/postgres.sh", "mode": "ro"},
+        },
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "db",
+            "remediate.test": "1",
+        },
+    )
+    url = f"postgresql://postgres:{CANARY}@127.0.0.1:{port}/postgres"
+    deadline = time.monotonic() + 60
+    while not reachable(url):
+        assert time.monotonic() < deadline, container.logs()[-2000:]
+        time.sleep(0.3)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)")
+    for name, value in {
+        "TARGET_DATABASE_URL": url,
+        "DOCKER_HOST": DOCKER_HOST,
+        "COMPOSE_PROJECT_NAME": project,
+    }.items():
+        monkeypatch.setenv(name, value)
+    container.reload()
+    yield {"container": container, "url": url, "port": port}
+    container.remove(force=True)
+    engine.close()
+
+
+def test_running_database_is_healthy(db: dict[str, Any]) -> None:
+    outcome = database_connection_errors()
+    assert outcome.status == "healthy" and outcome.incident_id is None
+
+
+def test_stopped_database_container_is_restarted_after_approval(db: dict[str, Any]) -> None:
+    db["container"].stop(timeout=10)
+    assert not reachable(db["url"])
+
+    future = start(flow=database_connection_errors, database="postgres")
+    answer(paused_run("postgres"), approve=True, approver="jo")
+    outcome = future.result(timeout=120)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.causes == ["database-container-stopped"]
+    checks = {f.check: f for f in outcome.findings}
+    assert "exited" in checks["database-container"].detail
+    assert checks["connection-settings"].detail == (
+        f"host 127.0.0.1, port {db['port']}, database postgres, user postgres"
+    )
+    assert any(f.check == "database-log" for f in outcome.findings)
+    db["container"].reload()
+    assert db["container"].status == "running"
+    with psycopg.connect(db["url"]) as conn:
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
+    assert CANARY not in outcome.model_dump_json()
+
+
+def test_dry_run_and_declined_leave_it_stopped(db: dict[str, Any]) -> None:
+    db["container"].stop(timeout=10)
+    assert database_connection_errors(dry_run=True).status == "planned"
+    future = start(flow=database_connection_errors, database="postgres")
+    answer(paused_run("postgres"), approve=False, approver="kim")
+    assert future.result(timeout=60).status == "declined"
+    db["container"].reload()
+    assert db["container"].status == "exited" and not reachable(db["url"])
+
+
+def test_running_container_with_wrong_settings_is_escalated_not_restarted(
+    db: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started = db["container"].attrs["State"]["StartedAt"]
+    monkeypatch.setenv("TARGET_DATABASE_URL", db["url"].replace(str(db["port"]), "1"))
+    outcome = database_connection_errors(auto_approve=True)
+    assert outcome.status == "escalated"
+    assert outcome.causes == ["database-up-but-unreachable"]
+    assert "check the connection settings (host 127.0.0.1, port 1," in outcome.summary
+    db["container"].reload()
+    assert db["container"].attrs["State"]["StartedAt"] == started
+    assert CANARY not in json.dumps(outcome.model_dump())
