@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     database_service: str = "db"
     app_url: str | None = None
     frontend_url: str | None = None
+    # A known-good probe user for login checks (rls-auth-failure, auth-failures…).
+    login_probe_email: str | None = None
+    login_probe_password: SecretStr | None = None
     alembic_config: str | None = None
     migrations_dir: str | None = None
     app_repo: str | None = None

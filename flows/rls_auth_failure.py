@@ -13,6 +13,7 @@ Verify: policies equal the snapshot and the probe passes.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +24,14 @@ from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
 from core.store import Store
-from tasks import git, rls
+from tasks import git, http_probe, rls, sentry
 from tasks.postgres import PgTarget
 from tasks.rls import Policy, RlsState
 
 RUNBOOK = "rls-auth-failure"
 SNAPSHOT = "rls-policies"
 ROLLBACK = "rollback-rls-policies"
+REVERT = "revert-auth-commit"
 DEFAULT_TABLES = ["users", "classes", "students", "teachers"]
 AUTH_PATHS = ["src/lib/auth*", "src/app/actions/auth*", "supabase/migrations/"]
 PREVENTION = (
@@ -101,8 +103,14 @@ def no_policy_tables(now: RlsState, tables: list[str]) -> list[str]:
 
 
 def detect(
-    now: RlsState, snapshot: RlsState | None, tables: list[str], probe: rls.ProbeAccess | None
+    now: RlsState,
+    snapshot: RlsState | None,
+    tables: list[str],
+    probe: rls.ProbeAccess | None,
+    *,
+    probes: Sequence[Finding] = (),
 ) -> tuple[list[Finding], PolicyDiff | None]:
+    """Findings on the policies, the RLS flags and the probes (`probes`: login, Sentry…)."""
     findings = []
     diff = policy_diff(snapshot, now, tables) if snapshot is not None else None
     if diff is not None:
@@ -144,7 +152,32 @@ def detect(
     )
     if probe is not None:
         findings.append(Finding(check="access-probe", ok=probe.ok, detail=probe.detail))
-    return findings, diff
+    return findings + list(probes), diff
+
+
+def plan_revert(commit: git.Commit, *, resource: str, repo: str) -> Plan:
+    return Plan(
+        runbook=RUNBOOK,
+        resource=resource,
+        summary=f"revert {commit.sha[:10]} ({commit.subject}) in {repo}",
+        actions=[
+            PlannedAction(
+                name=REVERT,
+                destructive=True,
+                resource=f"git://{repo}",
+                description="The policies match the snapshot but access fails, and this commit"
+                " touched auth code or migrations in the last hours: revert it (a new commit;"
+                " nothing is pushed: deploying it stays the team's step, seed 002).",
+                targets=[f"commit {commit.sha[:10]}: {commit.subject}"],
+                details=[
+                    f"{commit.sha} by {commit.author} at {commit.date}:"
+                    f" {', '.join(commit.files[:5])}"
+                ],
+                statements=[f"git -C {repo} revert --no-edit {commit.sha}"],
+                params={"sha": commit.sha},
+            )
+        ],
+    )
 
 
 def plan_rollback(
@@ -215,6 +248,8 @@ def rls_auth_failure(
     probe_user_id: str | None = None,
     probe_table: str = "users",
     since_hours: float = 2,
+    login_path: str = "/auth/login",
+    auth_error_limit_per_minute: float = 10,
     database: str | None = None,
     dry_run: bool = False,
     auto_approve: bool = False,
@@ -225,17 +260,54 @@ def rls_auth_failure(
     target = PgTarget.from_settings(settings, database=database)
     store = Store.open(settings.remediation_database_url)
 
-    # Detect: policies against the snapshot, RLS flags, an access probe.
+    def access_probe() -> rls.ProbeAccess | None:
+        if not probe_user_id:
+            return None
+        return rls.probe_access(target, table=probe_table, user_id=probe_user_id)
+
+    def login_probe() -> list[Finding]:
+        if not (settings.app_url and settings.login_probe_email and settings.login_probe_password):
+            return []
+        login = http_probe.probe_login(
+            settings.app_url,
+            path=login_path,
+            email=settings.login_probe_email,
+            password=settings.login_probe_password,
+        )
+        return [Finding(check="login-probe", ok=login.ok, detail=login.detail)]
+
+    def sentry_rate() -> list[Finding]:
+        if not (
+            settings.sentry_api_url
+            and settings.sentry_auth_token
+            and settings.sentry_org
+            and settings.sentry_project
+        ):
+            return []
+        rate = sentry.error_rate(
+            settings.sentry_api_url,
+            token=settings.sentry_auth_token,
+            org=settings.sentry_org,
+            project=settings.sentry_project,
+            query="auth_error",
+        )
+        high = rate.per_minute is not None and rate.per_minute > auth_error_limit_per_minute
+        return [
+            Finding(
+                check="sentry-auth-errors",
+                ok=not high,
+                detail=f"{rate.detail} (limit {auth_error_limit_per_minute:g}/min)",
+            )
+        ]
+
+    # Detect: policies against the snapshot, RLS flags, the access, login and Sentry probes.
     now = rls.read_rls_state(target)
     saved = store.latest_snapshot(SNAPSHOT, target.resource)
     snapshot = RlsState(**saved) if saved else None
     protected = protected_tables(snapshot, tables)
-    probe = (
-        rls.probe_access(target, table=probe_table, user_id=probe_user_id)
-        if probe_user_id
-        else None
+    findings, diff = detect(
+        now, snapshot, protected, access_probe(), probes=login_probe() + sentry_rate()
     )
-    findings, diff = detect(now, snapshot, protected, probe)
     if all(f.ok for f in findings):
         if saved != now.model_dump():
             store.save_snapshot(SNAPSHOT, target.resource, now.model_dump())
@@ -254,7 +326,7 @@ def rls_auth_failure(
         Finding(check="policy-diff", ok=False, detail=line)
         for line in (diff.lines() if diff else [])
     ]
-    commits = []
+    commits: list[git.Commit] = []
     if settings.app_repo:
         commits = git.recent_commits(settings.app_repo, since_hours=since_hours, paths=AUTH_PATHS)
         evidence += [
@@ -276,65 +348,73 @@ def rls_auth_failure(
         causes.append("recent-auth-commits")
     run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
 
-    if snapshot is None or diff is None or diff.empty:
+    # Plan: restore the snapshot (never more), or revert the suspect commit.
+    if snapshot is not None and diff is not None and not diff.empty:
+        plan = plan_rollback(
+            diff, snapshot, resource=target.resource, migrations_dir=settings.migrations_dir
+        )
+        widened = widens(plan, snapshot)
+        if widened:
+            run.planned(plan)
+            return run.escalate(
+                f"refused: the plan would create policies not in the snapshot: {widened}"
+            )
+    elif snapshot is not None and commits and settings.app_repo:
+        plan = plan_revert(commits[0], resource=target.resource, repo=settings.app_repo)
+    else:
         reason = (
             "no known-good snapshot to roll back to"
             if snapshot is None
-            else "the policies match the snapshot: the cause is elsewhere (code, auth server)"
+            else "the policies match the snapshot and no recent commit touched auth: the cause"
+            " is elsewhere (auth server, configuration)"
         )
         return run.escalate(f"no automatic fix: {reason}")
-
-    # Plan: restore the snapshot, never more.
-    plan = plan_rollback(
-        diff, snapshot, resource=target.resource, migrations_dir=settings.migrations_dir
-    )
     run.planned(plan)
-    widened = widens(plan, snapshot)
-    if widened:
-        return run.escalate(
-            f"refused: the plan would create policies not in the snapshot: {widened}"
-        )
     if dry_run:
         return run.dry_run(plan)
 
     def recheck(approved: Plan) -> Plan:
-        again = rls.read_rls_state(target)
-        if again != now:
+        if rls.read_rls_state(target) != now:
             raise RuntimeError("the policies changed since the plan was made")
         return approved
 
     def act(current: Plan) -> list[ActionResult]:
-        params = current.actions[0].params
+        action = current.actions[0]
+        if action.name == REVERT:
+            assert settings.app_repo is not None
+            new = git.revert_commit(settings.app_repo, sha=action.params["sha"])
+            return [
+                ActionResult(
+                    name=REVERT,
+                    destructive=True,
+                    executed=True,
+                    targets=action.targets,
+                    detail=f"reverted in commit {new[:10]}; push and deploy it",
+                )
+            ]
         rls.apply_rollback(
             target,
-            drop=[Policy(**p) for p in params["drop"]],
-            create=[Policy(**p) for p in params["create"]],
-            enable_rls=params["enable_rls"],
+            drop=[Policy(**p) for p in action.params["drop"]],
+            create=[Policy(**p) for p in action.params["create"]],
+            enable_rls=action.params["enable_rls"],
         )
         detail = "applied in one transaction"
         if settings.migrations_dir:
-            path = rollback_file(
-                settings.migrations_dir, current.actions[0].statements, now=time.time()
-            )
+            path = rollback_file(settings.migrations_dir, action.statements, now=time.time())
             detail += f"; written to {path}"
         return [
             ActionResult(
                 name=ROLLBACK,
                 destructive=True,
                 executed=True,
-                targets=current.actions[0].targets,
+                targets=action.targets,
                 detail=detail,
             )
         ]
 
     def verify() -> list[Finding]:
         after, _ = detect(
-            rls.read_rls_state(target),
-            snapshot,
-            protected,
-            rls.probe_access(target, table=probe_table, user_id=probe_user_id)
-            if probe_user_id
-            else None,
+            rls.read_rls_state(target), snapshot, protected, access_probe(), probes=login_probe()
         )
         return [f.model_copy(update={"check": f.check + "-after"}) for f in after]
 

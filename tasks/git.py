@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from core.settings import ConfigError
 
-__all__ = ["Commit", "recent_commits"]
+__all__ = ["Commit", "recent_commits", "revert_commit"]
 
 
 class Commit(BaseModel):
@@ -64,3 +64,22 @@ def recent_commits(repo: str, *, since_hours: float, paths: list[str]) -> list[C
             )
         )
     return commits
+
+
+@task(name="git-revert", cache_policy=NONE, tags=["git", "destructive"])
+def revert_commit(repo: str, *, sha: str) -> str:
+    """`git revert --no-edit SHA` in the app's repository; the new commit's sha.
+
+    Refused (ConfigError) when the work tree has uncommitted changes: a revert must not mix
+    with someone's work in progress. Nothing is pushed: deploying stays the team's step.
+    """
+    if _git(repo, "status", "--porcelain").strip():
+        raise ConfigError(f"APP_REPO ({repo}): uncommitted changes; not reverting over them")
+    if not _git(repo, "cat-file", "-t", sha).strip() == "commit":
+        raise ConfigError(f"APP_REPO ({repo}): {sha} is not a commit")
+    try:
+        _git(repo, "revert", "--no-edit", sha)
+    except ConfigError:
+        _git(repo, "revert", "--abort")
+        raise
+    return _git(repo, "rev-parse", "HEAD").strip()

@@ -140,6 +140,16 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
         "DOCKER_HOST",
         "COMPOSE_PROJECT_NAME",
         "POOLER_SERVICE",
+        "DATABASE_SERVICE",
+        "APP_REPO",
+        "MIGRATIONS_DIR",
+        "APP_URL",
+        "LOGIN_PROBE_EMAIL",
+        "LOGIN_PROBE_PASSWORD",
+        "SENTRY_API_URL",
+        "SENTRY_AUTH_TOKEN",
+        "SENTRY_ORG",
+        "SENTRY_PROJECT",
     ):
         monkeypatch.delenv(name, raising=False)
     for name, value in values.items():

@@ -3,8 +3,11 @@ back to the known-good snapshot, checked by querying as `authenticated` with a u
 
 from __future__ import annotations
 
+import json
 import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +170,99 @@ def test_hostile_table_names_are_quoted_not_executed(school: str) -> None:
     outcome = rls_auth_failure(database=school, probe_user_id=supabase.ALICE, probe_table=evil)
     assert outcome.status == "escalated"
     assert run_sql(school, "SELECT count(*) FROM users") == [(2,)]
+
+
+class AppAndSentry:
+    """The guarded app's login route, deployed from APP_REPO's working tree (it reads
+    src/lib/auth.json on every request), and Sentry's events API, on one local HTTP server."""
+
+    def __init__(self, repo: Path, auth_errors: int) -> None:
+        outer = self
+        self.repo, self.auth_errors, self.sentry_requests = repo, auth_errors, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                config = json.loads((outer.repo / "src" / "lib" / "auth.json").read_text())
+                self.send_response(200 if config["enabled"] else 401)
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                outer.sentry_requests.append((self.path, self.headers.get("Authorization")))
+                body = json.dumps({"data": [{"count()": outer.auth_errors}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def deployed(app_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppAndSentry]:
+    (app_repo / "src" / "lib").mkdir(parents=True)
+    (app_repo / "src" / "lib" / "auth.json").write_text('{"enabled": true}\n')
+    git(app_repo, "add", "-A")
+    git(app_repo, "commit", "-qm", "auth config")
+    server = AppAndSentry(app_repo, auth_errors=0)
+    for name, value in {
+        "APP_URL": server.url,
+        "LOGIN_PROBE_EMAIL": "probe@school.test",
+        "LOGIN_PROBE_PASSWORD": "probe-password-canary",
+        "SENTRY_API_URL": server.url,
+        "SENTRY_AUTH_TOKEN": "sentry-token-canary",
+        "SENTRY_ORG": "atal-ai",
+        "SENTRY_PROJECT": "web",
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.server.shutdown()
+
+
+def test_a_broken_auth_commit_is_reverted_when_the_policies_are_fine(
+    school: str, app_repo: Path, deployed: AppAndSentry
+) -> None:
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    (app_repo / "src" / "lib" / "auth.json").write_text('{"enabled": false}\n')
+    git(app_repo, "commit", "-qam", "auth: new session handling")
+    bad = git(app_repo, "rev-parse", "HEAD").strip()
+    deployed.auth_errors = 120  # 24/min over 5 min
+
+    outcome = rls_auth_failure(**params(school), auto_approve=True)
+
+    assert outcome.status == "resolved", outcome.summary
+    checks = {f.check: f for f in outcome.findings}
+    assert not checks["login-probe"].ok and "HTTP 401" in checks["login-probe"].detail
+    assert not checks["sentry-auth-errors"].ok and "24.0/min" in checks["sentry-auth-errors"].detail
+    assert checks["login-probe-after"].ok
+    (action,) = outcome.actions
+    assert action.name == "revert-auth-commit" and action.targets[0].startswith(
+        f"commit {bad[:10]}"
+    )
+    assert (
+        git(app_repo, "log", "-1", "--format=%s").strip() == 'Revert "auth: new session handling"'
+    )
+    assert json.loads((app_repo / "src" / "lib" / "auth.json").read_text()) == {"enabled": True}
+    path, auth = deployed.sentry_requests[-1]
+    assert path.startswith("/api/0/organizations/atal-ai/events/") and "auth_error" in path
+    assert auth == "Bearer sentry-token-canary"
+    seen = outcome.model_dump_json()
+    assert "probe-password-canary" not in seen and "sentry-token-canary" not in seen
+
+
+def test_revert_refuses_a_dirty_work_tree(
+    school: str, app_repo: Path, deployed: AppAndSentry
+) -> None:
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    (app_repo / "src" / "lib" / "auth.json").write_text('{"enabled": false}\n')
+    git(app_repo, "commit", "-qam", "auth: break it")
+    (app_repo / "README.md").write_text("work in progress\n")
+    outcome = rls_auth_failure(**params(school), auto_approve=True)
+    assert outcome.status == "failed" and "uncommitted changes" in outcome.summary
+    assert (app_repo / "README.md").read_text() == "work in progress\n"
+    assert git(app_repo, "log", "-1", "--format=%s").strip() == "auth: break it"
