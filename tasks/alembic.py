@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
+import shlex
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from core.migration_safety import operations
 from core.settings import ConfigError, Settings
+from tasks import containers
+from tasks.containers import ComposeService
 from tasks.postgres import PgTarget
 
 __all__ = [
@@ -40,27 +45,77 @@ __all__ = [
 SERVICE_ROLE_POLICY = "Service role has full access to {table}"
 
 
-class AlembicTarget(BaseModel):
-    """The app's alembic project and the database it migrates."""
+class ContainerCommand(BaseModel):
+    """Alembic run inside the backend's container (`docker compose exec backend alembic`)."""
 
     model_config = ConfigDict(frozen=True)
 
-    config_path: str
+    service: ComposeService
+    argv: list[str]
+
+    def run(self, *args: str) -> tuple[int, str]:
+        return containers.exec_in_service(self.service, [*self.argv, *args])
+
+
+def parse_command_prefix(value: str, settings: Settings) -> ContainerCommand | None:
+    """`docker compose exec [-T] SERVICE CMD...` (or `docker-compose exec …`) → the service and
+    the command to run there through the Docker API. Never handed to a shell."""
+    try:
+        words = shlex.split(value)
+    except ValueError:
+        return None
+    if words[:3] == ["docker", "compose", "exec"]:
+        rest = words[3:]
+    elif words[:2] == ["docker-compose", "exec"]:
+        rest = words[2:]
+    else:
+        return None
+    while rest and rest[0].startswith("-"):
+        rest = rest[1:]
+    if len(rest) < 2:
+        return None
+    if not (settings.docker_host and settings.compose_project_name):
+        raise ConfigError(
+            "ALEMBIC_CONFIG runs alembic in a container: set DOCKER_HOST and COMPOSE_PROJECT_NAME"
+        )
+    return ContainerCommand(
+        service=ComposeService(
+            docker_host=settings.docker_host, project=settings.compose_project_name, service=rest[0]
+        ),
+        argv=rest[1:],
+    )
+
+
+class AlembicTarget(BaseModel):
+    """The app's alembic project (in-process, or a command in its container) and its database."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config_path: str | None = None
+    container: ContainerCommand | None = None
     database: PgTarget
 
     @classmethod
     def from_settings(cls, settings: Settings, *, database: str | None = None) -> AlembicTarget:
         if not settings.alembic_config:
-            raise ConfigError("ALEMBIC_CONFIG is not set (the app's alembic.ini)")
+            raise ConfigError(
+                "ALEMBIC_CONFIG is not set (the app's alembic.ini, or"
+                " `docker compose exec SERVICE alembic`)"
+            )
+        db = PgTarget.from_settings(settings, database=database)
         path = Path(settings.alembic_config)
-        if not path.is_file():
-            raise ConfigError(f"ALEMBIC_CONFIG ({path}): no such file")
-        return cls(
-            config_path=str(path.resolve()),
-            database=PgTarget.from_settings(settings, database=database),
-        )
+        if path.is_file():
+            return cls(config_path=str(path.resolve()), database=db)
+        command_ = parse_command_prefix(settings.alembic_config, settings)
+        if command_ is None:
+            raise ConfigError(
+                f"ALEMBIC_CONFIG ({settings.alembic_config}): no such file, and not"
+                " a `docker compose exec SERVICE alembic` command"
+            )
+        return cls(container=command_, database=db)
 
     def config(self) -> Config:
+        assert self.config_path is not None
         cfg = Config(self.config_path, stdout=io.StringIO())
         url = self.database.url.get_secret_value()
         for scheme in ("postgresql://", "postgres://"):
@@ -91,6 +146,67 @@ class SchemaState(BaseModel):
     supabase: bool
 
 
+def _revision(revision: str, down: str | None, path: str, doc: str, source_file: Path) -> Revision:
+    ops = operations(source_file)
+    return Revision(
+        revision=revision,
+        down_revision=down,
+        path=path,
+        doc=doc,
+        create_tables=ops.create_tables,
+        add_columns=ops.add_columns,
+        drop_tables=ops.drop_tables,
+        drop_columns=ops.drop_columns,
+    )
+
+
+def _revisions_in_process(target: AlembicTarget) -> tuple[list[str], list[Revision]]:
+    try:
+        script = ScriptDirectory.from_config(target.config())
+        heads = list(script.get_heads())
+        walked = list(script.walk_revisions())
+    except CommandError as exc:
+        raise ConfigError(f"ALEMBIC_CONFIG ({target.config_path}): {exc}") from None
+    revisions = []
+    for rev in reversed(walked):
+        down = rev.down_revision
+        revisions.append(
+            _revision(
+                rev.revision,
+                down if isinstance(down, str) or down is None else ",".join(down),
+                rev.path,
+                rev.doc or "",
+                Path(rev.path),
+            )
+        )
+    return heads, revisions
+
+
+_HISTORY = re.compile(r"^Rev: (\S+)(.*)$\n^Parent: (.+)$\n^Path: (.+)$\n\n((?:^ .*\n?|^\n)*)", re.M)
+
+
+def _revisions_in_container(command_: ContainerCommand) -> tuple[list[str], list[Revision]]:
+    """`alembic history --verbose` in the container, and each revision file read from it."""
+    code, out = command_.run("history", "--verbose")
+    if code != 0:
+        raise ConfigError(
+            f"ALEMBIC_CONFIG: alembic history failed in {command_.service.service}:"
+            f" {out.strip().splitlines()[-1:] or ['no output']}"
+        )
+    heads, revisions = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for match in _HISTORY.finditer(out):
+            revision, marks, parent, path, body = match.groups()
+            if "(head)" in marks:
+                heads.append(revision)
+            doc = next((line.strip() for line in body.splitlines() if line.strip()), "")
+            local = Path(scratch) / f"{revision}.py"
+            local.write_text(containers.read_file(command_.service, path.strip()))
+            down = None if parent.strip() == "<base>" else parent.strip().replace(", ", ",")
+            revisions.append(_revision(revision, down, path.strip(), doc, local))
+    return heads, list(reversed(revisions))
+
+
 @task(
     name="read-schema-state",
     retries=1,
@@ -100,28 +216,11 @@ class SchemaState(BaseModel):
 )
 def read_schema_state(target: AlembicTarget) -> SchemaState:
     """Revisions of the app's migrations, the database's version and its actual tables."""
-    try:
-        script = ScriptDirectory.from_config(target.config())
-        heads = list(script.get_heads())
-        walked = list(script.walk_revisions())
-    except CommandError as exc:
-        raise ConfigError(f"ALEMBIC_CONFIG ({target.config_path}): {exc}") from None
-    revisions = []
-    for rev in reversed(walked):
-        ops = operations(Path(rev.path))
-        down = rev.down_revision
-        revisions.append(
-            Revision(
-                revision=rev.revision,
-                down_revision=down if isinstance(down, str) or down is None else ",".join(down),
-                path=rev.path,
-                doc=rev.doc or "",
-                create_tables=ops.create_tables,
-                add_columns=ops.add_columns,
-                drop_tables=ops.drop_tables,
-                drop_columns=ops.drop_columns,
-            )
-        )
+    heads, revisions = (
+        _revisions_in_container(target.container)
+        if target.container
+        else _revisions_in_process(target)
+    )
     with target.database.connect() as conn:
         rows = conn.execute(
             "SELECT c.relname, a.attname FROM pg_class c"
@@ -162,6 +261,12 @@ def read_schema_state(target: AlembicTarget) -> SchemaState:
 @task(name="check-drift", cache_policy=NONE, tags=["alembic", "read-only"])
 def check_drift(target: AlembicTarget) -> list[str]:
     """`alembic check`: the differences between the app's models and the database ([] if none)."""
+    if target.container is not None:
+        code, out = target.container.run("check")
+        if code == 0:
+            return []
+        lines = [line.strip() for line in out.splitlines() if line.strip()]
+        return [line for line in lines if "detected" in line.lower()] or lines[-3:]
     try:
         with _quiet():
             command.check(target.config())
@@ -190,8 +295,13 @@ def reset_version(target: AlembicTarget, *, expected: list[str], to: str | None)
 @task(name="alembic-upgrade-head", cache_policy=NONE, tags=["alembic", "destructive"])
 def upgrade_head(target: AlembicTarget) -> list[str]:
     """`alembic upgrade head` with the app's own env.py; returns the version afterwards."""
-    with _quiet():
-        command.upgrade(target.config(), "head")
+    if target.container is not None:
+        code, out = target.container.run("upgrade", "head")
+        if code != 0:
+            raise RuntimeError(f"alembic upgrade head failed: {out.strip().splitlines()[-1:]}")
+    else:
+        with _quiet():
+            command.upgrade(target.config(), "head")
     with target.database.connect() as conn:
         return [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
 

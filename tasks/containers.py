@@ -7,8 +7,11 @@ Compose host and on the test engine. Each task opens and closes its own client.
 
 from __future__ import annotations
 
+import io
 import re
+import tarfile
 from datetime import datetime
+from typing import Any
 
 import docker
 from docker.errors import DockerException, NotFound
@@ -23,7 +26,9 @@ __all__ = [
     "ContainerInfo",
     "EngineUnreachable",
     "container_logs",
+    "exec_in_service",
     "find_service",
+    "read_file",
     "restart_containers",
 ]
 
@@ -138,6 +143,47 @@ def _scrub(line: str) -> str:
     """Log lines may carry a connection string or a password setting: mask the value."""
     line = re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", line)
     return re.sub(r"(?i)(password\s*[=:]\s*)\S+", r"\1***", line)[:500]
+
+
+def _running(client: docker.DockerClient, service: ComposeService) -> Any:
+    found = client.containers.list(
+        filters={
+            "label": [f"{PROJECT_LABEL}={service.project}", f"{SERVICE_LABEL}={service.service}"],
+            "status": "running",
+        }
+    )
+    if not found:
+        raise EngineUnreachable(
+            f"no running container for service {service.service} of project {service.project}"
+        )
+    return found[0]
+
+
+def exec_in_service(service: ComposeService, argv: list[str]) -> tuple[int, str]:
+    """Run `argv` (no shell) in a running container of the service: exit code and output."""
+    client = _client(service.docker_host)
+    try:
+        result = _running(client, service).exec_run(argv, stdout=True, stderr=True)
+    finally:
+        client.close()
+    output = result.output.decode("utf-8", "replace") if result.output else ""
+    return int(result.exit_code or 0), output
+
+
+def read_file(service: ComposeService, path: str) -> str:
+    """The text of a file inside a running container of the service."""
+    client = _client(service.docker_host)
+    try:
+        stream, _ = _running(client, service).get_archive(path)
+        data = b"".join(stream)
+    except NotFound:
+        raise EngineUnreachable(f"{path}: not found in service {service.service}") from None
+    finally:
+        client.close()
+    with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+        member = archive.next()
+        handle = archive.extractfile(member) if member else None
+        return handle.read().decode("utf-8") if handle else ""
 
 
 @task(name="restart-containers", cache_policy=NONE, tags=["containers", "destructive"])

@@ -7,10 +7,13 @@ did, runs the runbook, and asserts on the database afterwards: tables, rows, ale
 from __future__ import annotations
 
 import shutil
+import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import psycopg
 import pytest
 from alembic import command
@@ -19,7 +22,7 @@ from alembic.config import Config
 from flows.tables_missing_after_migration import tables_missing_after_migration
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
-from tests.e2e.conftest import answer, paused_run, start
+from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "app_alembic"
@@ -212,3 +215,61 @@ def test_never_migrated_database_is_brought_to_head(app: App) -> None:
     assert outcome.status == "resolved"
     assert [a.name for a in outcome.actions] == ["alembic-upgrade-head"]
     assert app.version() == ["d4"]
+
+
+@pytest.fixture
+def backend(app: App, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The app's backend container, with alembic: this machine's Python and the project's venv
+    mounted read-only into the test image, the app's alembic project at /app."""
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project = f"rt-{uuid.uuid4().hex[:8]}"
+    mounts = {
+        sys.base_prefix: sys.base_prefix,
+        sys.prefix: sys.prefix,
+        str(app.root): "/app",
+        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
+        "/lib64": "/lib64",
+    }
+    container = engine.containers.run(
+        "localhost/remediate-test:3",
+        ["/bin/sh", "-c", "exec sleep 100000"],
+        detach=True,
+        network_mode="host",
+        environment={"DATABASE_URL": app.url.replace("postgresql://", "postgresql+psycopg://")},
+        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "backend",
+            "remediate.test": "1",
+        },
+    )
+    alembic_bin = Path(sys.prefix) / "bin" / "alembic"
+    monkeypatch.setenv(
+        "ALEMBIC_CONFIG", f"docker compose exec -T backend {alembic_bin} -c /app/alembic.ini"
+    )
+    monkeypatch.setenv("DOCKER_HOST", DOCKER_HOST)
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", project)
+    yield container
+    container.remove(force=True)
+    engine.close()
+
+
+def test_alembic_runs_inside_the_backend_container(app: App, backend: Any) -> None:
+    app.alembic("upgrade", "c3")
+    app.sql("INSERT INTO \"user\" (id, email) VALUES (1, 'a@x.io')")
+    app.alembic("stamp", "d4")
+
+    outcome = tables_missing_after_migration(auto_approve=True)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.actions[0].targets == ["alembic_version: d4 -> c3"]
+    assert app.version() == ["d4"]
+    assert app.sql('SELECT id, email FROM "user"') == [(1, "a@x.io")]
+    columns = {
+        r[0]
+        for r in app.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'ingestions'"
+        )
+    }
+    assert "ocr_provider" in columns
+    assert any(f.check == "alembic-check-after" and f.ok for f in outcome.findings)

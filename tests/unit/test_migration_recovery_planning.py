@@ -129,3 +129,20 @@ def test_unknown_version_and_branches_are_refused() -> None:
     assert "no migration file defines" in refusal(state(FULL, ["zz"]), None)
     branched = state(FULL, ["c3"]).model_copy(update={"branched": True})
     assert "several heads" in refusal(branched, "c3")
+
+
+def test_alembic_command_prefix_runs_in_the_named_service() -> None:
+    import pytest
+
+    from core.settings import ConfigError, Settings
+    from tasks.alembic import parse_command_prefix
+
+    settings = Settings(docker_host="unix:///run/podman/podman.sock", compose_project_name="app")
+    parsed = parse_command_prefix("docker compose exec -T backend uv run alembic", settings)
+    assert parsed is not None
+    assert (parsed.service.service, parsed.argv) == ("backend", ["uv", "run", "alembic"])
+    assert parse_command_prefix("docker-compose exec backend alembic", settings) is not None
+    assert parse_command_prefix("rm -rf /; alembic", settings) is None
+    assert parse_command_prefix("docker compose exec backend", settings) is None
+    with pytest.raises(ConfigError, match="set DOCKER_HOST and COMPOSE_PROJECT_NAME"):
+        parse_command_prefix("docker compose exec backend alembic", Settings())
