@@ -76,6 +76,15 @@ CATALOGUE: dict[str, Runbook] = {
             eta="15 minutes",
         ),
         Runbook(
+            id="rate-limiter",
+            seed="002 §4",
+            severity="P2",
+            component="Rate limiter (Redis)",
+            summary="rate-limit buckets that never refill: re-expire or delete them",
+            resolution_minutes=60,
+            eta="1 hour",
+        ),
+        Runbook(
             id="tables-missing-after-migration",
             seed="000",
             severity="P1",

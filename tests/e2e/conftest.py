@@ -45,8 +45,8 @@ def start(*, flow: Any = connection_pool_exhausted, **params: Any) -> Future[Out
     return future
 
 
-def paused_run(database: str, timeout: float = 30.0) -> str:
-    """The id of the flow run on `database` that waits for an approval."""
+def paused_run_where(parameter: str, value: Any, timeout: float = 30.0) -> str:
+    """The id of the flow run waiting for an approval whose `parameter` is `value`."""
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
@@ -56,10 +56,15 @@ def paused_run(database: str, timeout: float = 30.0) -> str:
                 )
             )
             for run in runs:
-                if run.parameters.get("database") == database:
+                if run.parameters.get(parameter) == value:
                     return str(run.id)
             time.sleep(0.2)
-    raise AssertionError(f"no run on {database} paused for approval within {timeout} s")
+    raise AssertionError(f"no run with {parameter}={value!r} paused within {timeout} s")
+
+
+def paused_run(database: str, timeout: float = 30.0) -> str:
+    """The id of the flow run on `database` that waits for an approval."""
+    return paused_run_where("database", database, timeout)
 
 
 def answer(flow_run_id: str, *, approve: bool, approver: str, note: str = "") -> None:

@@ -1,0 +1,220 @@
+"""Seed 002 §4, "Rate Limiter Issues" (P2): users limited too early, buckets that never refill.
+
+Detect: Redis answers `PING`; buckets matching `key_pattern` (found with `SCAN`, never `KEYS`)
+with no TTL (they never refill), a TTL longer than the window, or a counter over `limit`.
+Diagnose: `INFO stats`, the stuck buckets one by one. Remediate (approval): re-expire the stuck
+buckets still under their limit, delete the others, exactly the keys named in the plan, each
+re-checked atomically. Verify: `PING` answers and no stuck bucket is left.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from core.incident import IncidentRun
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.settings import ConfigError, Settings, load_settings
+from tasks import redis
+from tasks.redis import Bucket, RedisTarget
+
+RUNBOOK = "rate-limiter"
+DELETE, EXPIRE = "delete-stuck-buckets", "re-expire-stuck-buckets"
+PREVENTION = (
+    "set the TTL in the same command as the increment (SET … EX / a Lua script), never in a"
+    " second call that a crash can skip; alert on rate-limit keys without a TTL"
+)
+
+
+def stuck_reason(bucket: Bucket, *, window_seconds: int, limit: int | None) -> str | None:
+    if bucket.ttl == -2:
+        return None
+    if limit is not None and bucket.value is not None and bucket.value > limit:
+        return f"counter {bucket.value} over the limit {limit}"
+    if bucket.ttl == -1:
+        return "no TTL: it never refills"
+    if bucket.ttl > window_seconds:
+        return f"TTL {bucket.ttl} s, longer than the {window_seconds} s window"
+    return None
+
+
+def plan_repair(
+    buckets: list[Bucket], *, resource: str, pattern: str, window_seconds: int, limit: int | None
+) -> Plan:
+    stuck = [
+        (b, r)
+        for b in buckets
+        if (r := stuck_reason(b, window_seconds=window_seconds, limit=limit))
+    ]
+    expire = [(b, r) for b, r in stuck if b.ttl == -1 and r.startswith("no TTL")]
+    delete = [(b, r) for b, r in stuck if (b, r) not in expire]
+    actions = []
+    for name, chosen, what in (
+        (EXPIRE, expire, f"EXPIRE {{key}} {window_seconds}"),
+        (DELETE, delete, "DEL {key}"),
+    ):
+        if not chosen:
+            continue
+        actions.append(
+            PlannedAction(
+                name=name,
+                destructive=True,
+                resource=resource,
+                description=(
+                    f"Give each bucket a {window_seconds} s TTL so it refills"
+                    if name == EXPIRE
+                    else "Delete each bucket: its user starts afresh"
+                )
+                + f"; only keys matching `{pattern}` that are still stuck when the step runs.",
+                targets=[b.key for b, _ in chosen],
+                details=[f"{b.key} ({b.type}): {r}" for b, r in chosen],
+                statements=[what.format(key=b.key) for b, _ in chosen][:50],
+            )
+        )
+    return Plan(
+        runbook=RUNBOOK,
+        resource=resource,
+        summary=f"repair {len(stuck)} stuck rate-limit bucket(s) matching {pattern}",
+        actions=actions,
+    )
+
+
+def bucket_finding(
+    buckets: list[Bucket],
+    *,
+    pattern: str,
+    window_seconds: int,
+    limit: int | None,
+    check: str = "stuck-buckets",
+) -> Finding:
+    stuck = [b.key for b in buckets if stuck_reason(b, window_seconds=window_seconds, limit=limit)]
+    return Finding(
+        check=check,
+        ok=not stuck,
+        detail=f"{len(stuck)} of {len(buckets)} bucket(s) matching {pattern} are stuck"
+        + (f": {', '.join(stuck[:5])}" if stuck else ""),
+    )
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    RedisTarget.from_settings(settings)
+
+
+@flow(name=RUNBOOK, log_prints=True)
+def rate_limiter(
+    *,
+    key_pattern: str = "ratelimit:*",
+    window_seconds: int = 3600,
+    limit: int | None = None,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    requested_by: str | None = None,
+) -> Outcome:
+    """Seed 002 §4: stuck rate-limit buckets → re-expire or delete them (approval) → verify."""
+    settings = load_settings()
+    target = RedisTarget.from_settings(settings)
+    if not key_pattern or key_pattern in {"*", "**"}:
+        raise ConfigError(
+            "key_pattern must name the rate limiter's keys (e.g. ratelimit:*), not every key"
+        )
+
+    # Detect: Redis answers; buckets that never refill.
+    health = redis.ping(target)
+    pinged = Finding(check="redis-ping", ok=health.ok, detail=health.detail)
+    if not health.ok:
+        run = IncidentRun.open(
+            RUNBOOK,
+            resource=target.resource,
+            findings=[pinged],
+            settings=settings,
+            requester=requested_by,
+            impact="every rate-limited request fails",
+        )
+        return run.escalate(
+            "Redis does not answer PING; restarting it needs DevOps access (seed 002 §4)"
+        )
+    buckets = redis.scan_buckets(target, pattern=key_pattern)
+    stuck = bucket_finding(buckets, pattern=key_pattern, window_seconds=window_seconds, limit=limit)
+    if stuck.ok:
+        return IncidentRun.healthy(RUNBOOK, findings=[pinged, stuck])
+    run = IncidentRun.open(
+        RUNBOOK,
+        resource=target.resource,
+        findings=[pinged, stuck],
+        settings=settings,
+        requester=requested_by,
+        impact="users get 'Too many requests' before their limit",
+    )
+
+    # Diagnose and plan: each stuck bucket by name.
+    plan = plan_repair(
+        buckets,
+        resource=target.resource,
+        pattern=key_pattern,
+        window_seconds=window_seconds,
+        limit=limit,
+    )
+    run.diagnosed(
+        Diagnosis(
+            causes=["buckets-without-ttl"]
+            if any(a.name == EXPIRE for a in plan.actions)
+            else ["buckets-over-limit"],
+            evidence=[
+                Finding(check="bucket", ok=False, detail=d)
+                for a in plan.actions
+                for d in a.details[:20]
+            ],
+        )
+    )
+    run.planned(plan)
+    if dry_run:
+        return run.dry_run(plan)
+
+    def recheck(approved: Plan) -> Plan:
+        return approved  # the repair script re-checks every key atomically
+
+    def act(current: Plan) -> list[ActionResult]:
+        named = {a.name: a.targets for a in current.actions}
+        done = set(
+            redis.fix_buckets(
+                target,
+                pattern=key_pattern,
+                window_seconds=window_seconds,
+                limit=limit,
+                delete=named.get(DELETE, []),
+                expire=named.get(EXPIRE, []),
+            )
+        )
+        return [
+            ActionResult(
+                name=a.name,
+                destructive=True,
+                executed=any(k in done for k in a.targets),
+                targets=[k for k in a.targets if k in done],
+                detail=f"{sum(k in done for k in a.targets)} bucket(s)",
+            )
+            for a in current.actions
+        ]
+
+    def verify() -> list[Finding]:
+        after = redis.ping(target)
+        return [
+            Finding(check="redis-ping-after", ok=after.ok, detail=after.detail),
+            bucket_finding(
+                redis.scan_buckets(target, pattern=key_pattern),
+                pattern=key_pattern,
+                window_seconds=window_seconds,
+                limit=limit,
+                check="stuck-buckets-after",
+            ),
+        ]
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=recheck,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )

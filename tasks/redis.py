@@ -1,0 +1,204 @@
+"""Redis tasks for the rate limiter (`TARGET_REDIS_URL`): health, buckets, and their repair.
+
+Keys are found with `SCAN` (never `KEYS`, which blocks the server). The repair is one Lua script,
+so each key is re-checked and changed atomically: a bucket that recovered since the plan, or a key
+that does not match the pattern, is left alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+
+import redis
+from prefect import task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from core.settings import ConfigError, Settings, redact_url
+
+__all__ = ["Bucket", "RedisHealth", "RedisTarget", "fix_buckets", "ping", "scan_buckets"]
+
+
+class RedisTarget(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    url: SecretStr
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisTarget:
+        if settings.target_redis_url is None:
+            raise ConfigError("TARGET_REDIS_URL is not set (redis://host:port/db)")
+        if not settings.target_redis_url.get_secret_value().startswith(("redis://", "rediss://")):
+            raise ConfigError("TARGET_REDIS_URL must be a redis:// or rediss:// URL")
+        return cls(url=settings.target_redis_url)
+
+    @property
+    def resource(self) -> str:
+        return redact_url(self.url)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.url.get_secret_value(),
+            socket_timeout=5,
+            socket_connect_timeout=5,
+            decode_responses=True,
+        )
+
+
+class RedisHealth(BaseModel):
+    ok: bool
+    latency_ms: float
+    detail: str
+    stats: dict[str, int] = {}
+
+
+class Bucket(BaseModel):
+    key: str
+    type: str
+    ttl: int  # seconds; -1 none, -2 gone
+    value: int | None
+
+
+@task(
+    name="redis-ping",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["redis", "read-only"],
+)
+def ping(target: RedisTarget) -> RedisHealth:
+    """PING and INFO stats."""
+    started = time.perf_counter()
+    try:
+        with target.client() as client:
+            client.ping()
+            info = client.info("stats")
+    except redis.RedisError as exc:
+        return RedisHealth(
+            ok=False,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            detail=f"{target.resource}: {type(exc).__name__}: {str(exc)[:200]}",
+        )
+    latency = (time.perf_counter() - started) * 1000
+    keep = (
+        "total_commands_processed",
+        "rejected_connections",
+        "keyspace_hits",
+        "keyspace_misses",
+        "evicted_keys",
+        "expired_keys",
+    )
+    stats = {k: int(info[k]) for k in keep if k in info}
+    return RedisHealth(
+        ok=True,
+        latency_ms=latency,
+        stats=stats,
+        detail=f"PONG in {latency:.0f} ms; " + ", ".join(f"{k} {v}" for k, v in stats.items()),
+    )
+
+
+# A bucket's counter: a string's integer, a sorted set's size (sliding window), or a hash's
+# `tokens` / `count` field (token bucket). The same function serves the scan and the repair.
+_VALUE_OF = """
+local function value_of(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'string' then return tonumber(redis.call('GET', key)) end
+  if t == 'zset' then return redis.call('ZCARD', key) end
+  if t == 'hash' then
+    return tonumber(redis.call('HGET', key, 'tokens') or redis.call('HGET', key, 'count'))
+  end
+  return nil
+end
+"""
+_VALUE = _VALUE_OF + "return value_of(KEYS[1])"
+
+
+@task(name="scan-buckets", cache_policy=NONE, tags=["redis", "read-only"])
+def scan_buckets(target: RedisTarget, *, pattern: str, max_keys: int = 100_000) -> list[Bucket]:
+    """Every key matching `pattern` (SCAN), with its type, TTL and counter value."""
+    buckets = []
+    with target.client() as client:
+        value_of = client.register_script(_VALUE)
+        keys = []
+        for key in client.scan_iter(match=pattern, count=1000):
+            keys.append(key)
+            if len(keys) >= max_keys:
+                break
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            with client.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.type(key)
+                    pipe.ttl(key)
+                    value_of(keys=[key], client=pipe)
+                replies = pipe.execute()
+            for index, key in enumerate(chunk):
+                kind, ttl, value = replies[3 * index : 3 * index + 3]
+                buckets.append(
+                    Bucket(
+                        key=key,
+                        type=kind,
+                        ttl=int(ttl),
+                        value=int(value) if value is not None else None,
+                    )
+                )
+    return sorted(buckets, key=lambda b: b.key)
+
+
+# KEYS: the buckets. ARGV: pattern, window, limit (or -1), then one mode per key:
+# "expire" (only if it still has no TTL) or "delete" (only if it is still stuck).
+_FIX = (
+    _VALUE_OF
+    + """
+local pattern, window, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local done = {}
+for i, key in ipairs(KEYS) do
+  local mode = ARGV[3 + i]
+  local ttl = redis.call('TTL', key)
+  local value = value_of(key)
+  local over = limit >= 0 and value ~= nil and value > limit
+  local stuck = ttl == -1 or ttl > window or over
+  if ttl ~= -2 and stuck then
+    if mode == 'expire' and ttl == -1 and not over then
+      redis.call('EXPIRE', key, window)
+      table.insert(done, key)
+    elseif mode == 'delete' then
+      redis.call('DEL', key)
+      table.insert(done, key)
+    end
+  end
+end
+return done
+"""
+)
+
+
+@task(name="fix-buckets", cache_policy=NONE, tags=["redis", "destructive"])
+def fix_buckets(
+    target: RedisTarget,
+    *,
+    pattern: str,
+    window_seconds: int,
+    limit: int | None,
+    delete: list[str],
+    expire: list[str],
+) -> list[str]:
+    """Delete or re-expire exactly the named buckets that are still stuck; the keys changed."""
+    named = [(k, "delete") for k in delete] + [(k, "expire") for k in expire]
+    outside = [k for k, _ in named if not fnmatch.fnmatchcase(k, pattern)]
+    if outside:
+        raise ValueError(f"refusing keys outside {pattern!r}: {outside[:3]}")
+    if not named:
+        return []
+    with target.client() as client:
+        done = client.eval(
+            _FIX,
+            len(named),
+            *[k for k, _ in named],
+            pattern,
+            window_seconds,
+            -1 if limit is None else limit,
+            *[mode for _, mode in named],
+        )
+    return sorted(done)

@@ -1,0 +1,115 @@
+"""rate-limiter on the real Redis (seed 002 §4): stuck buckets repaired, healthy ones untouched.
+
+Each test works under a key prefix of its own and deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from flows.rate_limiter import rate_limiter
+from tests.conftest import REDIS_URL
+from tests.e2e.conftest import answer, paused_run_where, start
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture
+def limiter(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    prefix = f"rt:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    monkeypatch.setenv("TARGET_REDIS_URL", REDIS_URL)
+    yield {"client": client, "prefix": prefix, "pattern": f"{prefix}:ratelimit:*"}
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        client.delete(key)
+    client.close()
+
+
+def seed(limiter: dict[str, Any]) -> dict[str, str]:
+    r, p = limiter["client"], limiter["prefix"]
+    keys = {
+        "healthy": f"{p}:ratelimit:alice@example.com",
+        "healthy_zset": f"{p}:ratelimit:api:carol",
+        "no_ttl": f"{p}:ratelimit:bob@example.com",
+        "no_ttl_over": f"{p}:ratelimit:dave@example.com",
+        "long_ttl": f"{p}:ratelimit:erin@example.com",
+        "outside": f"{p}:session:bob",
+    }
+    r.set(keys["healthy"], 3, ex=60)
+    r.zadd(keys["healthy_zset"], {"t1": 1, "t2": 2})
+    r.expire(keys["healthy_zset"], 60)
+    r.set(keys["no_ttl"], 4)
+    r.set(keys["no_ttl_over"], 500)
+    r.set(keys["long_ttl"], 2, ex=86400 * 30)
+    r.set(keys["outside"], "x")  # no TTL, but not a rate-limit key: never touched
+    return keys
+
+
+def keys_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_keys", {}).get("calls", 0))
+
+
+def test_stuck_buckets_are_repaired_and_nothing_else_is_touched(limiter: dict[str, Any]) -> None:
+    r, keys = limiter["client"], seed(limiter)
+    keys_before = keys_calls(r)
+
+    outcome = rate_limiter(
+        key_pattern=limiter["pattern"], window_seconds=3600, limit=100, auto_approve=True
+    )
+
+    assert outcome.status == "resolved", outcome.summary
+    by_name = {a.name: set(a.targets) for a in outcome.actions}
+    assert by_name == {
+        "re-expire-stuck-buckets": {keys["no_ttl"]},
+        "delete-stuck-buckets": {keys["no_ttl_over"], keys["long_ttl"]},
+    }
+    assert 0 < r.ttl(keys["no_ttl"]) <= 3600 and r.get(keys["no_ttl"]) == "4"
+    assert not r.exists(keys["no_ttl_over"]) and not r.exists(keys["long_ttl"])
+    assert r.get(keys["healthy"]) == "3" and 0 < r.ttl(keys["healthy"]) <= 60
+    assert r.zcard(keys["healthy_zset"]) == 2
+    assert r.get(keys["outside"]) == "x" and r.ttl(keys["outside"]) == -1
+    assert keys_calls(r) == keys_before, "KEYS was called: SCAN only"
+
+
+def test_dry_run_and_declined_change_no_key(limiter: dict[str, Any]) -> None:
+    r, keys = limiter["client"], seed(limiter)
+    snapshot = {k: (r.type(k), r.ttl(k) == -1) for k in keys.values()}
+    planned = rate_limiter(key_pattern=limiter["pattern"], dry_run=True)
+    assert planned.status == "planned"
+    assert keys["outside"] not in {t for a in planned.actions for t in a.targets}
+
+    future = start(flow=rate_limiter, key_pattern=limiter["pattern"])
+    answer(paused_run_where("key_pattern", limiter["pattern"]), approve=False, approver="lee")
+    assert future.result(timeout=60).status == "declined"
+    assert {k: (r.type(k), r.ttl(k) == -1) for k in keys.values()} == snapshot
+
+
+def test_a_bucket_that_recovered_after_the_plan_is_left_alone(limiter: dict[str, Any]) -> None:
+    r, keys = limiter["client"], seed(limiter)
+    future = start(flow=rate_limiter, key_pattern=limiter["pattern"], limit=100)
+    run_id = paused_run_where("key_pattern", limiter["pattern"])
+    r.expire(keys["no_ttl"], 30)  # the app fixed this one itself while we waited
+    answer(run_id, approve=True, approver="max")
+    outcome = future.result(timeout=60)
+    assert outcome.status == "resolved"
+    assert 0 < r.ttl(keys["no_ttl"]) <= 30  # not re-expired to the window: untouched
+    assert keys["no_ttl"] not in {t for a in outcome.actions for t in a.targets}
+
+
+def test_pattern_for_every_key_is_refused(limiter: dict[str, Any]) -> None:
+    from core.settings import ConfigError
+
+    with pytest.raises(ConfigError, match="key_pattern must name"):
+        rate_limiter(key_pattern="*", auto_approve=True)
+
+
+def test_redis_down_is_escalated(limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TARGET_REDIS_URL", "redis://:redis-canary@127.0.0.1:1/0")
+    outcome = rate_limiter(key_pattern=limiter["pattern"])
+    assert outcome.status == "escalated" and not outcome.findings[0].ok
+    assert "redis-canary" not in outcome.model_dump_json()
