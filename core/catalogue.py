@@ -49,6 +49,15 @@ CATALOGUE: dict[str, Runbook] = {
     runbook.id: runbook
     for runbook in (
         Runbook(
+            id="auth-server-health",
+            seed="002 §5",
+            severity="P2",
+            component="Authentication server",
+            summary="/health failing or slow, 503 on login: restart the application container",
+            resolution_minutes=60,
+            eta="1 hour",
+        ),
+        Runbook(
             id="connection-pool-exhausted",
             seed="002 §2",
             severity="P1",

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     pooler_service: str | None = None
     # The compose service of the database (seed 000: `docker compose ps db`).
     database_service: str = "db"
+    # The compose service of the backend application (seed 000: `docker compose logs backend`).
+    app_service: str = "backend"
     app_url: str | None = None
     frontend_url: str | None = None
     # A known-good probe user for login checks (rls-auth-failure, auth-failures…).

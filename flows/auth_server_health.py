@@ -1,0 +1,227 @@
+"""Seed 002 §5, "Authentication Server" (P2): "Service unavailable" on login, 503s, slow answers.
+
+Detect: `APP_URL/health` not 200 or slower than `latency_limit_seconds` (seed: 10 s); 503 on
+login. Diagnose: error and exception lines of the app container's log (`APP_SERVICE` of
+`COMPOSE_PROJECT_NAME`). Remediate (approval): restart the application container. Verify:
+`/health` answers 200 under the latency limit several times in a row.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from prefect import flow
+
+from core.incident import IncidentRun
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.settings import ConfigError, Settings, load_settings
+from tasks import containers, http_probe
+from tasks.containers import ComposeService, ContainerInfo
+
+RUNBOOK = "auth-server-health"
+RESTART = "restart-application-container"
+ERROR_LINE = re.compile(r"error|exception|traceback|fatal|panic", re.IGNORECASE)
+PREVENTION = (
+    "a container health check on /health with a restart policy; alert on /health latency;"
+    " find the leak or deadlock the error lines point at"
+)
+
+
+def health_finding(
+    probe: http_probe.HttpProbe, *, latency_limit: float, check: str = "health"
+) -> Finding:
+    slow = probe.latency_ms > latency_limit * 1000
+    return Finding(
+        check=check,
+        ok=probe.ok and not slow,
+        detail=probe.detail + (f" (over the {latency_limit:g} s limit)" if slow else ""),
+    )
+
+
+def error_lines(lines: list[str], limit: int = 20) -> list[str]:
+    return [line for line in lines if ERROR_LINE.search(line)][-limit:]
+
+
+def app_service(settings: Settings) -> ComposeService | None:
+    if not (settings.docker_host and settings.compose_project_name):
+        return None
+    return ComposeService(
+        docker_host=settings.docker_host,
+        project=settings.compose_project_name,
+        service=settings.app_service,
+    )
+
+
+def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resource: str) -> Plan:
+    return Plan(
+        runbook=RUNBOOK,
+        resource=resource,
+        summary=f"restart the application service {service.service}",
+        actions=[
+            PlannedAction(
+                name=RESTART,
+                destructive=True,
+                resource=service.resource,
+                description=f"Restart `{service.service}` of project `{service.project}`:"
+                " requests in"
+                " flight fail and clients retry (seed 002 §5, 'restart application if"
+                " safe').",
+                targets=[f"container {c.name}" for c in found],
+                details=[f"container {c.name} ({c.id[:12]}): {c.status}" for c in found],
+                params={"container_ids": [c.id for c in found]},
+            )
+        ],
+    )
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    if not settings.app_url:
+        raise ConfigError("APP_URL is not set (the backend's base URL)")
+
+
+@flow(name=RUNBOOK, log_prints=True)
+def auth_server_health(
+    *,
+    health_path: str = "/health",
+    login_path: str = "/auth/login",
+    latency_limit_seconds: float = 10,
+    healthy_checks: int = 3,
+    start_timeout_seconds: float = 60,
+    stop_timeout_seconds: int = 10,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    requested_by: str | None = None,
+) -> Outcome:
+    """Seed 002 §5: /health failing or slow, 503 on login → restart the app (approval)."""
+    settings = load_settings()
+    preflight(settings, {})
+    assert settings.app_url is not None
+    app_url = settings.app_url
+    timeout = latency_limit_seconds + 2
+
+    def health(check: str = "health") -> Finding:
+        probe = http_probe.probe_http(app_url, path=health_path, timeout_seconds=timeout)
+        return health_finding(probe, latency_limit=latency_limit_seconds, check=check)
+
+    # Detect: /health status and latency; a 503 on login.
+    findings = [health()]
+    if settings.login_probe_email and settings.login_probe_password:
+        login = http_probe.probe_login(
+            app_url,
+            path=login_path,
+            email=settings.login_probe_email,
+            password=settings.login_probe_password,
+            timeout_seconds=timeout,
+        )
+        findings.append(Finding(check="login", ok=login.status != 503, detail=login.detail))
+    if all(f.ok for f in findings):
+        return IncidentRun.healthy(RUNBOOK, findings=findings)
+    run = IncidentRun.open(
+        RUNBOOK,
+        resource=app_url,
+        findings=findings,
+        settings=settings,
+        requester=requested_by,
+        impact="'Service unavailable' on login: users cannot sign in",
+    )
+
+    # Diagnose: error and exception lines of the app's log.
+    service = app_service(settings)
+    found: list[ContainerInfo] = []
+    evidence: list[Finding] = []
+    if service is None:
+        evidence.append(
+            Finding(
+                check="app-container",
+                ok=False,
+                detail="DOCKER_HOST and COMPOSE_PROJECT_NAME are not set",
+            )
+        )
+    else:
+        try:
+            found = containers.find_service(service)
+            for c in found[:1]:
+                lines = containers.container_logs(service, container_id=c.id, tail=200)
+                evidence += [
+                    Finding(check="log-error", ok=False, detail=line) for line in error_lines(lines)
+                ]
+            evidence += [
+                Finding(
+                    check="app-container", ok=c.status == "running", detail=f"{c.name}: {c.status}"
+                )
+                for c in found
+            ]
+        except containers.EngineUnreachable as exc:
+            evidence.append(Finding(check="app-container", ok=False, detail=str(exc)))
+    causes = ["unhealthy" if not findings[0].ok else "login-503"]
+    if any(f.check == "log-error" for f in evidence):
+        causes.append("errors-in-log")
+    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+    if service is None or not found:
+        return run.escalate("no application container to restart; a person must look")
+
+    plan = plan_restart(found, service, resource=app_url)
+    run.planned(plan)
+    if dry_run:
+        return run.dry_run(plan)
+
+    def recheck(approved: Plan) -> Plan:
+        if health().ok:
+            return approved.model_copy(
+                update={
+                    "actions": [
+                        approved.actions[0].model_copy(
+                            update={"targets": [], "params": {"container_ids": []}}
+                        )
+                    ]
+                }
+            )
+        return approved
+
+    def act(current: Plan) -> list[ActionResult]:
+        assert service is not None
+        restarted = containers.restart_containers(
+            service,
+            container_ids=current.actions[0].params["container_ids"],
+            stop_timeout=stop_timeout_seconds,
+        )
+        return [
+            ActionResult(
+                name=RESTART,
+                destructive=True,
+                executed=bool(restarted),
+                targets=[f"container {c.name}" for c in restarted],
+                detail=f"{len(restarted)} container(s) restarted",
+            )
+        ]
+
+    def verify() -> list[Finding]:
+        deadline = time.monotonic() + start_timeout_seconds
+        first = health("health-after")
+        while not first.ok and time.monotonic() < deadline:
+            time.sleep(0.5)
+            first = health("health-after")
+        checks = [first]
+        for _ in range(healthy_checks - 1):
+            time.sleep(1)
+            checks.append(health("health-after"))
+        ok = all(c.ok for c in checks)
+        return [
+            Finding(
+                check="health-after",
+                ok=ok,
+                detail=f"{sum(c.ok for c in checks)} of {len(checks)} checks healthy;"
+                f" last: {checks[-1].detail}",
+            )
+        ]
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=recheck,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )

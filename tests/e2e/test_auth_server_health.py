@@ -1,0 +1,124 @@
+"""auth-server-health against a real backend container (seed 002 §5): it breaks in memory, the
+runbook restarts it, /health answers again several times in a row."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from flows.auth_server_health import auth_server_health
+from tests.e2e.conftest import DOCKER_HOST, answer, paused_run_where, start
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+BACKEND = Path(__file__).resolve().parent.parent / "fixtures" / "backend.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def backend(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
+    mounts = {
+        sys.base_prefix: sys.base_prefix,
+        str(BACKEND): "/app/backend.py",
+        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
+        "/lib64": "/lib64",
+    }
+    container = engine.containers.run(
+        "localhost/remediate-test:3",
+        [str(Path(sys.base_prefix) / "bin" / "python3"), "-u", "/app/backend.py", str(port)],
+        detach=True,
+        network_mode="host",
+        environment={"SLOW_SECONDS": "4"},
+        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "backend",
+            "remediate.test": "1",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, container.logs()[-2000:]
+        time.sleep(0.2)
+    for name, value in {
+        "APP_URL": url,
+        "DOCKER_HOST": DOCKER_HOST,
+        "COMPOSE_PROJECT_NAME": project,
+    }.items():
+        monkeypatch.setenv(name, value)
+    container.reload()
+    yield {"container": container, "url": url}
+    container.remove(force=True)
+    engine.close()
+
+
+def break_it(backend: dict[str, Any], mode: str) -> None:
+    httpx.post(f"{backend['url']}/_control", json={"mode": mode}, timeout=5).raise_for_status()
+
+
+def test_healthy_backend(backend: dict[str, Any]) -> None:
+    assert auth_server_health().status == "healthy"
+
+
+def test_503_backend_is_restarted_after_approval(backend: dict[str, Any]) -> None:
+    break_it(backend, "503")
+    httpx.get(f"{backend['url']}/health", timeout=5)  # an error line in the log
+    started = backend["container"].attrs["State"]["StartedAt"]
+
+    future = start(flow=auth_server_health, requested_by="pager")
+    answer(paused_run_where("requested_by", "pager"), approve=True, approver="nia")
+    outcome = future.result(timeout=120)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert set(outcome.causes) == {"unhealthy", "errors-in-log"}
+    assert any(
+        "worker pool exhausted" in f.detail for f in outcome.findings if f.check == "log-error"
+    )
+    after = next(f for f in outcome.findings if f.check == "health-after")
+    assert after.ok and after.detail.startswith("3 of 3 checks healthy")
+    backend["container"].reload()
+    assert backend["container"].attrs["State"]["StartedAt"] != started
+    assert httpx.get(f"{backend['url']}/health", timeout=5).status_code == 200
+
+
+def test_slow_backend_counts_as_failing(backend: dict[str, Any]) -> None:
+    break_it(backend, "slow")
+    outcome = auth_server_health(latency_limit_seconds=2, auto_approve=True)
+    assert outcome.status == "resolved"
+    assert (
+        "over the 2 s limit" in outcome.findings[0].detail
+        or "Timeout" in outcome.findings[0].detail
+    )
+
+
+def test_dry_run_and_declined_leave_it_broken(backend: dict[str, Any]) -> None:
+    break_it(backend, "503")
+    started = backend["container"].attrs["State"]["StartedAt"]
+    assert auth_server_health(dry_run=True).status == "planned"
+    future = start(flow=auth_server_health, requested_by="declined-run")
+    answer(paused_run_where("requested_by", "declined-run"), approve=False, approver="oz")
+    assert future.result(timeout=60).status == "declined"
+    backend["container"].reload()
+    assert backend["container"].attrs["State"]["StartedAt"] == started
+    assert httpx.get(f"{backend['url']}/health", timeout=5).status_code == 503
