@@ -141,6 +141,8 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
         "COMPOSE_PROJECT_NAME",
         "POOLER_SERVICE",
         "DATABASE_SERVICE",
+        "APP_SERVICE",
+        "TARGET_REDIS_URL",
         "APP_REPO",
         "MIGRATIONS_DIR",
         "APP_URL",
