@@ -49,6 +49,15 @@ CATALOGUE: dict[str, Runbook] = {
     runbook.id: runbook
     for runbook in (
         Runbook(
+            id="app-not-starting",
+            seed="000",
+            severity="P1",
+            component="Application (Docker Compose)",
+            summary="services exited or crashing: diagnose, restart unless it is configuration",
+            resolution_minutes=30,
+            eta="30 minutes",
+        ),
+        Runbook(
             id="auth-server-health",
             seed="002 §5",
             severity="P2",

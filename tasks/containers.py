@@ -25,9 +25,11 @@ __all__ = [
     "ComposeService",
     "ContainerInfo",
     "EngineUnreachable",
+    "ServiceContainer",
     "container_logs",
     "exec_in_service",
     "find_service",
+    "list_project",
     "read_file",
     "restart_containers",
 ]
@@ -92,6 +94,52 @@ def _info(container: docker.models.containers.Container) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         health=(state.get("Health") or {}).get("Status") or None,
     )
+
+
+class ServiceContainer(BaseModel):
+    """A container of a compose project, with its service name, the lengths of its environment
+    variables (never their values) and the host ports it publishes."""
+
+    service: str
+    info: ContainerInfo
+    env_lengths: dict[str, int]
+    host_ports: list[int]
+
+
+@task(
+    name="list-project",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["containers", "read-only"],
+)
+def list_project(docker_host: str, *, project: str) -> list[ServiceContainer]:
+    """Every container of the compose project, running or not."""
+    client = _client(docker_host)
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={project}"})
+        result = []
+        for c in found:
+            env = {}
+            for item in c.attrs.get("Config", {}).get("Env") or []:
+                name, _, value = item.partition("=")
+                env[name] = len(value)
+            ports = []
+            for bindings in (c.attrs.get("HostConfig", {}).get("PortBindings") or {}).values():
+                for binding in bindings or []:
+                    if str(binding.get("HostPort", "")).isdigit():
+                        ports.append(int(binding["HostPort"]))
+            result.append(
+                ServiceContainer(
+                    service=(c.labels or {}).get(SERVICE_LABEL, c.name),
+                    info=_info(c),
+                    env_lengths=env,
+                    host_ports=ports,
+                )
+            )
+        return sorted(result, key=lambda s: (s.service, s.info.name))
+    finally:
+        client.close()
 
 
 @task(

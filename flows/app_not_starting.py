@@ -1,0 +1,272 @@
+"""Seed 000, "Application Not Starting" (P1): compose services exit or crash at start.
+
+Detect: services of `COMPOSE_PROJECT_NAME` that are exited, restarting or unhealthy.
+Diagnose: states, exit codes and log tails of every service; the required variables of the app's
+container (`SECRET_KEY`, `POSTGRES_*`, `DOMAIN`: presence and length only, never a value); the
+database reachable; host ports taken by something else. Remediate (approval): restart the stopped
+services, only when the cause is not configuration: a missing variable or a taken port is
+escalated with the diagnosis, because a restart cannot fix it. Verify: every service running
+through a settle period.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from prefect import flow
+
+from core.incident import IncidentRun
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.settings import ConfigError, Settings, load_settings
+from tasks import containers, postgres
+from tasks.containers import ComposeService, ServiceContainer
+from tasks.postgres import PgTarget
+
+RUNBOOK = "app-not-starting"
+RESTART = "restart-services"
+REQUIRED = [
+    "SECRET_KEY",
+    "POSTGRES_SERVER",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+    "DOMAIN",
+]
+DOWN = {"exited", "dead", "created", "restarting"}
+PREVENTION = (
+    "validate settings at start-up with a clear message (pydantic-settings); keep .env complete"
+    " against .env.example in CI; restart policies and health checks for every service"
+)
+
+
+# Pure decisions.
+
+
+def variable_findings(env: dict[str, int], required: list[str]) -> list[Finding]:
+    """`env`: variable name -> length of its value. Presence and length only."""
+    return [
+        Finding(
+            check="variable",
+            ok=env.get(name, 0) > 0,
+            detail=f"{name}: set ({env[name]} characters)"
+            if env.get(name)
+            else f"{name}: missing or empty",
+        )
+        for name in required
+    ]
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host if host not in {"", "0.0.0.0"} else "127.0.0.1", port)) == 0
+
+
+def causes_of(
+    down: list[ServiceContainer],
+    variables: list[Finding],
+    taken: list[str],
+    database_ok: bool | None,
+) -> list[str]:
+    causes = []
+    if any(not v.ok for v in variables):
+        causes.append("missing-variable")
+    if taken:
+        causes.append("port-taken")
+    if database_ok is False:
+        causes.append("database-unreachable")
+    if down and not causes:
+        causes.append("crashed")
+    return causes
+
+
+def plan_restart(down: list[ServiceContainer], *, project: str, resource: str) -> Plan:
+    return Plan(
+        runbook=RUNBOOK,
+        resource=resource,
+        summary=f"restart {len(down)} stopped service container(s) of {project}",
+        actions=[
+            PlannedAction(
+                name=RESTART,
+                destructive=True,
+                resource=resource,
+                description="Restart the services that are not running (seed 000: `docker compose"
+                " down && up -d`, narrowed to what is down: running services are left"
+                " alone).",
+                targets=[f"{c.service}: container {c.info.name}" for c in down],
+                details=[
+                    f"{c.service}: {c.info.status}, exit code {c.info.exit_code}" for c in down
+                ],
+                params={
+                    "container_ids": [c.info.id for c in down],
+                    "services": sorted({c.service for c in down}),
+                },
+            )
+        ],
+    )
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    if not (settings.docker_host and settings.compose_project_name):
+        raise ConfigError("app-not-starting needs DOCKER_HOST and COMPOSE_PROJECT_NAME")
+
+
+@flow(name=RUNBOOK, log_prints=True)
+def app_not_starting(
+    *,
+    required_variables: list[str] | None = None,
+    log_lines: int = 20,
+    settle_seconds: float = 5,
+    stop_timeout_seconds: int = 10,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    requested_by: str | None = None,
+) -> Outcome:
+    """Seed 000: containers fail to start → diagnose → restart unless it is configuration."""
+    settings = load_settings()
+    preflight(settings, {})
+    assert settings.docker_host and settings.compose_project_name
+    project = settings.compose_project_name
+    resource = f"compose://{project}"
+
+    # Detect: every service of the project, running or not.
+    services = containers.list_project(settings.docker_host, project=project)
+    down = [c for c in services if c.info.status in DOWN or c.info.health == "unhealthy"]
+    states = [
+        Finding(
+            check="service",
+            ok=c not in down,
+            detail=f"{c.service}: {c.info.status}"
+            + (f", exit code {c.info.exit_code}" if c in down else ""),
+        )
+        for c in services
+    ]
+    if not services:
+        states = [Finding(check="service", ok=False, detail=f"project {project} has no container")]
+    if all(f.ok for f in states):
+        return IncidentRun.healthy(RUNBOOK, findings=states)
+    run = IncidentRun.open(
+        RUNBOOK,
+        resource=resource,
+        findings=states,
+        settings=settings,
+        requester=requested_by,
+        impact="the application is down",
+    )
+
+    # Diagnose: logs, variables (presence and length), database, ports.
+    evidence: list[Finding] = []
+    for c in down:
+        service = ComposeService(
+            docker_host=settings.docker_host, project=project, service=c.service
+        )
+        evidence += [
+            Finding(check=f"log:{c.service}", ok=True, detail=line)
+            for line in containers.container_logs(service, container_id=c.info.id, tail=log_lines)
+        ]
+    app = next((c for c in services if c.service == settings.app_service), None)
+    variables = variable_findings(app.env_lengths, required_variables or REQUIRED) if app else []
+    evidence += variables
+    database_ok = None
+    if settings.target_database_url is not None:
+        probe = postgres.probe_query(PgTarget.from_settings(settings), timeout_seconds=3)
+        database_ok = probe.ok
+        evidence.append(
+            Finding(check="database", ok=probe.ok, detail="reachable" if probe.ok else probe.error)
+        )
+    taken = [
+        f"{c.service}: host port {port}" for c in down for port in c.host_ports if port_taken(port)
+    ]
+    evidence += [
+        Finding(check="port", ok=False, detail=f"{t} is taken by another process") for t in taken
+    ]
+    causes = causes_of(down, variables, taken, database_ok)
+    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+    if causes != ["crashed"]:
+        missing = [v.detail for v in variables if not v.ok]
+        return run.escalate(
+            "a restart cannot fix this: "
+            + "; ".join(
+                missing
+                + taken
+                + (
+                    ["the database is unreachable (see database-connection-errors)"]
+                    if database_ok is False
+                    else []
+                )
+            )
+        )
+    if not down:
+        return run.escalate("services report unhealthy but none is stopped")
+
+    plan = plan_restart(down, project=project, resource=resource)
+    run.planned(plan)
+    if dry_run:
+        return run.dry_run(plan)
+
+    def act(current: Plan) -> list[ActionResult]:
+        assert settings.docker_host
+        restarted = []
+        for name in current.actions[0].params["services"]:
+            service = ComposeService(
+                docker_host=settings.docker_host, project=project, service=name
+            )
+            restarted += containers.restart_containers(
+                service,
+                container_ids=current.actions[0].params["container_ids"],
+                stop_timeout=stop_timeout_seconds,
+            )
+        return [
+            ActionResult(
+                name=RESTART,
+                destructive=True,
+                executed=bool(restarted),
+                targets=[f"container {c.name}" for c in restarted],
+                detail=f"{len(restarted)} container(s) restarted",
+            )
+        ]
+
+    def verify() -> list[Finding]:
+        assert settings.docker_host
+        time.sleep(settle_seconds)  # a crash at start shows within the settle period
+        after = containers.list_project(settings.docker_host, project=project)
+        return [
+            Finding(
+                check="service-after",
+                ok=c.info.status == "running",
+                detail=f"{c.service}: {c.info.status}",
+            )
+            for c in after
+        ]
+
+    def recheck(approved: Plan) -> Plan:
+        """Only what is still down: a service that came back meanwhile is left alone."""
+        assert settings.docker_host
+        still = {
+            c.info.id: c
+            for c in containers.list_project(settings.docker_host, project=project)
+            if c.info.status in DOWN
+        }
+        action = approved.actions[0]
+        ids = [i for i in action.params["container_ids"] if i in still]
+        narrowed = action.model_copy(
+            update={
+                "targets": [f"{still[i].service}: container {still[i].info.name}" for i in ids],
+                "params": {
+                    "container_ids": ids,
+                    "services": sorted({still[i].service for i in ids}),
+                },
+            }
+        )
+        return approved.model_copy(update={"actions": [narrowed]})
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=recheck,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )
