@@ -94,6 +94,15 @@ CATALOGUE: dict[str, Runbook] = {
             eta="15 minutes",
         ),
         Runbook(
+            id="frontend-404",
+            seed="000",
+            severity="P3",
+            component="Frontend (SPA)",
+            summary="deep links return 404: check dist/ and the fallback, restart after redeploy",
+            resolution_minutes=240,
+            eta="4 hours",
+        ),
+        Runbook(
             id="rate-limiter",
             seed="002 §4",
             severity="P2",

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     database_service: str = "db"
     # The compose service of the backend application (seed 000: `docker compose logs backend`).
     app_service: str = "backend"
+    # The compose service of the frontend (seed 000: `docker compose logs frontend`).
+    frontend_service: str = "frontend"
     app_url: str | None = None
     frontend_url: str | None = None
     # A known-good probe user for login checks (rls-auth-failure, auth-failures…).

@@ -142,6 +142,8 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
         "POOLER_SERVICE",
         "DATABASE_SERVICE",
         "APP_SERVICE",
+        "FRONTEND_SERVICE",
+        "FRONTEND_URL",
         "TARGET_REDIS_URL",
         "APP_REPO",
         "MIGRATIONS_DIR",

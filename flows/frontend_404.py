@@ -1,0 +1,216 @@
+"""Seed 000, "Frontend 404 Errors" (P3): deep links of the SPA return 404 in production.
+
+Detect: deep links (`deep_links`) of `FRONTEND_URL` answer 404 instead of the app shell.
+Diagnose: the build output is served (`/index.html` and the assets it references), and the
+history fallback (an unknown route answered with the app shell). Remediate (approval): restart
+the frontend container after a redeploy of `dist/` (its server reads its files and routing at
+start). Verify: every deep link answers 200 with the app shell.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import httpx
+from prefect import flow, task
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
+from core.incident import IncidentRun
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.settings import ConfigError, Settings, load_settings
+from tasks import containers
+from tasks.containers import ComposeService
+
+RUNBOOK = "frontend-404"
+RESTART = "restart-frontend-container"
+ASSET = re.compile(r"""(?:src|href)=["'](/[^"']+\.(?:js|css))["']""")
+PREVENTION = (
+    "serve index.html for unknown routes (nginx: try_files $uri /index.html); a smoke test of"
+    " deep links after each deploy; check vite's `base` and the router's basepath"
+)
+
+
+class Page(BaseModel):
+    path: str
+    status: int | None
+    shell: bool
+
+
+@task(name="fetch-pages", cache_policy=NONE, tags=["http", "read-only"])
+def fetch_pages(base_url: str, *, paths: list[str]) -> tuple[str, list[Page]]:
+    """The app shell (`/`) and each path: status, and whether it is the app shell."""
+    with httpx.Client(base_url=base_url.rstrip("/"), timeout=10) as client:
+        try:
+            shell = client.get("/").text
+        except httpx.HTTPError:
+            shell = ""
+        pages = []
+        for path in paths:
+            try:
+                response = client.get(path)
+                pages.append(
+                    Page(
+                        path=path,
+                        status=response.status_code,
+                        shell=bool(shell) and response.text == shell,
+                    )
+                )
+            except httpx.HTTPError:
+                pages.append(Page(path=path, status=None, shell=False))
+    return shell, pages
+
+
+def page_finding(page: Page, check: str) -> Finding:
+    ok = page.status == 200 and page.shell
+    return Finding(
+        check=check,
+        ok=ok,
+        detail=f"{page.path}: HTTP {page.status}"
+        + ("" if ok else " (not the app shell)" if page.status == 200 else ""),
+    )
+
+
+def frontend_service(settings: Settings) -> ComposeService | None:
+    if not (settings.docker_host and settings.compose_project_name):
+        return None
+    return ComposeService(
+        docker_host=settings.docker_host,
+        project=settings.compose_project_name,
+        service=settings.frontend_service,
+    )
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    if not settings.frontend_url:
+        raise ConfigError("FRONTEND_URL is not set (the SPA's base URL)")
+
+
+@flow(name=RUNBOOK, log_prints=True)
+def frontend_404(
+    *,
+    deep_links: list[str] | None = None,
+    stop_timeout_seconds: int = 10,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    requested_by: str | None = None,
+) -> Outcome:
+    """Seed 000: SPA deep links 404 → check dist/ and the fallback → restart after a redeploy."""
+    settings = load_settings()
+    preflight(settings, {})
+    assert settings.frontend_url is not None
+    url = settings.frontend_url
+    links = deep_links or ["/dashboard", "/login", "/settings/profile"]
+
+    # Detect: deep links answer the app shell.
+    shell, pages = fetch_pages(url, paths=links)
+    findings = [page_finding(p, "deep-link") for p in pages]
+    if all(f.ok for f in findings):
+        return IncidentRun.healthy(RUNBOOK, findings=findings)
+    run = IncidentRun.open(
+        RUNBOOK,
+        resource=url,
+        findings=findings,
+        settings=settings,
+        requester=requested_by,
+        impact="users opening a link get a 404 page",
+    )
+
+    # Diagnose: the build output and the history fallback.
+    assets = sorted(set(ASSET.findall(shell)))
+    unknown = f"/__remediate_probe_{uuid.uuid4().hex[:8]}"
+    _, checked = fetch_pages(url, paths=[*assets, unknown])
+    evidence = [
+        Finding(
+            check="index-html",
+            ok=bool(shell),
+            detail="/ serves the app shell" if shell else "/ does not answer",
+        )
+    ]
+    evidence += [
+        Finding(check="asset", ok=p.status == 200, detail=f"{p.path}: HTTP {p.status}")
+        for p in checked[:-1]
+    ]
+    fallback = checked[-1]
+    evidence.append(
+        Finding(
+            check="history-fallback",
+            ok=fallback.status == 200 and fallback.shell,
+            detail=f"an unknown route ({unknown}) answers HTTP {fallback.status}",
+        )
+    )
+    causes = []
+    if not shell:
+        causes.append("dist-missing")
+    if any(f.check == "asset" and not f.ok for f in evidence):
+        causes.append("assets-missing")
+    if not evidence[-1].ok:
+        causes.append("no-history-fallback")
+    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+
+    service = frontend_service(settings)
+    found = containers.find_service(service) if service else []
+    if service is None or not found:
+        return run.escalate(
+            "no frontend container to restart: fix the server's fallback"
+            " (try_files $uri /index.html) and redeploy dist/"
+        )
+    plan = Plan(
+        runbook=RUNBOOK,
+        resource=url,
+        summary=f"restart the frontend service {service.service} after the redeploy",
+        actions=[
+            PlannedAction(
+                name=RESTART,
+                destructive=True,
+                resource=service.resource,
+                description="Restart the frontend so that its server reloads the redeployed"
+                " dist/ and routing (it reads them at start). If dist/ or the"
+                " fallback are still wrong, verification fails and escalates.",
+                targets=[f"container {c.name}" for c in found],
+                params={"container_ids": [c.id for c in found]},
+            )
+        ],
+    )
+    run.planned(plan)
+    if dry_run:
+        return run.dry_run(plan)
+
+    def act(current: Plan) -> list[ActionResult]:
+        assert service is not None
+        restarted = containers.restart_containers(
+            service,
+            container_ids=current.actions[0].params["container_ids"],
+            stop_timeout=stop_timeout_seconds,
+        )
+        return [
+            ActionResult(
+                name=RESTART,
+                destructive=True,
+                executed=bool(restarted),
+                targets=[f"container {c.name}" for c in restarted],
+                detail=f"{len(restarted)} container(s) restarted",
+            )
+        ]
+
+    def verify() -> list[Finding]:
+        import time
+
+        deadline = time.monotonic() + 30
+        while True:
+            _, after = fetch_pages(url, paths=links)
+            checks = [page_finding(p, "deep-link-after") for p in after]
+            if all(c.ok for c in checks) or time.monotonic() > deadline:
+                return checks
+            time.sleep(0.5)
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=lambda p: p,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )

@@ -1,0 +1,113 @@
+"""frontend-404 against a real frontend container (seed 000): deep links 404 because the server
+was started without the SPA history fallback; after the redeploy, the runbook's restart fixes it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from flows.frontend_404 import frontend_404
+from tests.e2e.conftest import DOCKER_HOST
+from tests.e2e.test_auth_server_health import free_port
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+FRONTEND = Path(__file__).resolve().parent.parent / "fixtures" / "frontend.py"
+SHELL = (
+    '<!doctype html><div id="root"></div>'
+    '<script type="module" src="/assets/index-4f2a.js"></script>'
+)
+
+
+@pytest.fixture
+def site(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    dist = tmp_path / "site" / "dist"
+    (dist / "assets").mkdir(parents=True)
+    (dist / "index.html").write_text(SHELL)
+    (dist / "assets" / "index-4f2a.js").write_text("console.log('app')")
+    config = tmp_path / "site" / "frontend.json"
+    config.write_text(json.dumps({"history_fallback": False}))  # the broken deploy
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
+    mounts = {
+        sys.base_prefix: sys.base_prefix,
+        str(FRONTEND): "/srv/frontend.py",
+        str(tmp_path / "site"): "/srv/site",
+        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
+        "/lib64": "/lib64",
+    }
+    container = engine.containers.run(
+        "localhost/remediate-test:3",
+        [
+            str(Path(sys.base_prefix) / "bin" / "python3"),
+            "-u",
+            "/srv/frontend.py",
+            str(port),
+            "/srv/site/dist",
+        ],
+        detach=True,
+        network_mode="host",
+        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "frontend",
+            "remediate.test": "1",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, container.logs()[-2000:]
+        time.sleep(0.2)
+    for name, value in {
+        "FRONTEND_URL": url,
+        "DOCKER_HOST": DOCKER_HOST,
+        "COMPOSE_PROJECT_NAME": project,
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield {"url": url, "config": config, "container": container}
+    container.remove(force=True)
+    engine.close()
+
+
+def test_deep_links_fixed_by_a_restart_after_the_redeploy(site: dict[str, Any]) -> None:
+    assert httpx.get(f"{site['url']}/dashboard").status_code == 404
+    site["config"].write_text(json.dumps({"history_fallback": True}))  # the team redeploys
+
+    outcome = frontend_404(auto_approve=True, stop_timeout_seconds=1)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.causes == ["no-history-fallback"]
+    checks = {f.check: f.ok for f in outcome.findings}
+    assert checks["index-html"] and checks["asset"] and not checks["history-fallback"]
+    response = httpx.get(f"{site['url']}/settings/profile")
+    assert response.status_code == 200 and response.text == SHELL
+
+
+def test_restart_without_a_fixed_deploy_escalates(site: dict[str, Any]) -> None:
+    outcome = frontend_404(auto_approve=True, stop_timeout_seconds=1)
+    assert outcome.status == "escalated" and "verification failed" in outcome.summary
+    assert httpx.get(f"{site['url']}/dashboard").status_code == 404
+
+
+def test_dry_run_restarts_nothing(site: dict[str, Any]) -> None:
+    site["container"].reload()
+    started = site["container"].attrs["State"]["StartedAt"]
+    assert frontend_404(dry_run=True).status == "planned"
+    site["container"].reload()
+    assert site["container"].attrs["State"]["StartedAt"] == started
