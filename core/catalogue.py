@@ -94,6 +94,15 @@ CATALOGUE: dict[str, Runbook] = {
             eta="15 minutes",
         ),
         Runbook(
+            id="email-delivery",
+            seed="000 and 002 §3",
+            severity="P2",
+            component="Email delivery",
+            summary="emails not sent: SMTP and SendGrid checks, unbounce a named address",
+            resolution_minutes=240,
+            eta="4 hours",
+        ),
+        Runbook(
             id="frontend-404",
             seed="000",
             severity="P3",

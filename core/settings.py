@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     emails_from_email: str | None = None
     sendgrid_api_key: SecretStr | None = None
+    sendgrid_api_url: str = "https://api.sendgrid.com"
+    smtp_tls: bool = True  # STARTTLS, as the FastAPI template's SMTP_TLS
+    smtp_ssl: bool = False
     alert_webhook_token: SecretStr | None = None
     sentry_client_secret: SecretStr | None = None
 
