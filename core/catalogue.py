@@ -49,6 +49,15 @@ CATALOGUE: dict[str, Runbook] = {
     runbook.id: runbook
     for runbook in (
         Runbook(
+            id="api-500-errors",
+            seed="000",
+            severity="P2",
+            component="Backend API",
+            summary="API answers 500: logs, database, migrations, recent deploy; roll it back",
+            resolution_minutes=60,
+            eta="1 hour",
+        ),
+        Runbook(
             id="app-not-starting",
             seed="000",
             severity="P1",

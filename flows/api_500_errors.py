@@ -1,0 +1,221 @@
+"""Seed 000, "API 500 Errors" (P2): API endpoints answer 500 Internal Server Error.
+
+Detect: the 5xx rate of a probe over `api_paths`, and Sentry's error rate when configured.
+Diagnose: error lines of the backend's log; the database reachable; migrations applied
+(`current == head` when `ALEMBIC_CONFIG` is set); a deployment in the last `since_hours` hours
+(`APP_REPO`). Remediate (approval), only where the recent deployment is the cause (database up,
+migrations applied): revert the last deploy commit in `APP_REPO` and restart the backend so that it
+runs the reverted code. Verify: the 5xx rate back under the limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from core.incident import IncidentRun
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.settings import ConfigError, Settings, load_settings
+from flows.auth_server_health import app_service, error_lines
+from tasks import containers, git, http_probe, postgres
+from tasks.postgres import PgTarget
+
+RUNBOOK = "api-500-errors"
+ROLLBACK = "roll-back-last-deploy"
+PREVENTION = (
+    "a smoke test of the API after each deploy, with automatic rollback; Sentry alerts on new"
+    " 5xx issues; migrations applied before the new code starts (prestart)"
+)
+
+
+def error_rate(probes: list[http_probe.HttpProbe]) -> float:
+    return sum(1 for p in probes if p.status is None or p.status >= 500) / max(1, len(probes))
+
+
+def preflight(settings: Settings, params: dict[str, Any]) -> None:
+    if not settings.app_url:
+        raise ConfigError("APP_URL is not set (the backend's base URL)")
+
+
+@flow(name=RUNBOOK, log_prints=True)
+def api_500_errors(
+    *,
+    api_paths: list[str] | None = None,
+    probes_per_path: int = 5,
+    error_rate_limit: float = 0.05,
+    since_hours: float = 6,
+    stop_timeout_seconds: int = 10,
+    start_timeout_seconds: float = 60,
+    dry_run: bool = False,
+    auto_approve: bool = False,
+    requested_by: str | None = None,
+) -> Outcome:
+    """Seed 000: API 500s → logs, database, migrations, recent deploy → roll it back (approval)."""
+    settings = load_settings()
+    preflight(settings, {})
+    assert settings.app_url is not None
+    app_url = settings.app_url
+    paths = api_paths or ["/api/items"]
+
+    def probe(check: str) -> Finding:
+        results = [
+            http_probe.probe_http.fn(app_url, path=p, timeout_seconds=10)
+            for p in paths
+            for _ in range(probes_per_path)
+        ]
+        rate = error_rate(results)
+        worst = next(
+            (r.detail for r in results if r.status is None or r.status >= 500), results[-1].detail
+        )
+        return Finding(
+            check=check,
+            ok=rate <= error_rate_limit,
+            detail=f"5xx rate {rate:.0%} over {len(results)} requests"
+            f" (limit {error_rate_limit:.0%}); e.g. {worst}",
+        )
+
+    # Detect: the API's 5xx rate.
+    detected = probe("api-5xx-rate")
+    if detected.ok:
+        return IncidentRun.healthy(RUNBOOK, findings=[detected])
+    run = IncidentRun.open(
+        RUNBOOK,
+        resource=app_url,
+        findings=[detected],
+        settings=settings,
+        requester=requested_by,
+        impact="API requests fail with 500",
+    )
+
+    # Diagnose: logs, database, migrations, recent deploys.
+    evidence: list[Finding] = []
+    service = app_service(settings)
+    found = []
+    if service is not None:
+        try:
+            found = containers.find_service(service)
+            for c in found[:1]:
+                evidence += [
+                    Finding(check="log-error", ok=False, detail=line)
+                    for line in error_lines(
+                        containers.container_logs(service, container_id=c.id, tail=200)
+                    )
+                ]
+        except containers.EngineUnreachable as exc:
+            evidence.append(Finding(check="app-container", ok=False, detail=str(exc)))
+    database_ok = migrations_ok = True
+    if settings.target_database_url is not None:
+        db = postgres.probe_query(PgTarget.from_settings(settings), timeout_seconds=5)
+        database_ok = db.ok
+        evidence.append(
+            Finding(check="database", ok=db.ok, detail="reachable" if db.ok else db.error)
+        )
+    if settings.alembic_config and database_ok:
+        from tasks import alembic
+
+        state = alembic.read_schema_state(alembic.AlembicTarget.from_settings(settings))
+        migrations_ok = state.current == state.heads
+        evidence.append(
+            Finding(
+                check="migrations",
+                ok=migrations_ok,
+                detail=f"at {state.current}, head {state.heads}",
+            )
+        )
+    commits = (
+        git.recent_commits(settings.app_repo, since_hours=since_hours, paths=["."])
+        if settings.app_repo
+        else []
+    )
+    evidence += [
+        Finding(
+            check="recent-deploy", ok=True, detail=f"{c.sha[:10]} {c.author} {c.date}: {c.subject}"
+        )
+        for c in commits[:5]
+    ]
+    causes = [
+        c
+        for c, yes in (
+            ("database-unreachable", not database_ok),
+            ("migrations-not-applied", not migrations_ok),
+            ("recent-deploy", bool(commits)),
+        )
+        if yes
+    ]
+    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+    if causes != ["recent-deploy"] or service is None or not found or not settings.app_repo:
+        return run.escalate(
+            "no automatic rollback: "
+            + (", ".join(causes) or "no recent deploy")
+            + (
+                ""
+                if causes != ["recent-deploy"]
+                else "; no backend container or APP_REPO to roll back with"
+            )
+        )
+
+    last = commits[0]
+    plan = Plan(
+        runbook=RUNBOOK,
+        resource=app_url,
+        summary=f"roll back {last.sha[:10]} ({last.subject}) and restart {service.service}",
+        actions=[
+            PlannedAction(
+                name=ROLLBACK,
+                destructive=True,
+                resource=service.resource,
+                description="Revert the last deploy commit in APP_REPO (a new commit, nothing"
+                " pushed) and restart the backend so that it runs the reverted"
+                " code. The database and the migrations are healthy, so the"
+                " deploy is the suspect (seed 000: 'rollback if recent deployment').",
+                targets=[f"commit {last.sha[:10]}: {last.subject}"]
+                + [f"container {c.name}" for c in found],
+                statements=[
+                    f"git -C {settings.app_repo} revert --no-edit {last.sha}",
+                    f"restart {service.service}",
+                ],
+                params={"sha": last.sha, "container_ids": [c.id for c in found]},
+            )
+        ],
+    )
+    run.planned(plan)
+    if dry_run:
+        return run.dry_run(plan)
+
+    def act(current: Plan) -> list[ActionResult]:
+        assert settings.app_repo and service is not None
+        params = current.actions[0].params
+        new = git.revert_commit(settings.app_repo, sha=params["sha"])
+        restarted = containers.restart_containers(
+            service, container_ids=params["container_ids"], stop_timeout=stop_timeout_seconds
+        )
+        return [
+            ActionResult(
+                name=ROLLBACK,
+                destructive=True,
+                executed=True,
+                targets=current.actions[0].targets,
+                detail=f"reverted in {new[:10]}; {len(restarted)} container(s)"
+                " restarted; push the revert",
+            )
+        ]
+
+    def verify() -> list[Finding]:
+        import time
+
+        deadline = time.monotonic() + start_timeout_seconds
+        while True:
+            after = probe("api-5xx-rate-after")
+            if after.ok or time.monotonic() > deadline:
+                return [after]
+            time.sleep(1)
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=lambda p: p,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )

@@ -1,0 +1,123 @@
+"""api-500-errors against a real backend container running code from a real git repository."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from flows.api_500_errors import api_500_errors
+from tests.e2e.conftest import DOCKER_HOST
+from tests.e2e.test_auth_server_health import BACKEND, free_port
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.fixture
+def deployed(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    repo = tmp_path / "app"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "dev@app.test")
+    git(repo, "config", "user.name", "Dev")
+    (repo / "features.json").write_text(json.dumps({"items_crash": False}))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "release 1.0")
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
+    mounts = {
+        sys.base_prefix: sys.base_prefix,
+        str(BACKEND): "/app/backend.py",
+        str(repo): "/repo",
+        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
+        "/lib64": "/lib64",
+    }
+    container = engine.containers.run(
+        "localhost/remediate-test:3",
+        [str(Path(sys.base_prefix) / "bin" / "python3"), "-u", "/app/backend.py", str(port)],
+        detach=True,
+        network_mode="host",
+        environment={"FEATURES": "/repo/features.json"},
+        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "backend",
+            "remediate.test": "1",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    for name, value in {
+        "APP_URL": url,
+        "DOCKER_HOST": DOCKER_HOST,
+        "APP_REPO": str(repo),
+        "COMPOSE_PROJECT_NAME": project,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+    def deploy(crash: bool, message: str) -> None:
+        (repo / "features.json").write_text(json.dumps({"items_crash": crash}))
+        git(repo, "commit", "-q", "--allow-empty", "-am", message)
+        container.restart(timeout=1)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1).raise_for_status()
+                return
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+
+    deploy(False, "release 1.1")
+    yield {"url": url, "repo": repo, "deploy": deploy}
+    container.remove(force=True)
+    engine.close()
+
+
+def test_a_bad_deploy_is_rolled_back(deployed: dict[str, Any]) -> None:
+    assert api_500_errors().status == "healthy"
+    deployed["deploy"](True, "items: read ocr_provider")
+    assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
+
+    outcome = api_500_errors(auto_approve=True, stop_timeout_seconds=1)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.causes == ["recent-deploy"]
+    assert any("KeyError('ocr_provider')" in f.detail for f in outcome.findings)
+    assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == (
+        'Revert "items: read ocr_provider"'
+    )
+    assert httpx.get(f"{deployed['url']}/api/items").status_code == 200
+
+
+def test_database_down_is_escalated_not_rolled_back(
+    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployed["deploy"](True, "items: read ocr_provider")
+    monkeypatch.setenv("TARGET_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/app")
+    outcome = api_500_errors(auto_approve=True)
+    assert outcome.status == "escalated"
+    assert outcome.causes == ["database-unreachable", "recent-deploy"]
+    assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
+
+
+def test_dry_run_rolls_back_nothing(deployed: dict[str, Any]) -> None:
+    deployed["deploy"](True, "items: read ocr_provider")
+    assert api_500_errors(dry_run=True).status == "planned"
+    assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
