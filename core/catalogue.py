@@ -67,6 +67,15 @@ CATALOGUE: dict[str, Runbook] = {
             eta="30 minutes",
         ),
         Runbook(
+            id="auth-failures",
+            seed="000",
+            severity="P2",
+            component="Authentication",
+            summary="logins rejected: say which setting is wrong, restart after a fix",
+            resolution_minutes=60,
+            eta="1 hour",
+        ),
+        Runbook(
             id="auth-server-health",
             seed="002 §5",
             severity="P2",

@@ -7,6 +7,7 @@ Compose host and on the test engine. Each task opens and closes its own client.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 import tarfile
@@ -22,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 from core.settings import ConfigError
 
 __all__ = [
+    "AppConfig",
     "ComposeService",
     "ContainerInfo",
     "EngineUnreachable",
@@ -30,6 +32,7 @@ __all__ = [
     "exec_in_service",
     "find_service",
     "list_project",
+    "read_app_config",
     "read_file",
     "restart_containers",
 ]
@@ -140,6 +143,50 @@ def list_project(docker_host: str, *, project: str) -> list[ServiceContainer]:
         return sorted(result, key=lambda s: (s.service, s.info.name))
     finally:
         client.close()
+
+
+class AppConfig(BaseModel):
+    """What the auth checks need from the app container's environment, never a secret value:
+    the key's length and a fingerprint (sha256, 16 hex digits), the other values as they are."""
+
+    secret_key_length: int
+    secret_key_fingerprint: str | None
+    access_token_expire_minutes: str | None
+    cors_origins: str | None
+
+
+@task(
+    name="read-app-config",
+    retries=1,
+    retry_delay_seconds=1,
+    cache_policy=NONE,
+    tags=["containers", "read-only"],
+)
+def read_app_config(service: ComposeService) -> AppConfig | None:
+    """The auth settings of the service's first container (None when it has no container)."""
+    client = _client(service.docker_host)
+    try:
+        found = client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"{PROJECT_LABEL}={service.project}",
+                    f"{SERVICE_LABEL}={service.service}",
+                ]
+            },
+        )
+        if not found:
+            return None
+        env = dict(item.partition("=")[::2] for item in found[0].attrs["Config"].get("Env") or [])
+    finally:
+        client.close()
+    key = env.get("SECRET_KEY", "")
+    return AppConfig(
+        secret_key_length=len(key),
+        secret_key_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16] if key else None,
+        access_token_expire_minutes=env.get("ACCESS_TOKEN_EXPIRE_MINUTES"),
+        cors_origins=env.get("BACKEND_CORS_ORIGINS"),
+    )
 
 
 @task(

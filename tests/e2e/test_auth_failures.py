@@ -1,0 +1,130 @@
+"""auth-failures against a real backend container: which setting is wrong, never its value."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from flows.auth_failures import auth_failures
+from tests.e2e.conftest import DOCKER_HOST
+from tests.e2e.test_auth_server_health import BACKEND, free_port
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+KEY_A = "key-a-canary-" + "a" * 40
+KEY_B = "key-b-canary-" + "b" * 40
+
+
+@pytest.fixture
+def backend(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project = f"rt-{uuid.uuid4().hex[:8]}"
+    made: list[Any] = []
+
+    def run(secret_key: str, **extra: str) -> str:
+        while made:
+            made.pop().remove(force=True)
+        port = free_port()
+        mounts = {
+            sys.base_prefix: sys.base_prefix,
+            str(BACKEND): "/app/backend.py",
+            "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
+            "/lib64": "/lib64",
+        }
+        made.append(
+            engine.containers.run(
+                "localhost/remediate-test:3",
+                [
+                    str(Path(sys.base_prefix) / "bin" / "python3"),
+                    "-u",
+                    "/app/backend.py",
+                    str(port),
+                ],
+                detach=True,
+                network_mode="host",
+                environment={
+                    "SECRET_KEY": secret_key,
+                    "ACCESS_TOKEN_EXPIRE_MINUTES": "11520",
+                    "BACKEND_CORS_ORIGINS": "http://localhost:5173,https://app.test",
+                    **extra,
+                },
+                volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
+                labels={
+                    "com.docker.compose.project": project,
+                    "com.docker.compose.service": "backend",
+                    "remediate.test": "1",
+                },
+            )
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        monkeypatch.setenv("APP_URL", url)
+        return url
+
+    for name, value in {
+        "DOCKER_HOST": DOCKER_HOST,
+        "COMPOSE_PROJECT_NAME": project,
+        "FRONTEND_URL": "https://app.test",
+        "LOGIN_PROBE_EMAIL": "probe@app.test",
+        "LOGIN_PROBE_PASSWORD": "probe-pass-canary",
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield run
+    for old in made:
+        old.remove(force=True)
+    engine.close()
+
+
+def test_short_secret_key_is_named_and_nothing_restarted(backend: Any) -> None:
+    backend("short-key-canary")
+    outcome = auth_failures(auto_approve=True)
+    assert outcome.status == "escalated"
+    assert outcome.causes == ["secret-key"]
+    assert "SECRET_KEY is 16 characters (at least 32)" in outcome.summary
+    assert "short-key-canary" not in outcome.model_dump_json()
+    assert not outcome.actions
+
+
+def test_a_changed_key_is_detected_against_the_snapshot(backend: Any) -> None:
+    backend(KEY_A)
+    assert auth_failures().status == "healthy"  # records KEY_A's fingerprint
+    backend(KEY_B)  # redeployed with a new key: every issued token is now invalid
+    outcome = auth_failures(auto_approve=True)
+    assert outcome.status == "escalated" and outcome.causes == ["secret-key-unchanged"]
+    assert "every token issued before is invalid" in outcome.summary
+    seen = outcome.model_dump_json()
+    assert KEY_A not in seen and KEY_B not in seen
+
+
+def test_wrong_cors_and_expiry_are_named(backend: Any) -> None:
+    backend(KEY_A, ACCESS_TOKEN_EXPIRE_MINUTES="0", BACKEND_CORS_ORIGINS="http://localhost:5173")
+    httpx.post(f"{os.environ['APP_URL']}/_control", json={"mode": "401"})
+    outcome = auth_failures(auto_approve=True)
+    assert outcome.status == "escalated"
+    assert set(outcome.causes) == {"token-expiry", "cors"}
+    assert "ACCESS_TOKEN_EXPIRE_MINUTES=0" in outcome.summary
+    assert "lacks https://app.test" in outcome.summary
+
+
+def test_right_settings_and_a_stale_process_get_a_restart(backend: Any) -> None:
+    url = backend(KEY_A)
+    httpx.post(f"{url}/_control", json={"mode": "401"}).raise_for_status()
+    outcome = auth_failures(auto_approve=True, stop_timeout_seconds=1)
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.causes == ["stale-process"]
+    assert httpx.post(f"{url}/auth/login", json={}).status_code == 200
