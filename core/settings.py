@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     app_service: str = "backend"
     # The compose service of the frontend (seed 000: `docker compose logs frontend`).
     frontend_service: str = "frontend"
+    # The compose service of Redis (rate-limiter restarts it when it does not answer).
+    redis_service: str = "redis"
     app_url: str | None = None
     frontend_url: str | None = None
     # A known-good probe user for login checks (rls-auth-failure, auth-failures…).

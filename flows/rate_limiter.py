@@ -9,6 +9,7 @@ re-checked atomically. Verify: `PING` answers and no stuck bucket is left.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import flow
@@ -16,11 +17,13 @@ from prefect import flow
 from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
-from tasks import redis
+from tasks import containers, redis
+from tasks.containers import ComposeService
 from tasks.redis import Bucket, RedisTarget
 
 RUNBOOK = "rate-limiter"
 DELETE, EXPIRE = "delete-stuck-buckets", "re-expire-stuck-buckets"
+RESTART = "restart-redis"
 PREVENTION = (
     "set the TTL in the same command as the increment (SET … EX / a Lua script), never in a"
     " second call that a crash can skip; alert on rate-limit keys without a TTL"
@@ -97,6 +100,101 @@ def bucket_finding(
     )
 
 
+def restart_redis(
+    run: IncidentRun,
+    settings: Settings,
+    target: RedisTarget,
+    *,
+    auto_approve: bool,
+    dry_run: bool,
+    stop_timeout_seconds: int,
+) -> Outcome:
+    """Redis does not answer: restart its compose service's container (approval), then PING."""
+    if not (settings.docker_host and settings.compose_project_name):
+        return run.escalate(
+            "Redis does not answer PING and no container engine is configured"
+            " (DOCKER_HOST, COMPOSE_PROJECT_NAME) to restart it"
+        )
+    service = ComposeService(
+        docker_host=settings.docker_host,
+        project=settings.compose_project_name,
+        service=settings.redis_service,
+    )
+    try:
+        found = containers.find_service(service)
+    except containers.EngineUnreachable as exc:
+        return run.escalate(f"Redis does not answer PING; {exc}")
+    run.diagnosed(
+        Diagnosis(
+            causes=["redis-down"],
+            evidence=[
+                Finding(
+                    check="redis-container",
+                    ok=c.status == "running",
+                    detail=f"{c.name}: {c.status}, exit code {c.exit_code}",
+                )
+                for c in found
+            ],
+        )
+    )
+    if not found:
+        return run.escalate(
+            f"Redis does not answer PING and service {service.service} has no container"
+        )
+    plan = Plan(
+        runbook=RUNBOOK,
+        resource=target.resource,
+        summary=f"restart the Redis service {service.service}",
+        actions=[
+            PlannedAction(
+                name=RESTART,
+                destructive=True,
+                resource=service.resource,
+                description="Redis does not answer PING: restart its container. Counters it"
+                " did not persist are lost, so users start with fresh buckets.",
+                targets=[f"container {c.name}" for c in found],
+                params={"container_ids": [c.id for c in found]},
+            )
+        ],
+    )
+    run.planned(plan)
+    if dry_run:
+        return run.dry_run(plan)
+
+    def act(current: Plan) -> list[ActionResult]:
+        restarted = containers.restart_containers(
+            service,
+            container_ids=current.actions[0].params["container_ids"],
+            stop_timeout=stop_timeout_seconds,
+        )
+        return [
+            ActionResult(
+                name=RESTART,
+                destructive=True,
+                executed=bool(restarted),
+                targets=[f"container {c.name}" for c in restarted],
+                detail=f"{len(restarted)} container(s) restarted",
+            )
+        ]
+
+    def verify() -> list[Finding]:
+        deadline = time.monotonic() + 30
+        while True:
+            after = redis.ping(target)
+            if after.ok or time.monotonic() > deadline:
+                return [Finding(check="redis-ping-after", ok=after.ok, detail=after.detail)]
+            time.sleep(0.5)
+
+    return run.carry_out(
+        plan,
+        auto_approve=auto_approve,
+        recheck=lambda p: p,
+        act=act,
+        verify=verify,
+        prevention=PREVENTION,
+    )
+
+
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     RedisTarget.from_settings(settings)
 
@@ -107,6 +205,7 @@ def rate_limiter(
     key_pattern: str = "ratelimit:*",
     window_seconds: int = 3600,
     limit: int | None = None,
+    stop_timeout_seconds: int = 10,
     dry_run: bool = False,
     auto_approve: bool = False,
     requested_by: str | None = None,
@@ -131,8 +230,13 @@ def rate_limiter(
             requester=requested_by,
             impact="every rate-limited request fails",
         )
-        return run.escalate(
-            "Redis does not answer PING; restarting it needs DevOps access (seed 002 §4)"
+        return restart_redis(
+            run,
+            settings,
+            target,
+            auto_approve=auto_approve,
+            dry_run=dry_run,
+            stop_timeout_seconds=stop_timeout_seconds,
         )
     buckets = redis.scan_buckets(target, pattern=key_pattern)
     stuck = bucket_finding(buckets, pattern=key_pattern, window_seconds=window_seconds, limit=limit)

@@ -143,6 +143,7 @@ def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[s
         "DATABASE_SERVICE",
         "APP_SERVICE",
         "FRONTEND_SERVICE",
+        "REDIS_SERVICE",
         "FRONTEND_URL",
         "SMTP_HOST",
         "SMTP_PORT",

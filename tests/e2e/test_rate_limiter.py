@@ -108,8 +108,84 @@ def test_pattern_for_every_key_is_refused(limiter: dict[str, Any]) -> None:
         rate_limiter(key_pattern="*", auto_approve=True)
 
 
-def test_redis_down_is_escalated(limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_redis_down_without_an_engine_is_escalated(
+    limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TARGET_REDIS_URL", "redis://:redis-canary@127.0.0.1:1/0")
     outcome = rate_limiter(key_pattern=limiter["pattern"])
     assert outcome.status == "escalated" and not outcome.findings[0].ok
+    assert "no container engine is configured" in outcome.summary
     assert "redis-canary" not in outcome.model_dump_json()
+
+
+@pytest.fixture
+def redis_container(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real Redis server in a container of the local engine, from this machine's binary."""
+    import socket
+    import time
+
+    import docker
+
+    from tests.e2e.conftest import DOCKER_HOST
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    project = f"rt-{uuid.uuid4().hex[:8]}"
+    mounts = ["/usr/bin/redis-server", "/usr/lib/x86_64-linux-gnu", "/lib64"]
+    container = engine.containers.run(
+        "localhost/remediate-test:3",
+        [
+            "/usr/bin/redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--dir",
+            "/data",
+        ],
+        detach=True,
+        network_mode="host",
+        volumes={m: {"bind": m, "mode": "ro"} for m in mounts},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": "redis",
+            "remediate.test": "1",
+        },
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            break
+        except redis.RedisError:
+            assert time.monotonic() < deadline, container.logs()[-2000:]
+            time.sleep(0.2)
+    for name, value in {
+        "TARGET_REDIS_URL": url,
+        "DOCKER_HOST": DOCKER_HOST,
+        "COMPOSE_PROJECT_NAME": project,
+    }.items():
+        monkeypatch.setenv(name, value)
+    yield {"container": container, "url": url}
+    container.remove(force=True)
+    engine.close()
+
+
+def test_redis_that_does_not_answer_is_restarted(redis_container: dict[str, Any]) -> None:
+    redis_container["container"].stop(timeout=1)
+    outcome = rate_limiter(auto_approve=True, stop_timeout_seconds=1)
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.actions[0].name == "restart-redis"
+    assert redis.Redis.from_url(redis_container["url"]).ping()
+
+
+def test_redis_restart_dry_run_changes_nothing(redis_container: dict[str, Any]) -> None:
+    redis_container["container"].stop(timeout=1)
+    assert rate_limiter(dry_run=True).status == "planned"
+    redis_container["container"].reload()
+    assert redis_container["container"].status == "exited"
