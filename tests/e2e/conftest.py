@@ -144,3 +144,35 @@ def pooler(incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> I
     yield container
     container.remove(force=True)
     engine.close()
+
+
+def assert_no_secret(outcome: Outcome, canaries: list[str], *, messages: list[str] = ()) -> None:  # type: ignore[assignment]
+    """No canary in the outcome JSON, the run's logs and artifacts on the server, or `messages`
+    (what a notification endpoint received)."""
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    assert outcome.flow_run_id, "the run has a flow run id"
+    seen = [outcome.model_dump_json(), *messages]
+    with get_client(sync_client=True) as client:
+        run_id = uuid.UUID(outcome.flow_run_id)
+        time.sleep(2)  # logs reach the server in batches
+        seen += [
+            log.message
+            for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id]))
+            )
+        ]
+        seen += [
+            str(a.data) + str(a.description)
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+            )
+        ]
+        seen.append(str(client.read_flow_run(run_id).parameters))
+    for canary in canaries:
+        assert not [text for text in seen if canary in text], f"{canary!r} leaked"

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from flows.auth_failures import auth_failures
-from tests.e2e.conftest import DOCKER_HOST
+from tests.e2e.conftest import DOCKER_HOST, assert_no_secret
 from tests.e2e.test_auth_server_health import BACKEND, free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -96,7 +96,7 @@ def test_short_secret_key_is_named_and_nothing_restarted(backend: Any) -> None:
     assert outcome.status == "escalated"
     assert outcome.causes == ["secret-key"]
     assert "SECRET_KEY is 16 characters (at least 32)" in outcome.summary
-    assert "short-key-canary" not in outcome.model_dump_json()
+    assert_no_secret(outcome, ["short-key-canary", "probe-pass-canary"])
     assert not outcome.actions
 
 

@@ -14,7 +14,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from flows.email_delivery import email_delivery
+from tests.e2e.conftest import assert_no_secret
 from tests.e2e.test_auth_server_health import free_port
+from tests.httpcapture import CaptureServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 KEY = "SG.sendgrid-key-canary"
@@ -131,8 +133,19 @@ def test_healthy_delivery_sends_a_real_test_message(mail: dict[str, Any]) -> Non
     assert b"email-delivery runbook" in message.content
 
 
-def test_a_bounced_address_is_removed_and_nothing_else(mail: dict[str, Any]) -> None:
+def test_a_bounced_address_is_removed_and_nothing_else(
+    mail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slack = CaptureServer()
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack.url}/services/slack-canary")
     outcome = email_delivery(address="otp-user@school.test", auto_approve=True)
+    slack.close()
+    assert_no_secret(
+        outcome,
+        [KEY, SMTP_PASSWORD, "slack-canary"],
+        messages=[r.body.decode() for r in slack.received],
+    )
+    assert len(slack.received) == 2  # declared, resolved
     assert outcome.status == "resolved", outcome.summary
     assert mail["sendgrid"].deleted == ["otp-user@school.test"]
     assert mail["sendgrid"].bounces == ["old@school.test"]
