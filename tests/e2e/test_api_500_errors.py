@@ -121,3 +121,18 @@ def test_dry_run_rolls_back_nothing(deployed: dict[str, Any]) -> None:
     deployed["deploy"](True, "items: read ocr_provider")
     assert api_500_errors(dry_run=True).status == "planned"
     assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
+
+
+def test_declined_and_timed_out_roll_back_nothing(
+    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.conftest import answer, paused_run_where, start
+
+    deployed["deploy"](True, "items: read ocr_provider")
+    future = start(flow=api_500_errors, requested_by="decline-500")
+    answer(paused_run_where("requested_by", "decline-500"), approve=False, approver="ray")
+    assert future.result(timeout=60).status == "declined"
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert api_500_errors().status == "timed-out"
+    assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
+    assert httpx.get(f"{deployed['url']}/api/items").status_code == 500

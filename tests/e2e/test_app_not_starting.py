@@ -149,3 +149,19 @@ def test_dry_run_restarts_nothing(project: dict[str, Any]) -> None:
     assert outcome.status == "planned"
     backend.reload()
     assert backend.status == "exited"
+
+
+def test_declined_and_timed_out_restart_nothing(
+    project: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = project["backend"](**FULL)
+    wait_status(backend, "running")
+    backend.kill()
+    wait_status(backend, "exited")
+    future = start(flow=app_not_starting, requested_by="decline-me")
+    answer(paused_run_where("requested_by", "decline-me"), approve=False, approver="quin")
+    assert future.result(timeout=60).status == "declined"
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert app_not_starting().status == "timed-out"
+    backend.reload()
+    assert backend.status == "exited"

@@ -128,3 +128,19 @@ def test_right_settings_and_a_stale_process_get_a_restart(backend: Any) -> None:
     assert outcome.status == "resolved", outcome.summary
     assert outcome.causes == ["stale-process"]
     assert httpx.post(f"{url}/auth/login", json={}).status_code == 200
+
+
+def test_restart_declined_timed_out_and_dry_run_change_nothing(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.conftest import answer, paused_run_where, start
+
+    url = backend(KEY_A)
+    httpx.post(f"{url}/_control", json={"mode": "401"}).raise_for_status()
+    assert auth_failures(dry_run=True).status == "planned"
+    future = start(flow=auth_failures, requested_by="decline-auth")
+    answer(paused_run_where("requested_by", "decline-auth"), approve=False, approver="sam")
+    assert future.result(timeout=60).status == "declined"
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert auth_failures().status == "timed-out"
+    assert httpx.post(f"{url}/auth/login", json={}).status_code == 401

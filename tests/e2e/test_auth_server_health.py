@@ -122,3 +122,14 @@ def test_dry_run_and_declined_leave_it_broken(backend: dict[str, Any]) -> None:
     backend["container"].reload()
     assert backend["container"].attrs["State"]["StartedAt"] == started
     assert httpx.get(f"{backend['url']}/health", timeout=5).status_code == 503
+
+
+def test_timed_out_approval_restarts_nothing(
+    backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    break_it(backend, "503")
+    started = backend["container"].attrs["State"]["StartedAt"]
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert auth_server_health().status == "timed-out"
+    backend["container"].reload()
+    assert backend["container"].attrs["State"]["StartedAt"] == started

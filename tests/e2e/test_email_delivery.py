@@ -180,3 +180,17 @@ def test_dry_run_removes_nothing(mail: dict[str, Any]) -> None:
     outcome = email_delivery(address="otp-user@school.test", dry_run=True)
     assert outcome.status == "planned" and outcome.actions[0].targets == ["otp-user@school.test"]
     assert mail["sendgrid"].deleted == []
+
+
+def test_declined_and_timed_out_remove_nothing(
+    mail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.conftest import answer, paused_run_where, start
+
+    future = start(flow=email_delivery, address="otp-user@school.test")
+    answer(paused_run_where("address", "otp-user@school.test"), approve=False, approver="uma")
+    assert future.result(timeout=60).status == "declined"
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert email_delivery(address="otp-user@school.test").status == "timed-out"
+    assert mail["sendgrid"].deleted == []
+    assert "otp-user@school.test" in mail["sendgrid"].bounces

@@ -111,3 +111,21 @@ def test_dry_run_restarts_nothing(site: dict[str, Any]) -> None:
     assert frontend_404(dry_run=True).status == "planned"
     site["container"].reload()
     assert site["container"].attrs["State"]["StartedAt"] == started
+
+
+def test_declined_and_timed_out_restart_nothing(
+    site: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.conftest import answer, paused_run_where, start
+
+    site["config"].write_text(json.dumps({"history_fallback": True}))
+    site["container"].reload()
+    started = site["container"].attrs["State"]["StartedAt"]
+    future = start(flow=frontend_404, requested_by="decline-404")
+    answer(paused_run_where("requested_by", "decline-404"), approve=False, approver="tia")
+    assert future.result(timeout=60).status == "declined"
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert frontend_404().status == "timed-out"
+    site["container"].reload()
+    assert site["container"].attrs["State"]["StartedAt"] == started
+    assert httpx.get(f"{site['url']}/dashboard").status_code == 404

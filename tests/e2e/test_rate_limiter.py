@@ -189,3 +189,12 @@ def test_redis_restart_dry_run_changes_nothing(redis_container: dict[str, Any]) 
     assert rate_limiter(dry_run=True).status == "planned"
     redis_container["container"].reload()
     assert redis_container["container"].status == "exited"
+
+
+def test_timed_out_approval_changes_no_key(
+    limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, keys = limiter["client"], seed(limiter)
+    monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
+    assert rate_limiter(key_pattern=limiter["pattern"]).status == "timed-out"
+    assert r.ttl(keys["no_ttl"]) == -1 and r.exists(keys["no_ttl_over"])
