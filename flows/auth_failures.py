@@ -16,8 +16,9 @@ from typing import Any
 
 from prefect import flow
 
+from core.actions import restart_action, restart_planned, wait_until_ok
 from core.incident import IncidentRun
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from core.store import Store
 from flows.auth_server_health import app_service
@@ -183,14 +184,12 @@ def auth_failures(
         resource=app_url,
         summary=f"restart {service.service}: its settings are right but logins fail",
         actions=[
-            PlannedAction(
-                name=RESTART,
-                destructive=True,
-                resource=service.resource,
-                description="Every auth setting checks out, so the running process is behind"
-                " its configuration: restart it (seed 000).",
-                targets=[f"container {c.name}" for c in found],
-                params={"container_ids": [c.id for c in found]},
+            restart_action(
+                RESTART,
+                service,
+                found,
+                description="Every auth setting checks out, so the running process is behind its"
+                " configuration: restart it (seed 000).",
             )
         ],
     )
@@ -199,30 +198,10 @@ def auth_failures(
         return run.dry_run(plan)
 
     def act(current: Plan) -> list[ActionResult]:
-        restarted = containers.restart_containers(
-            service,
-            container_ids=current.actions[0].params["container_ids"],
-            stop_timeout=stop_timeout_seconds,
-        )
-        return [
-            ActionResult(
-                name=RESTART,
-                destructive=True,
-                executed=bool(restarted),
-                targets=[f"container {c.name}" for c in restarted],
-                detail=f"{len(restarted)} container(s) restarted",
-            )
-        ]
+        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
 
     def verify() -> list[Finding]:
-        import time
-
-        deadline = time.monotonic() + start_timeout_seconds
-        while True:
-            after = login("login-after")
-            if after.ok or time.monotonic() > deadline:
-                return [after]
-            time.sleep(0.5)
+        return [wait_until_ok(lambda: login("login-after"), timeout=start_timeout_seconds)]
 
     return run.carry_out(
         plan,

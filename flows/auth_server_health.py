@@ -14,8 +14,9 @@ from typing import Any
 
 from prefect import flow
 
+from core.actions import restart_action, restart_planned
 from core.incident import IncidentRun
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, http_probe
 from tasks.containers import ComposeService, ContainerInfo
@@ -60,17 +61,12 @@ def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resourc
         resource=resource,
         summary=f"restart the application service {service.service}",
         actions=[
-            PlannedAction(
-                name=RESTART,
-                destructive=True,
-                resource=service.resource,
-                description=f"Restart `{service.service}` of project `{service.project}`:"
-                " requests in"
-                " flight fail and clients retry (seed 002 §5, 'restart application if"
-                " safe').",
-                targets=[f"container {c.name}" for c in found],
-                details=[f"container {c.name} ({c.id[:12]}): {c.status}" for c in found],
-                params={"container_ids": [c.id for c in found]},
+            restart_action(
+                RESTART,
+                service,
+                found,
+                description=f"Restart `{service.service}` of project `{service.project}`: requests"
+                " in flight fail and clients retry (seed 002 §5, 'restart application if safe').",
             )
         ],
     )
@@ -182,20 +178,7 @@ def auth_server_health(
 
     def act(current: Plan) -> list[ActionResult]:
         assert service is not None
-        restarted = containers.restart_containers(
-            service,
-            container_ids=current.actions[0].params["container_ids"],
-            stop_timeout=stop_timeout_seconds,
-        )
-        return [
-            ActionResult(
-                name=RESTART,
-                destructive=True,
-                executed=bool(restarted),
-                targets=[f"container {c.name}" for c in restarted],
-                detail=f"{len(restarted)} container(s) restarted",
-            )
-        ]
+        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
 
     def verify() -> list[Finding]:
         deadline = time.monotonic() + start_timeout_seconds

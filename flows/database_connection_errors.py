@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from prefect import flow
 
+from core.actions import restart_planned
 from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
@@ -218,20 +219,7 @@ def database_connection_errors(
 
     def act(current: Plan) -> list[ActionResult]:
         assert service is not None
-        restarted = containers.restart_containers(
-            service,
-            container_ids=current.actions[0].params["container_ids"],
-            stop_timeout=stop_timeout_seconds,
-        )
-        return [
-            ActionResult(
-                name=RESTART,
-                destructive=True,
-                executed=bool(restarted),
-                targets=[f"container {c.name}" for c in restarted],
-                detail=f"{len(restarted)} container(s) restarted",
-            )
-        ]
+        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
 
     def verify() -> list[Finding]:
         after = postgres.wait_reachable(target, timeout_seconds=start_timeout_seconds)

@@ -18,8 +18,9 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
+from core.actions import restart_action, restart_planned, wait_until_ok
 from core.incident import IncidentRun
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers
 from tasks.containers import ComposeService
@@ -162,15 +163,13 @@ def frontend_404(
         resource=url,
         summary=f"restart the frontend service {service.service} after the redeploy",
         actions=[
-            PlannedAction(
-                name=RESTART,
-                destructive=True,
-                resource=service.resource,
-                description="Restart the frontend so that its server reloads the redeployed"
-                " dist/ and routing (it reads them at start). If dist/ or the"
-                " fallback are still wrong, verification fails and escalates.",
-                targets=[f"container {c.name}" for c in found],
-                params={"container_ids": [c.id for c in found]},
+            restart_action(
+                RESTART,
+                service,
+                found,
+                description="Restart the frontend so that its server reloads the redeployed dist/"
+                " and routing (it reads them at start). If dist/ or the fallback are still wrong,"
+                " verification fails and escalates.",
             )
         ],
     )
@@ -180,31 +179,20 @@ def frontend_404(
 
     def act(current: Plan) -> list[ActionResult]:
         assert service is not None
-        restarted = containers.restart_containers(
-            service,
-            container_ids=current.actions[0].params["container_ids"],
-            stop_timeout=stop_timeout_seconds,
-        )
-        return [
-            ActionResult(
-                name=RESTART,
-                destructive=True,
-                executed=bool(restarted),
-                targets=[f"container {c.name}" for c in restarted],
-                detail=f"{len(restarted)} container(s) restarted",
-            )
-        ]
+        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
 
     def verify() -> list[Finding]:
-        import time
-
-        deadline = time.monotonic() + 30
-        while True:
+        def links_ok() -> Finding:
             _, after = fetch_pages(url, paths=links)
-            checks = [page_finding(p, "deep-link-after") for p in after]
-            if all(c.ok for c in checks) or time.monotonic() > deadline:
-                return checks
-            time.sleep(0.5)
+            failing = [page_finding(p, "deep-link-after") for p in after]
+            bad = [f.detail for f in failing if not f.ok]
+            return Finding(
+                check="deep-links-after",
+                ok=not bad,
+                detail="; ".join(bad) or f"{len(after)} deep link(s) serve the app shell",
+            )
+
+        return [wait_until_ok(links_ok, timeout=30)]
 
     return run.carry_out(
         plan,

@@ -9,11 +9,11 @@ re-checked atomically. Verify: `PING` answers and no stuck bucket is left.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import flow
 
+from core.actions import restart_action, restart_planned, wait_until_ok
 from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
@@ -146,14 +146,12 @@ def restart_redis(
         resource=target.resource,
         summary=f"restart the Redis service {service.service}",
         actions=[
-            PlannedAction(
-                name=RESTART,
-                destructive=True,
-                resource=service.resource,
-                description="Redis does not answer PING: restart its container. Counters it"
-                " did not persist are lost, so users start with fresh buckets.",
-                targets=[f"container {c.name}" for c in found],
-                params={"container_ids": [c.id for c in found]},
+            restart_action(
+                RESTART,
+                service,
+                found,
+                description="Redis does not answer PING: restart its container. Counters it did"
+                " not persist are lost, so users start with fresh buckets.",
             )
         ],
     )
@@ -162,28 +160,14 @@ def restart_redis(
         return run.dry_run(plan)
 
     def act(current: Plan) -> list[ActionResult]:
-        restarted = containers.restart_containers(
-            service,
-            container_ids=current.actions[0].params["container_ids"],
-            stop_timeout=stop_timeout_seconds,
-        )
-        return [
-            ActionResult(
-                name=RESTART,
-                destructive=True,
-                executed=bool(restarted),
-                targets=[f"container {c.name}" for c in restarted],
-                detail=f"{len(restarted)} container(s) restarted",
-            )
-        ]
+        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
 
     def verify() -> list[Finding]:
-        deadline = time.monotonic() + 30
-        while True:
+        def pong() -> Finding:
             after = redis.ping(target)
-            if after.ok or time.monotonic() > deadline:
-                return [Finding(check="redis-ping-after", ok=after.ok, detail=after.detail)]
-            time.sleep(0.5)
+            return Finding(check="redis-ping-after", ok=after.ok, detail=after.detail)
+
+        return [wait_until_ok(pong, timeout=30)]
 
     return run.carry_out(
         plan,

@@ -1,0 +1,60 @@
+"""Pieces several runbooks share: restarting a compose service's containers, and waiting for a
+check to pass after an action."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from core.models import ActionResult, Finding, PlannedAction
+from tasks import containers
+from tasks.containers import ComposeService, ContainerInfo
+
+__all__ = ["restart_action", "restart_planned", "wait_until_ok"]
+
+
+def restart_action(
+    name: str, service: ComposeService, found: list[ContainerInfo], *, description: str
+) -> PlannedAction:
+    """A destructive action that restarts exactly these containers of the service."""
+    return PlannedAction(
+        name=name,
+        destructive=True,
+        resource=service.resource,
+        description=description,
+        targets=[f"container {c.name}" for c in found],
+        details=[
+            f"container {c.name} ({c.id[:12]}): {c.status}"
+            + (f", exit code {c.exit_code}" if c.status == "exited" else "")
+            for c in found
+        ],
+        params={"container_ids": [c.id for c in found]},
+    )
+
+
+def restart_planned(
+    action: PlannedAction, service: ComposeService, *, stop_timeout: int
+) -> ActionResult:
+    """Carry out a `restart_action` (only containers still labelled as the service)."""
+    restarted = containers.restart_containers(
+        service, container_ids=action.params["container_ids"], stop_timeout=stop_timeout
+    )
+    return ActionResult(
+        name=action.name,
+        destructive=True,
+        executed=bool(restarted),
+        targets=[f"container {c.name}" for c in restarted],
+        detail=f"{len(restarted)} container(s) restarted",
+    )
+
+
+def wait_until_ok(
+    check: Callable[[], Finding], *, timeout: float, interval: float = 0.5
+) -> Finding:
+    """Run `check` until it passes or `timeout` seconds went by; its last finding."""
+    deadline = time.monotonic() + timeout
+    while True:
+        finding = check()
+        if finding.ok or time.monotonic() >= deadline:
+            return finding
+        time.sleep(interval)
