@@ -17,8 +17,9 @@ from prefect import flow
 from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
-from flows.auth_server_health import app_service, error_lines
+from flows.auth_server_health import error_lines
 from tasks import containers, git, http_probe, postgres
+from tasks.containers import ComposeService
 from tasks.postgres import PgTarget
 
 RUNBOOK = "api-500-errors"
@@ -90,7 +91,7 @@ def api_500_errors(
 
     # Diagnose: logs, database, migrations, recent deploys.
     evidence: list[Finding] = []
-    service = app_service(settings)
+    service = ComposeService.from_settings(settings, settings.app_service)
     found = []
     if service is not None:
         try:

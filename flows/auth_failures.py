@@ -21,9 +21,8 @@ from core.incident import IncidentRun
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from core.store import Store
-from flows.auth_server_health import app_service
 from tasks import containers, http_probe
-from tasks.containers import AppConfig
+from tasks.containers import AppConfig, ComposeService
 
 RUNBOOK = "auth-failures"
 SNAPSHOT = "secret-key-fingerprint"
@@ -121,7 +120,7 @@ def auth_failures(
         settings.app_url,
     )
     store = Store.open(settings.remediation_database_url)
-    service = app_service(settings)
+    service = ComposeService.from_settings(settings, settings.app_service)
 
     def login(check: str) -> Finding:
         probe = http_probe.probe_login(app_url, path=login_path, email=email, password=password)

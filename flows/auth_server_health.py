@@ -45,16 +45,6 @@ def error_lines(lines: list[str], limit: int = 20) -> list[str]:
     return [line for line in lines if ERROR_LINE.search(line)][-limit:]
 
 
-def app_service(settings: Settings) -> ComposeService | None:
-    if not (settings.docker_host and settings.compose_project_name):
-        return None
-    return ComposeService(
-        docker_host=settings.docker_host,
-        project=settings.compose_project_name,
-        service=settings.app_service,
-    )
-
-
 def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resource: str) -> Plan:
     return Plan(
         runbook=RUNBOOK,
@@ -124,7 +114,7 @@ def auth_server_health(
     )
 
     # Diagnose: error and exception lines of the app's log.
-    service = app_service(settings)
+    service = ComposeService.from_settings(settings, settings.app_service)
     found: list[ContainerInfo] = []
     evidence: list[Finding] = []
     if service is None:

@@ -42,16 +42,6 @@ def connection_settings(target: PgTarget) -> str:
     )
 
 
-def database_service(settings: Settings) -> ComposeService | None:
-    if not (settings.docker_host and settings.compose_project_name):
-        return None
-    return ComposeService(
-        docker_host=settings.docker_host,
-        project=settings.compose_project_name,
-        service=settings.database_service,
-    )
-
-
 def container_findings(found: list[ContainerInfo], service: ComposeService) -> list[Finding]:
     if not found:
         return [
@@ -135,7 +125,7 @@ def database_connection_errors(
     """Seed 000: "could not connect to server" → restart the database container (approval)."""
     settings = load_settings()
     target = PgTarget.from_settings(settings, database=database)
-    service = database_service(settings)
+    service = ComposeService.from_settings(settings, settings.database_service)
 
     # Detect: can the app's connection settings reach the database?
     probe = postgres.probe_query(target, timeout_seconds=5)

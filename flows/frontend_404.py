@@ -74,16 +74,6 @@ def page_finding(page: Page, check: str) -> Finding:
     )
 
 
-def frontend_service(settings: Settings) -> ComposeService | None:
-    if not (settings.docker_host and settings.compose_project_name):
-        return None
-    return ComposeService(
-        docker_host=settings.docker_host,
-        project=settings.compose_project_name,
-        service=settings.frontend_service,
-    )
-
-
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     if not settings.frontend_url:
         raise ConfigError("FRONTEND_URL is not set (the SPA's base URL)")
@@ -151,7 +141,7 @@ def frontend_404(
         causes.append("no-history-fallback")
     run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
 
-    service = frontend_service(settings)
+    service = ComposeService.from_settings(settings, settings.frontend_service)
     found = containers.find_service(service) if service else []
     if service is None or not found:
         return run.escalate(

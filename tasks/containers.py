@@ -20,7 +20,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict
 
-from core.settings import ConfigError
+from core.settings import ConfigError, Settings
 
 __all__ = [
     "AppConfig",
@@ -57,6 +57,15 @@ class ComposeService(BaseModel):
     @property
     def resource(self) -> str:
         return f"compose://{self.project}/{self.service}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, service: str) -> ComposeService | None:
+        """The named service of COMPOSE_PROJECT_NAME on DOCKER_HOST (None if either is unset)."""
+        if not (settings.docker_host and settings.compose_project_name):
+            return None
+        return cls(
+            docker_host=settings.docker_host, project=settings.compose_project_name, service=service
+        )
 
 
 class ContainerInfo(BaseModel):

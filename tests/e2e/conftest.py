@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import httpx
 import psycopg
 import pytest
 from prefect.client.orchestration import get_client
@@ -176,3 +178,50 @@ def assert_no_secret(outcome: Outcome, canaries: list[str], *, messages: list[st
         seen.append(str(client.read_flow_run(run_id).parameters))
     for canary in canaries:
         assert not [text for text in seen if canary in text], f"{canary!r} leaked"
+
+
+def run_host_python(
+    engine: docker.DockerClient,
+    script: Path,
+    args: list[str],
+    *,
+    project: str,
+    service: str,
+    environment: dict[str, str] | None = None,
+    mounts: dict[str, str] | None = None,
+) -> Any:
+    """A compose-labelled container of the test image running `script` with this machine's
+    Python (mounted read-only, host network): the test stack's backend and frontend."""
+    volumes = {
+        sys.base_prefix: sys.base_prefix,
+        str(script): f"/srv/{script.name}",
+        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
+        "/lib64": "/lib64",
+        **(mounts or {}),
+    }
+    return engine.containers.run(
+        "localhost/remediate-test:3",
+        [str(Path(sys.base_prefix) / "bin" / "python3"), "-u", f"/srv/{script.name}", *args],
+        detach=True,
+        network_mode="host",
+        environment=environment or {},
+        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in volumes.items()},
+        labels={
+            "com.docker.compose.project": project,
+            "com.docker.compose.service": service,
+            "remediate.test": "1",
+        },
+    )
+
+
+def wait_http(url: str, container: Any, timeout: float = 30) -> None:
+    """Until `url` answers 200 (the container's log tail in the failure message)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, container.logs()[-2000:]
+        time.sleep(0.2)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from flows.api_500_errors import api_500_errors
-from tests.e2e.conftest import DOCKER_HOST
+from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
 from tests.e2e.test_auth_server_health import BACKEND, free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -42,25 +40,14 @@ def deployed(
     git(repo, "commit", "-qm", "release 1.0")
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
-    mounts = {
-        sys.base_prefix: sys.base_prefix,
-        str(BACKEND): "/app/backend.py",
-        str(repo): "/repo",
-        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
-        "/lib64": "/lib64",
-    }
-    container = engine.containers.run(
-        "localhost/remediate-test:3",
-        [str(Path(sys.base_prefix) / "bin" / "python3"), "-u", "/app/backend.py", str(port)],
-        detach=True,
-        network_mode="host",
+    container = run_host_python(
+        engine,
+        BACKEND,
+        [str(port)],
+        project=project,
+        service="backend",
         environment={"FEATURES": "/repo/features.json"},
-        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
-        labels={
-            "com.docker.compose.project": project,
-            "com.docker.compose.service": "backend",
-            "remediate.test": "1",
-        },
+        mounts={str(repo): "/repo"},
     )
     url = f"http://127.0.0.1:{port}"
     for name, value in {
@@ -75,14 +62,7 @@ def deployed(
         (repo / "features.json").write_text(json.dumps({"items_crash": crash}))
         git(repo, "commit", "-q", "--allow-empty", "-am", message)
         container.restart(timeout=1)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                return
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_http(f"{url}/health", container)
 
     deploy(False, "release 1.1")
     yield {"url": url, "repo": repo, "deploy": deploy}

@@ -4,8 +4,6 @@ runbook restarts it, /health answers again several times in a row."""
 from __future__ import annotations
 
 import socket
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,14 @@ import httpx
 import pytest
 
 from flows.auth_server_health import auth_server_health
-from tests.e2e.conftest import DOCKER_HOST, answer, paused_run_where, start
+from tests.e2e.conftest import (
+    DOCKER_HOST,
+    answer,
+    paused_run_where,
+    run_host_python,
+    start,
+    wait_http,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BACKEND = Path(__file__).resolve().parent.parent / "fixtures" / "backend.py"
@@ -32,35 +37,16 @@ def free_port() -> int:
 def backend(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
-    mounts = {
-        sys.base_prefix: sys.base_prefix,
-        str(BACKEND): "/app/backend.py",
-        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
-        "/lib64": "/lib64",
-    }
-    container = engine.containers.run(
-        "localhost/remediate-test:3",
-        [str(Path(sys.base_prefix) / "bin" / "python3"), "-u", "/app/backend.py", str(port)],
-        detach=True,
-        network_mode="host",
+    container = run_host_python(
+        engine,
+        BACKEND,
+        [str(port)],
+        project=project,
+        service="backend",
         environment={"SLOW_SECONDS": "4"},
-        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
-        labels={
-            "com.docker.compose.project": project,
-            "com.docker.compose.service": "backend",
-            "remediate.test": "1",
-        },
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, container.logs()[-2000:]
-        time.sleep(0.2)
+    wait_http(f"{url}/health", container)
     for name, value in {
         "APP_URL": url,
         "DOCKER_HOST": DOCKER_HOST,

@@ -4,8 +4,6 @@ was started without the SPA history fallback; after the redeploy, the runbook's 
 from __future__ import annotations
 
 import json
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,7 @@ import httpx
 import pytest
 
 from flows.frontend_404 import frontend_404
-from tests.e2e.conftest import DOCKER_HOST
+from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
 from tests.e2e.test_auth_server_health import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -39,41 +37,16 @@ def site(
     config.write_text(json.dumps({"history_fallback": False}))  # the broken deploy
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
-    mounts = {
-        sys.base_prefix: sys.base_prefix,
-        str(FRONTEND): "/srv/frontend.py",
-        str(tmp_path / "site"): "/srv/site",
-        "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
-        "/lib64": "/lib64",
-    }
-    container = engine.containers.run(
-        "localhost/remediate-test:3",
-        [
-            str(Path(sys.base_prefix) / "bin" / "python3"),
-            "-u",
-            "/srv/frontend.py",
-            str(port),
-            "/srv/site/dist",
-        ],
-        detach=True,
-        network_mode="host",
-        volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
-        labels={
-            "com.docker.compose.project": project,
-            "com.docker.compose.service": "frontend",
-            "remediate.test": "1",
-        },
+    container = run_host_python(
+        engine,
+        FRONTEND,
+        [str(port), "/srv/site/dist"],
+        project=project,
+        service="frontend",
+        mounts={str(tmp_path / "site"): "/srv/site"},
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, container.logs()[-2000:]
-        time.sleep(0.2)
+    wait_http(url, container)
     for name, value in {
         "FRONTEND_URL": url,
         "DOCKER_HOST": DOCKER_HOST,
