@@ -210,6 +210,66 @@ def approve(
     typer.echo(f"{'declined' if deny else 'approved'} flow run {flow_run_id} as {approver}")
 
 
+@app.command()
+def sweep(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    no_start: Annotated[
+        bool, typer.Option("--no-start", help="Only report; start no runbook for a finding.")
+    ] = False,
+) -> None:
+    """Run `health-sweep` once: every runbook's detector, read-only, on every configured target."""
+    try:
+        load_settings()
+        from core.prefect_api import ensure_api
+
+        ensure_api()
+    except ConfigError as exc:
+        _fail(str(exc))
+    from core.prefect_api import run_settings
+    from flows.health_sweep import SweepReport, health_sweep
+
+    try:
+        with run_settings():
+            report: SweepReport = health_sweep(start_runs=not no_start)
+    except ConfigError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "status": "findings" if report.findings else "healthy",
+                    "checks": [c.model_dump(mode="json") for c in report.checks],
+                }
+            )
+        )
+    else:
+        for check in report.checks:
+            target = check.parameters.get("database", "")
+            run = f" -> run {check.flow_run_id}" if check.flow_run_id else ""
+            typer.echo(
+                f"{check.status:<8} {check.runbook} {target}".rstrip() + f": {check.detail}{run}"
+            )
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address the alert receiver listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the alert receiver.")] = 8080,
+) -> None:
+    """The long-running service: every deployment (schedules included) and the alert receiver."""
+    from core import service
+
+    try:
+        code = service.serve(host=host, port=port)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        _fail(f"serve stopped: {type(exc).__name__}: {first}", code=1)
+    raise typer.Exit(code)
+
+
 @app.command("check-migrations")
 def check_migrations(
     paths: Annotated[

@@ -8,26 +8,55 @@ re-read and re-check of the plan, act, verify, and the timeline and notification
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 
 from prefect import get_run_logger, runtime
 
-from core import catalogue, safety
+from core import approval_links, catalogue, safety
 from core.approval import ApprovalPolicy, auto_approval_rule, request_approval
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
 from core.settings import Settings
 from core.store import LockTimeout, Store
 from tasks import notify
 
-__all__ = ["IncidentRun"]
+__all__ = ["Detected", "IncidentRun", "detect_only"]
 
 log = logging.getLogger(__name__)
 
 Recheck = Callable[[Plan], Plan]
 Act = Callable[[Plan], list[ActionResult]]
 Verify = Callable[[], list[Finding]]
+
+
+class Detected(Exception):
+    """Raised instead of opening an incident while detecting only (the health sweep)."""
+
+    def __init__(self, runbook_id: str, *, resource: str, findings: list[Finding]) -> None:
+        super().__init__(f"{runbook_id} on {resource}: " + "; ".join(_failed(findings)))
+        self.runbook_id = runbook_id
+        self.resource = resource
+        self.findings = findings
+
+
+_DETECT_ONLY: ContextVar[bool] = ContextVar("remediate_detect_only", default=False)
+
+
+@contextmanager
+def detect_only() -> Iterator[None]:
+    """Run a runbook's detection and stop where it would open an incident (raises `Detected`).
+
+    Every flow's code before `IncidentRun.open` only reads (and records known-good snapshots
+    while its checks pass), so this is the runbook's own detector, without a second copy of it.
+    """
+    token = _DETECT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _DETECT_ONLY.reset(token)
 
 
 def _failed(findings: Sequence[Finding]) -> list[str]:
@@ -58,6 +87,8 @@ class IncidentRun:
         requester: str | None = None,
     ) -> IncidentRun:
         """Record the incident as detected and declare it."""
+        if _DETECT_ONLY.get():
+            raise Detected(runbook_id, resource=resource, findings=list(findings))
         runbook = catalogue.get(runbook_id)
         store = Store.open(settings.remediation_database_url)
         flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
@@ -226,7 +257,22 @@ class IncidentRun:
                 flow_run_id=self.flow_run_id or "?",
                 ui_url=ui_url,
                 timeout_seconds=self.settings.approval_timeout_seconds,
+                link=self._approval_link(plan),
             )
+        )
+
+    def _approval_link(self, plan: Plan) -> str | None:
+        """A signed link to answer from chat, when the receiver's public URL and key are set."""
+        s = self.settings
+        if not (s.receiver_public_url and s.approval_link_secret and self.flow_run_id):
+            return None
+        return approval_links.approval_link(
+            s.receiver_public_url,
+            s.approval_link_secret,
+            flow_run_id=self.flow_run_id,
+            incident_id=self.incident_id,
+            summary=plan.summary,
+            ttl_seconds=s.approval_timeout_seconds,
         )
 
     # The shared choreography of a destructive remediation.

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "ActionResult",
+    "Alert",
     "Diagnosis",
     "Finding",
     "Incident",
@@ -24,6 +25,22 @@ Status = Literal["healthy", "resolved", "planned", "declined", "timed-out", "esc
 
 # Exit codes of `remediate run` and `remediate sweep` (CONTRACT.md).
 EXIT_OK_STATUSES: frozenset[str] = frozenset({"healthy", "resolved"})
+
+
+class Alert(BaseModel):
+    """One alert from any source, normalised by the receiver before routing."""
+
+    source: Literal["alertmanager", "grafana", "sentry", "generic", "sweep"]
+    status: Literal["firing", "resolved"]
+    name: str
+    fingerprint: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    summary: str = ""
+    severity: str | None = None
+    # What identifies this occurrence at the source (Alertmanager's startsAt…), if it says.
+    starts_at: str | None = None
+    # The runbook the sender named itself (generic alerts, a `runbook` label).
+    runbook: str | None = None
 
 
 class Finding(BaseModel):

@@ -111,8 +111,26 @@ class Settings(BaseSettings):
     alert_webhook_token: SecretStr | None = None
     sentry_client_secret: SecretStr | None = None
 
+    # The alert receiver (receiver/).
+    # A YAML file of routing rules; unset: the embedded defaults (receiver/routes.yaml).
+    alert_routes_file: str | None = None
+    alert_dedup_ttl_seconds: int = Field(default=3600, ge=1)
+    alert_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # The base URL people reach the receiver at, for signed approval links in messages.
+    receiver_public_url: str | None = None
+    approval_link_secret: SecretStr | None = None
+
+    # Scheduled health sweeps.
+    sweep_interval_seconds: int = Field(default=300, ge=10)
+    # More databases on TARGET_DATABASE_URL's server for the database runbooks to sweep.
+    sweep_databases: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    sweep_concurrency: int = Field(default=8, ge=1, le=64)
+
     # The product itself.
     remediation_database_url: SecretStr = SecretStr(DEFAULT_STORE_URL)
+    # The product's own Redis (alert deduplication), never the guarded app's TARGET_REDIS_URL.
+    remediation_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    remediation_redis_prefix: str = Field(default="remediate:", min_length=1)
     remediation_environment: str = Field(default="production", min_length=1)
     incident_owner: str = "@on-call"
 
@@ -132,7 +150,9 @@ class Settings(BaseSettings):
     remediation_max_blast_radius: int = Field(default=500, ge=1)
     remediation_lock_timeout_seconds: float = Field(default=30.0, ge=0)
 
-    _split_csv = field_validator("approvers", "auto_approve", mode="before")(_csv)
+    _split_csv = field_validator("approvers", "auto_approve", "sweep_databases", mode="before")(
+        _csv
+    )
 
     @field_validator("target_database_url")
     @classmethod

@@ -203,6 +203,76 @@ class Store:
             )
             return [TimelineEvent(**row) for row in cur.fetchall()]
 
+    def incident_for_flow_run(self, flow_run_id: str) -> Incident | None:
+        """The incident a run opened (None when the run found nothing or has not got there)."""
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT * FROM incidents WHERE flow_run_id::text = %s ORDER BY opened_at DESC"
+                " LIMIT 1",
+                (flow_run_id,),
+            )
+            row = cur.fetchone()
+        return _incident(row) if row else None
+
+    # Alerts the receiver took, and single-use approval links.
+
+    def record_alert(
+        self,
+        *,
+        source: str,
+        status: str,
+        name: str,
+        fingerprint: str,
+        outcome: str,
+        dedup_key: str | None = None,
+        runbook: str | None = None,
+        flow_run_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO alerts (source, status, name, fingerprint, dedup_key, runbook,
+                                       outcome, flow_run_id, data)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                (
+                    source,
+                    status,
+                    name,
+                    fingerprint,
+                    dedup_key,
+                    runbook,
+                    outcome,
+                    flow_run_id,
+                    Jsonb(data or {}),
+                ),
+            )
+
+    def alerts(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute("SELECT * FROM alerts ORDER BY id DESC LIMIT %s", (limit,))
+            return [dict(row) for row in cur.fetchall()]
+
+    def run_for_alert(self, dedup_key: str) -> str | None:
+        """The flow run the latest firing alert with this key started, if one did."""
+        with self._cursor() as cur:
+            cur.execute(
+                """SELECT flow_run_id FROM alerts WHERE dedup_key = %s
+                   AND flow_run_id IS NOT NULL ORDER BY id DESC LIMIT 1""",
+                (dedup_key,),
+            )
+            row = cur.fetchone()
+        return str(row["flow_run_id"]) if row else None
+
+    def use_approval_link(self, nonce: str, *, flow_run_id: str, used_by: str) -> bool:
+        """Mark a link used; False when it was used before (a link answers once)."""
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO approval_links_used (nonce, flow_run_id, used_by)
+                   VALUES (%s, %s, %s) ON CONFLICT (nonce) DO NOTHING""",
+                (nonce, flow_run_id, used_by),
+            )
+            return cur.rowcount == 1
+
     # The safety envelope's memory.
 
     def executed_actions(

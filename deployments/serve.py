@@ -1,18 +1,26 @@
-"""Serve every runbook of the catalogue as a deployment from this process (no work pool needed).
+"""Every deployment of the product: one per runbook of the catalogue, plus `health-sweep`.
 
-Each deployment is named after its runbook id and takes the flow's typed parameters, so the
-Prefect UI shows a form for manual runs. Ctrl-C stops serving.
+Each runbook deployment is named after its runbook id and takes the flow's typed parameters, so the
+Prefect UI shows a form for manual runs; `health-sweep` runs on its schedule (SWEEP_INTERVAL_SECONDS).
+`python -m deployments.serve` serves them from one process without a work pool; `remediate serve`
+does the same beside the alert receiver. Ctrl-C stops serving.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from core import catalogue
 
+SWEEP = "health-sweep"
+DEFAULT_SWEEP_INTERVAL = 300
 
-def deployments() -> list[Any]:
-    return [
+
+def deployments(*, sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL) -> list[Any]:
+    from flows.health_sweep import health_sweep
+
+    runbooks = [
         runbook.load_flow().to_deployment(
             name=runbook.id,
             tags=["runbook", runbook.severity],
@@ -20,12 +28,21 @@ def deployments() -> list[Any]:
         )
         for runbook in catalogue.CATALOGUE.values()
     ]
+    sweep = health_sweep.to_deployment(
+        name=SWEEP,
+        tags=["sweep"],
+        description="Every runbook's detector, read-only; starts the runbook for each finding",
+        interval=timedelta(seconds=sweep_interval_seconds),
+    )
+    return [*runbooks, sweep]
 
 
 def main() -> None:
     from prefect import serve
 
-    serve(*deployments())
+    from core.settings import load_settings
+
+    serve(*deployments(sweep_interval_seconds=load_settings().sweep_interval_seconds))
 
 
 if __name__ == "__main__":

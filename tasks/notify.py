@@ -55,7 +55,13 @@ def declare(card: IncidentCard, *, impact: str) -> str:
 
 
 def approval_requested(
-    card: IncidentCard, *, plan: Plan, flow_run_id: str, ui_url: str | None, timeout_seconds: int
+    card: IncidentCard,
+    *,
+    plan: Plan,
+    flow_run_id: str,
+    ui_url: str | None,
+    timeout_seconds: int,
+    link: str | None = None,
 ) -> str:
     lines = [
         f"⏸️ APPROVAL NEEDED: {card.title} ({card.severity})",
@@ -63,6 +69,8 @@ def approval_requested(
         f"Plan: {plan.summary}",
     ]
     lines += [f"• {a.name}: {a.blast_radius} object(s) on {a.resource}" for a in plan.actions]
+    if link:
+        lines.append(f"Answer here (once, before it expires): {link}")
     lines += [
         f"Approve: remediate approve {flow_run_id}",
         f"Decline: remediate approve {flow_run_id} --deny",

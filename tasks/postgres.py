@@ -77,6 +77,8 @@ class PgTarget(BaseModel):
     @classmethod
     def from_settings(cls, settings: Settings, *, database: str | None = None) -> PgTarget:
         url = settings.require_target_database().get_secret_value()
+        if database and (len(database) > 63 or any(c in database for c in "/?#%@:")):
+            raise ConfigError(f"database {database[:80]!r}: not a database name")
         if database:
             url = urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
         return cls(url=SecretStr(url))

@@ -1,4 +1,4 @@
-"""prefect.yaml declares exactly the catalogue's runbooks, each pointing at its flow."""
+"""prefect.yaml, the served deployments and the catalogue agree with each other."""
 
 from __future__ import annotations
 
@@ -8,15 +8,25 @@ from core import catalogue
 from tests.conftest import ROOT
 
 
-def test_prefect_yaml_and_catalogue_agree() -> None:
+def test_prefect_yaml_is_generated_from_the_catalogue() -> None:
+    from deployments.prefect_yaml import render
+
+    assert (ROOT / "prefect.yaml").read_text() == render(), (
+        "prefect.yaml is stale: run `python -m deployments.prefect_yaml`"
+    )
+
+
+def test_prefect_yaml_declares_every_runbook_and_the_sweep() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     declared = {d["name"]: d for d in config["deployments"]}
-    assert set(declared) == set(catalogue.CATALOGUE)
+    assert set(declared) == {*catalogue.CATALOGUE, "health-sweep"}
     for runbook_id, deployment in declared.items():
         path, function = deployment["entrypoint"].split(":")
-        assert path == catalogue.get(runbook_id).flow_module.replace(".", "/") + ".py"
         assert function == runbook_id.replace("-", "_")
         assert (ROOT / path).is_file()
+        if runbook_id in catalogue.CATALOGUE:
+            assert path == catalogue.get(runbook_id).flow_module.replace(".", "/") + ".py"
+    assert declared["health-sweep"]["schedules"][0]["interval"] > 0
 
 
 def test_served_deployments_have_a_typed_parameter_form() -> None:
@@ -24,7 +34,9 @@ def test_served_deployments_have_a_typed_parameter_form() -> None:
 
     from deployments.serve import deployments
 
-    assert [d.name for d in deployments()] == list(catalogue.CATALOGUE)
+    served = deployments(sweep_interval_seconds=60)
+    assert [d.name for d in served] == [*catalogue.CATALOGUE, "health-sweep"]
+    assert served[-1].schedules and served[-1].schedules[0].schedule.interval.total_seconds() == 60
     schema = parameter_schema(catalogue.get("connection-pool-exhausted").load_flow().fn)
     properties = schema.model_dump()["properties"]
     assert {"usage_threshold", "idle_minutes", "dry_run", "auto_approve"} <= set(properties)

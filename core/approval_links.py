@@ -1,0 +1,110 @@
+"""Signed, expiring, single-use approval links: an approval given from a chat message.
+
+A link names one flow run and an expiry, signed with HMAC-SHA256 under `APPROVAL_LINK_SECRET`.
+Opening it shows the plan's summary and a form (a GET never acts: chat unfurlers open links); the
+form's POST carries the approver's name and the answer. The receiver checks the signature and the
+expiry, refuses a name off the approver list, and marks the link's nonce used in the store before
+it resumes the run, so a link answers once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+
+__all__ = ["LinkClaims", "LinkError", "approval_link", "sign", "verify"]
+
+
+class LinkError(Exception):
+    """Why a link does not count; the message is safe to show to whoever opened it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkClaims:
+    flow_run_id: str
+    incident_id: str
+    summary: str
+    expires_at: float
+    nonce: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: SecretStr, payload: str) -> str:
+    key = secret.get_secret_value().encode()
+    return _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
+
+
+def sign(
+    secret: SecretStr,
+    *,
+    flow_run_id: str,
+    incident_id: str,
+    summary: str,
+    ttl_seconds: float,
+    now: float | None = None,
+) -> str:
+    claims = {
+        "run": flow_run_id,
+        "inc": incident_id,
+        "sum": summary[:200],
+        "exp": round((now if now is not None else time.time()) + ttl_seconds),
+        "n": secrets.token_urlsafe(12),
+    }
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{payload}.{_mac(secret, payload)}"
+
+
+def verify(secret: SecretStr, token: str, *, now: float | None = None) -> LinkClaims:
+    """The link's claims, or LinkError: forged, malformed or expired."""
+    payload, dot, mac = token.partition(".")
+    if not dot or not payload or not mac or len(token) > 2048:
+        raise LinkError("this approval link is malformed")
+    if not hmac.compare_digest(_mac(secret, payload), mac):
+        raise LinkError("this approval link is not valid (bad signature)")
+    try:
+        claims = json.loads(_unb64(payload))
+        parsed = LinkClaims(
+            flow_run_id=str(claims["run"]),
+            incident_id=str(claims["inc"]),
+            summary=str(claims["sum"]),
+            expires_at=float(claims["exp"]),
+            nonce=str(claims["n"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        raise LinkError("this approval link is malformed") from None
+    if (now if now is not None else time.time()) >= parsed.expires_at:
+        raise LinkError("this approval link has expired; answer in the Prefect UI or the CLI")
+    return parsed
+
+
+def approval_link(
+    base_url: str,
+    secret: SecretStr,
+    *,
+    flow_run_id: str,
+    incident_id: str,
+    summary: str,
+    ttl_seconds: float,
+) -> str:
+    token = sign(
+        secret,
+        flow_run_id=flow_run_id,
+        incident_id=incident_id,
+        summary=summary,
+        ttl_seconds=ttl_seconds,
+    )
+    return f"{base_url.rstrip('/')}/approvals/{token}"

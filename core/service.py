@@ -1,0 +1,157 @@
+"""`remediate serve`: the whole product in one process on one machine.
+
+- a Prefect server: `PREFECT_API_URL` when the user has one, else a local one on 127.0.0.1:4200
+  (embedded SQLite), started as this process's child and stopped with it;
+- every deployment served from this process (runbooks on demand, `health-sweep` on its schedule),
+  each run a subprocess of the runner;
+- the alert receiver (uvicorn) on `--host`/`--port`.
+
+Ctrl-C (or SIGTERM) stops the receiver, then the runner, then the server it started. When no
+`ALERT_WEBHOOK_TOKEN` is set, a random one is made once and kept in `~/.remediate/` (mode 0600);
+likewise the key that signs approval links. Neither is ever printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.settings import ConfigError, Settings, load_settings
+
+__all__ = ["local_secret", "serve"]
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def local_secret(name: str) -> str:
+    """A random secret kept in the product's state folder, made the first time it is asked for."""
+    from core.prefect_api import STATE_DIR
+
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    path = STATE_DIR / name
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def _prepare_environment(host: str, port: int) -> Path | None:
+    """Settings the runs (subprocesses) share with the receiver; the token file's path if made."""
+    from core.prefect_api import STATE_DIR
+
+    made = None
+    if not os.environ.get("ALERT_WEBHOOK_TOKEN") and not os.environ.get("SENTRY_CLIENT_SECRET"):
+        os.environ["ALERT_WEBHOOK_TOKEN"] = local_secret("alert-webhook-token")
+        made = STATE_DIR / "alert-webhook-token"
+    if not os.environ.get("APPROVAL_LINK_SECRET"):
+        os.environ["APPROVAL_LINK_SECRET"] = local_secret("approval-link-secret")
+    shown_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
+    os.environ.setdefault("RECEIVER_PUBLIC_URL", f"http://{shown_host}:{port}")
+    # A run starts within about a second of an alert instead of the runner's default 10 s.
+    os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "")
+    if not os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]:
+        del os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]
+    return made
+
+
+def _own_server() -> subprocess.Popen[bytes] | None:
+    """Start the local Prefect server unless one is configured or already answers."""
+    from core.prefect_api import (
+        LOCAL_API_URL,
+        STATE_DIR,
+        _configure,
+        _healthy,
+        require_api,
+        start_server,
+        wait_healthy,
+    )
+
+    if os.environ.get("PREFECT_API_URL"):
+        require_api()
+        return None
+    if _healthy(LOCAL_API_URL):
+        _configure(LOCAL_API_URL)
+        return None
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    log_path = STATE_DIR / "prefect-server.log"
+    _say(f"starting a Prefect server on {LOCAL_API_URL} (SQLite; log: {log_path})")
+    process = start_server(port=4200, log_path=log_path)
+    if not wait_healthy(LOCAL_API_URL, timeout=90, process=process):
+        process.terminate()
+        raise ConfigError(f"the local Prefect server did not start; see {log_path}")
+    _configure(LOCAL_API_URL)
+    return process
+
+
+async def _serve(settings: Settings, served: list[Any], *, host: str, port: int) -> None:
+    import uvicorn
+    from prefect.runner import Runner
+
+    from receiver import create_app
+
+    runner = Runner(name="remediate", query_seconds=1, pause_on_shutdown=False)
+    for deployment in served:
+        await runner.add_deployment(deployment)  # type: ignore[misc]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
+    )
+    # Our own signal handling: uvicorn's would re-raise Ctrl-C after its shutdown.
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    config = server.config
+    config.load()
+    server.lifespan = config.lifespan_class(config)
+    try:
+        await server.startup()
+    except SystemExit:
+        raise ConfigError(f"the receiver could not listen on {host}:{port}") from None
+    runner_task = asyncio.create_task(runner.start())
+    _say(
+        f"remediate: serving {len(served)} deployments (health-sweep every"
+        f" {settings.sweep_interval_seconds} s); alert receiver on http://{host}:{port}"
+        " (POST /alerts/alertmanager, /docs, /metrics). Ctrl-C stops."
+    )
+    try:
+        await server.main_loop()
+    finally:
+        _say("remediate: stopping")
+        await server.shutdown()
+        runner_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await runner_task
+
+
+def serve(*, host: str, port: int) -> int:
+    made = _prepare_environment(host, port)
+    settings = load_settings()
+    process = _own_server()
+    if made is not None:
+        _say(f"alert webhook token: made for you in {made} (send it as `Authorization: Bearer …`)")
+    try:
+        from deployments.serve import deployments
+
+        # Built outside the event loop: Prefect's to_deployment turns async inside one.
+        served = deployments(sweep_interval_seconds=settings.sweep_interval_seconds)
+        asyncio.run(_serve(settings, served, host=host, port=port))
+    finally:
+        if process is not None:
+            _say("stopping the local Prefect server")
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    _say("remediate stopped")
+    return 0

@@ -1,0 +1,189 @@
+"""Seeds 000 and 002, "Monitoring": every runbook's detector, read-only, on a schedule.
+
+Each runbook is run in detect-only mode (`core.incident.detect_only`): its own detection code up to
+the point where it would open an incident, so the sweep and the runbook can never disagree about
+what is broken. Checks run concurrently (bounded by SWEEP_CONCURRENCY) across every configured
+target: the database runbooks on TARGET_DATABASE_URL's database and each of SWEEP_DATABASES.
+While checks pass, runbooks record their known-good snapshots (policies, key fingerprints). Each
+finding starts the matching runbook's deployment through the receiver's deduplication, so an
+incident already running (from an alert) is not started twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.cache_policies import NONE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
+
+from core import catalogue
+from core.incident import Detected, detect_only
+from core.models import Alert, Finding
+from core.settings import ConfigError, Settings, load_settings
+
+__all__ = ["Check", "SweepReport", "health_sweep", "sweep_targets"]
+
+FLOW = "health-sweep"
+
+
+class Check(BaseModel):
+    runbook: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["healthy", "finding", "skipped", "error"]
+    detail: str = ""
+    findings: list[Finding] = Field(default_factory=list)
+    flow_run_id: str | None = None
+    started: bool = False
+
+
+class SweepReport(BaseModel):
+    checks: list[Check] = Field(default_factory=list)
+
+    @property
+    def findings(self) -> list[Check]:
+        return [c for c in self.checks if c.status in {"finding", "error"}]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.findings else 0
+
+    def to_markdown(self) -> str:
+        lines = ["| runbook | target | status | detail |", "|---|---|---|---|"]
+        for c in self.checks:
+            target = c.parameters.get("database", "default")
+            run = f" (run {c.flow_run_id})" if c.flow_run_id else ""
+            detail = c.detail.replace("|", "/")[:200]
+            lines.append(f"| {c.runbook} | {target} | {c.status} | {detail}{run} |")
+        return "\n".join(lines) + "\n"
+
+
+def _takes_database(runbook: catalogue.Runbook) -> bool:
+    return "database" in inspect.signature(runbook.load_flow().fn).parameters
+
+
+def sweep_targets(
+    settings: Settings, *, runbooks: list[str] | None, databases: list[str]
+) -> list[tuple[catalogue.Runbook, dict[str, Any]]]:
+    """(runbook, parameters) for each check: one per runbook, and one per extra database for the
+    runbooks that take a `database`."""
+    chosen = [catalogue.get(r) for r in runbooks] if runbooks else catalogue.CATALOGUE.values()
+    extra = list(dict.fromkeys([*settings.sweep_databases, *databases]))
+    targets: list[tuple[catalogue.Runbook, dict[str, Any]]] = []
+    for runbook in chosen:
+        targets.append((runbook, {}))
+        if _takes_database(runbook):
+            targets += [(runbook, {"database": name}) for name in extra]
+    return targets
+
+
+@task(name="detect", task_run_name="detect-{runbook_id}", cache_policy=NONE)
+def detect(runbook_id: str, parameters: dict[str, Any]) -> Check:
+    """One runbook's detector on one target; read-only."""
+    runbook = catalogue.get(runbook_id)
+    module = importlib.import_module(runbook.flow_module)
+    settings = load_settings()
+    check = getattr(module, "preflight", None)
+    try:
+        if check is not None:
+            check(settings, parameters)
+    except ConfigError as exc:
+        return Check(runbook=runbook_id, parameters=parameters, status="skipped", detail=str(exc))
+    try:
+        with detect_only():
+            outcome = runbook.load_flow().fn(**parameters, requested_by="health-sweep")
+    except Detected as found:
+        return Check(
+            runbook=runbook_id,
+            parameters=parameters,
+            status="finding",
+            detail=str(found),
+            findings=found.findings,
+        )
+    except Exception as exc:  # noqa: BLE001 - one broken check must not end the sweep
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Check(
+            runbook=runbook_id,
+            parameters=parameters,
+            status="error",
+            detail=f"{type(exc).__name__}: {first}"[:500],
+        )
+    return Check(
+        runbook=runbook_id, parameters=parameters, status="healthy", detail=outcome.summary[:500]
+    )
+
+
+def _start_runs(report: SweepReport, settings: Settings) -> None:
+    """Start the runbook for each finding, through the receiver's deduplication."""
+    from receiver.dispatch import Dispatcher, Rejected
+    from receiver.routing import Routed
+
+    dispatcher = Dispatcher(settings)
+    try:
+        for check in report.checks:
+            if check.status != "finding":
+                continue
+            alert = Alert(
+                source="sweep",
+                status="firing",
+                name=check.runbook,
+                fingerprint=f"sweep:{check.runbook}:{sorted(check.parameters.items())}",
+                summary=check.detail,
+                runbook=check.runbook,
+            )
+            routed = Routed(runbook=check.runbook, parameters=check.parameters, rule="sweep")
+            try:
+                run_id = dispatcher.start(alert, routed)
+            except Rejected as exc:
+                check.detail += f"; run not started: {exc}"
+                continue
+            check.flow_run_id = run_id.removeprefix("dup:") if run_id else None
+            check.started = run_id is not None and not run_id.startswith("dup:")
+    finally:
+        dispatcher.close()
+
+
+def _concurrency() -> int:
+    """SWEEP_CONCURRENCY, read when the flow is defined (the task runner is fixed then)."""
+    raw = os.environ.get("SWEEP_CONCURRENCY", "")
+    return max(1, min(64, int(raw))) if raw.isdigit() else 8
+
+
+@flow(name=FLOW, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=_concurrency()))  # type: ignore[arg-type]
+def health_sweep(
+    *,
+    runbooks: list[str] | None = None,
+    databases: list[str] | None = None,
+    start_runs: bool = True,
+) -> SweepReport:
+    """Every runbook's detector, read-only and concurrently; start the runbook for each finding."""
+    settings = load_settings()
+    targets = sweep_targets(settings, runbooks=runbooks, databases=databases or [])
+    # Concurrent, bounded by the task runner's SWEEP_CONCURRENCY threads; reported in order.
+    futures: list[PrefectFuture[Check]] = [
+        detect.submit(runbook.id, parameters) for runbook, parameters in targets
+    ]
+    report = SweepReport(checks=[future.result() for future in futures])
+    if start_runs:
+        _start_runs(report, settings)
+    found = report.findings
+    print(
+        f"health sweep: {len(report.checks)} check(s), {len(found)} finding(s)"
+        + "".join(f"\n  {c.runbook} {c.parameters or ''}: {c.detail}" for c in found)
+    )
+    _publish(report)
+    return report
+
+
+def _publish(report: SweepReport) -> None:
+    try:
+        from prefect.artifacts import create_markdown_artifact
+
+        create_markdown_artifact(key="health-sweep", markdown=report.to_markdown())
+    except Exception as exc:  # noqa: BLE001 - an artifact is a convenience
+        print(f"could not publish the sweep artifact: {type(exc).__name__}")

@@ -1,0 +1,329 @@
+"""The alert-webhook app (CONTRACT.md, "Alert receiver"): authenticate, normalise, route,
+deduplicate, start the runbook's deployment, and answer 202 at once with the flow run ids.
+
+Bad input is always a 4xx with a one-line `error` (401 unauthenticated, 413 too large, 422 naming
+the field, 404 unknown route); the only 5xx is a 503 when the Prefect server cannot take a run, so
+that the sender retries and nothing is lost. Signed approval links are answered here too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qs
+from uuid import UUID
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import approval_links
+from core.models import Alert
+from core.settings import ConfigError, Settings
+from core.store import Store
+from receiver import sources
+from receiver.dispatch import Accepted, Dispatcher, Rejected
+from receiver.starter import Starter
+
+__all__ = ["Receiver", "create_app"]
+
+log = logging.getLogger("remediate.receiver")
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+        for e in exc.errors(include_url=False, include_input=False)[:20]
+    ]
+
+
+def _parse(model: type[BaseModel], body: bytes) -> BaseModel:
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = _field_errors(exc)
+        first = errors[0] if errors else {"field": "body", "message": "invalid"}
+        raise Rejected(
+            422,
+            "malformed",
+            f"{first['field']}: {first['message']}",
+            fields=errors,
+        ) from None
+
+
+class Receiver:
+    """What the endpoints share: authentication and approval links around the dispatcher."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        starter: Starter | None = None,
+        store: Store | None = None,
+    ) -> None:
+        if settings.alert_webhook_token is None and settings.sentry_client_secret is None:
+            raise ConfigError(
+                "ALERT_WEBHOOK_TOKEN is not set (nor SENTRY_CLIENT_SECRET): the receiver would"
+                " accept nothing"
+            )
+        self.settings = settings
+        self.dispatch = Dispatcher(settings, starter=starter, store=store)
+        self.metrics = self.dispatch.metrics
+        self.store = self.dispatch.store
+
+    # Authentication.
+
+    def _bearer_ok(self, request: Request) -> bool:
+        token = self.settings.alert_webhook_token
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if token is None or scheme.lower() != "bearer" or not value:
+            return False
+        return hmac.compare_digest(value.strip().encode(), token.get_secret_value().encode())
+
+    def _sentry_signature_ok(self, request: Request, body: bytes) -> bool:
+        secret = self.settings.sentry_client_secret
+        signature = request.headers.get("sentry-hook-signature", "")
+        if secret is None or not signature:
+            return False
+        expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.strip().encode(), expected.encode())
+
+    def authenticate(self, request: Request, body: bytes, *, sentry: bool = False) -> None:
+        if self._bearer_ok(request) or (sentry and self._sentry_signature_ok(request, body)):
+            return
+        what = "a bearer token or a Sentry-Hook-Signature" if sentry else "a bearer token"
+        raise Rejected(401, "unauthenticated", f"unauthenticated: this endpoint needs {what}")
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.settings.alert_max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            try:
+                too_big = int(declared) > limit
+            except ValueError:
+                raise Rejected(400, "malformed", "Content-Length is not a number") from None
+            if too_big:
+                raise Rejected(413, "too-large", f"the body is over {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Rejected(413, "too-large", f"the body is over {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # Approval links.
+
+    def link_claims(self, token: str) -> approval_links.LinkClaims:
+        secret = self.settings.approval_link_secret
+        if secret is None:
+            raise Rejected(404, "not-found", "approval links are not enabled here")
+        try:
+            return approval_links.verify(secret, token)
+        except approval_links.LinkError as exc:
+            self.metrics.approvals.labels("refused").inc()
+            raise Rejected(403, "bad-link", str(exc)) from None
+
+    def answer_link(self, token: str, form: dict[str, str]) -> str:
+        claims = self.link_claims(token)
+        approver = form.get("approver", "").strip()[:100]
+        decision = form.get("decision", "")
+        if not approver:
+            raise Rejected(422, "malformed", "approver: your name is required")
+        if decision not in {"approve", "deny"}:
+            raise Rejected(422, "malformed", "decision: must be approve or deny")
+        allowed = self.settings.approvers
+        if allowed and approver not in allowed:
+            self.metrics.approvals.labels("refused").inc()
+            raise Rejected(403, "not-an-approver", f"{approver} is not on the approver list")
+        used = self.dispatch.store_call(
+            lambda: self.store.use_approval_link(
+                claims.nonce, flow_run_id=claims.flow_run_id, used_by=approver
+            )
+        )
+        if used is None:
+            raise Rejected(503, "store-unavailable", "the incident store is not reachable; retry")
+        if not used:
+            self.metrics.approvals.labels("reused").inc()
+            raise Rejected(409, "used", "this approval link was already used")
+        from prefect.flow_runs import resume_flow_run
+
+        try:
+            resume_flow_run(
+                UUID(claims.flow_run_id),
+                run_input={
+                    "approve": decision == "approve",
+                    "approver": approver,
+                    "note": form.get("note", "")[:500] or "answered from a signed link",
+                },
+            )
+        except Exception as exc:  # noqa: BLE001 - the run ended or is not waiting any more
+            self.metrics.approvals.labels("not-waiting").inc()
+            raise Rejected(
+                409, "not-waiting", f"the run is not waiting for an approval ({type(exc).__name__})"
+            ) from None
+        self.metrics.approvals.labels(decision).inc()
+        return "approved" if decision == "approve" else "declined"
+
+    def close(self) -> None:
+        self.dispatch.close()
+
+
+def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>",
+        status_code=status,
+    )
+
+
+def create_app(
+    settings: Settings, *, starter: Starter | None = None, store: Store | None = None
+) -> FastAPI:
+    receiver = Receiver(settings, starter=starter, store=store)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        receiver.close()
+
+    app = FastAPI(
+        title="remediate alert receiver",
+        description="Alert webhooks in, runbook runs out (CONTRACT.md).",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.receiver = receiver
+
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, exc: Rejected) -> Response:
+        receiver.metrics.rejected.labels(exc.reason).inc()
+        if request.url.path.startswith("/approvals/"):
+            return _page("Approval not taken", f"<p>{html.escape(str(exc))}</p>", exc.status)
+        headers = {"Retry-After": "10"} if exc.status == 503 else None
+        return JSONResponse(
+            {"error": str(exc), **exc.extra}, status_code=exc.status, headers=headers
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        reason = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+        receiver.metrics.rejected.labels(reason).inc()
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    async def take(
+        request: Request,
+        model: type[BaseModel],
+        normalise: Callable[[Any], list[Alert]],
+        *,
+        sentry: bool = False,
+    ) -> JSONResponse:
+        body = await receiver.read_body(request)
+        receiver.authenticate(request, body, sentry=sentry)
+        if sentry:
+            resource = request.headers.get("sentry-hook-resource", "")
+            chosen = sources.sentry_model(resource)
+            if chosen is None:
+                if resource == "installation":  # the integration's own lifecycle: nothing to do
+                    return JSONResponse(Accepted().body(), status_code=202)
+                raise Rejected(
+                    422,
+                    "malformed",
+                    "Sentry-Hook-Resource: expected one of " + ", ".join(sources.SENTRY_RESOURCES),
+                )
+            model = chosen
+        payload = _parse(model, body)
+        alerts = normalise(payload)
+        result = await run_in_threadpool(receiver.dispatch.accept, alerts)
+        return JSONResponse(result.body(), status_code=202)
+
+    def _schema(model: type[BaseModel]) -> dict[str, Any]:
+        return {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": model.model_json_schema()}},
+            }
+        }
+
+    @app.post(
+        "/alerts/alertmanager", status_code=202, openapi_extra=_schema(sources.AlertmanagerWebhook)
+    )
+    async def alertmanager(request: Request) -> JSONResponse:
+        """Prometheus Alertmanager (webhook payload version 4); bearer token."""
+        return await take(request, sources.AlertmanagerWebhook, sources.from_alertmanager)
+
+    @app.post("/alerts/grafana", status_code=202, openapi_extra=_schema(sources.GrafanaWebhook))
+    async def grafana(request: Request) -> JSONResponse:
+        """Grafana unified alerting's webhook contact point; bearer token."""
+        return await take(request, sources.GrafanaWebhook, sources.from_grafana)
+
+    @app.post("/alerts/sentry", status_code=202)
+    async def sentry(request: Request) -> JSONResponse:
+        """Sentry integration webhooks (Sentry-Hook-Resource: event_alert, metric_alert, issue);
+        Sentry-Hook-Signature (HMAC-SHA256 of the body with SENTRY_CLIENT_SECRET) or a bearer
+        token."""
+        return await take(request, BaseModel, sources.from_sentry, sentry=True)
+
+    @app.post("/alerts", status_code=202, openapi_extra=_schema(sources.GenericAlert))
+    async def generic(request: Request) -> JSONResponse:
+        """The generic form: runbook, fingerprint, severity, labels, summary; bearer token."""
+        body = await receiver.read_body(request)
+        receiver.authenticate(request, body)
+        payload = _parse(sources.GenericAlert, body)
+        assert isinstance(payload, sources.GenericAlert)
+        from core import catalogue
+
+        if payload.runbook is not None and payload.runbook not in catalogue.CATALOGUE:
+            raise Rejected(
+                422, "malformed", f"runbook: {catalogue.UnknownRunbook(payload.runbook)}"
+            )
+        result = await run_in_threadpool(receiver.dispatch.accept, sources.from_generic(payload))
+        return JSONResponse(result.body(), status_code=202)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(receiver.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/approvals/{token}", response_class=HTMLResponse)
+    async def approval_form(token: str) -> HTMLResponse:
+        """The plan's summary and a form; opening the link changes nothing."""
+        claims = receiver.link_claims(token)
+        expires = time.strftime("%H:%M:%S UTC", time.gmtime(claims.expires_at))
+        return _page(
+            "Approval needed",
+            f"<p>{html.escape(claims.summary)}</p>"
+            f"<p>Incident {html.escape(claims.incident_id)}, flow run"
+            f" {html.escape(claims.flow_run_id)}. This link works once, until {expires}.</p>"
+            "<form method='post'><label>Your name <input name='approver' required></label>"
+            " <label>Note <input name='note'></label>"
+            " <button name='decision' value='approve'>Approve</button>"
+            " <button name='decision' value='deny'>Decline</button></form>",
+        )
+
+    @app.post("/approvals/{token}", response_class=HTMLResponse)
+    async def approval_answer(token: str, request: Request) -> HTMLResponse:
+        body = await receiver.read_body(request)
+        try:
+            fields = parse_qs(body.decode("utf-8"), max_num_fields=10)
+        except (UnicodeDecodeError, ValueError):
+            raise Rejected(422, "malformed", "the form could not be read") from None
+        form = {name: values[0] for name, values in fields.items() if values}
+        verdict = await run_in_threadpool(receiver.answer_link, token, form)
+        return _page(f"Plan {verdict}", f"<p>Thank you, {html.escape(form['approver'])}.</p>")
+
+    return app

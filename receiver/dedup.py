@@ -1,0 +1,95 @@
+"""Alert deduplication in the product's Redis: one run per incident, however often it is reported.
+
+`claim(key)` is one `SET NX EX`: the first alert of an incident takes the key and starts the run;
+later ones within the TTL find it and are counted as duplicates (the key then holds the run's id).
+If Redis does not answer, every alert is let through (`degraded`): Prefect's idempotency key still
+makes redeliveries of one occurrence start one run. After a failure Redis is left alone for a few
+seconds, so a dead Redis costs one timeout, not one per alert.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import redis
+from pydantic import SecretStr
+
+__all__ = ["Claim", "Deduplicator"]
+
+log = logging.getLogger(__name__)
+PENDING = "pending"
+RETRY_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    new: bool
+    flow_run_id: str | None = None
+    degraded: bool = False
+
+
+class Deduplicator:
+    def __init__(self, url: SecretStr, *, prefix: str, ttl_seconds: int) -> None:
+        self._client = redis.Redis.from_url(
+            url.get_secret_value(),
+            socket_connect_timeout=0.5,
+            socket_timeout=0.5,
+            decode_responses=True,
+        )
+        self._prefix = f"{prefix}alert:"
+        self._ttl = ttl_seconds
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self.degradations = 0
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    def _available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
+            self.degradations += 1
+        log.warning(
+            "alert deduplication degraded: Redis did not answer (%s); relying on Prefect's"
+            " idempotency keys",
+            type(exc).__name__,
+        )
+
+    def claim(self, key: str) -> Claim:
+        if not self._available():
+            return Claim(new=True, degraded=True)
+        try:
+            if self._client.set(self._key(key), PENDING, nx=True, ex=self._ttl):
+                return Claim(new=True)
+            held = self._client.get(self._key(key))
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return Claim(new=True, degraded=True)
+        run_id = str(held) if held else None
+        return Claim(new=False, flow_run_id=run_id if run_id != PENDING else None)
+
+    def remember(self, key: str, flow_run_id: str) -> None:
+        if not self._available():
+            return
+        try:
+            self._client.set(self._key(key), flow_run_id, xx=True, keepttl=True)
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def release(self, key: str) -> None:
+        """Forget the incident (resolved, or its run could not be started)."""
+        if not self._available():
+            return
+        try:
+            self._client.delete(self._key(key))
+        except redis.RedisError as exc:
+            self._failed(exc)
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,239 @@
+"""From a normalised alert to a started run: route, deduplicate, start, record, count.
+
+Shared by the HTTP receiver and the health sweep, so an incident found by either starts one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from core.models import Alert
+from core.settings import Settings
+from core.store import Store
+from receiver.dedup import Deduplicator
+from receiver.routing import Routed, Router, load_router
+from receiver.starter import DeploymentStarter, Starter, StartFailed
+
+__all__ = ["Accepted", "Dispatcher", "Metrics", "Rejected"]
+
+log = logging.getLogger("remediate.receiver")
+
+
+class Rejected(Exception):
+    """A request the receiver refuses: its HTTP status, a metric reason, a one-line message."""
+
+    def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "remediate_alerts_received", "Alerts received, by source", ["source"], registry=r
+        )
+        self.rejected = Counter(
+            "remediate_alerts_rejected", "Requests rejected, by reason", ["reason"], registry=r
+        )
+        self.deduplicated = Counter(
+            "remediate_alerts_deduplicated", "Alerts of an incident already running", registry=r
+        )
+        self.unroutable = Counter(
+            "remediate_alerts_unroutable", "Alerts no routing rule matched", registry=r
+        )
+        self.resolved = Counter("remediate_alerts_resolved", "Resolved alerts", registry=r)
+        self.runs_started = Counter(
+            "remediate_runs_started", "Runbook runs started, by runbook", ["runbook"], registry=r
+        )
+        self.degraded = Counter(
+            "remediate_receiver_degraded",
+            "Alerts handled without a dependency, by dependency",
+            ["dependency"],
+            registry=r,
+        )
+        self.approvals = Counter(
+            "remediate_approval_links", "Approval link answers, by result", ["result"], registry=r
+        )
+
+
+@dataclass
+class Accepted:
+    accepted: int = 0
+    deduplicated: int = 0
+    resolved: int = 0
+    unroutable: int = 0
+    flow_run_ids: list[str] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "deduplicated": self.deduplicated,
+            "resolved": self.resolved,
+            "unroutable": self.unroutable,
+            "flow_run_ids": self.flow_run_ids,
+        }
+
+
+class Dispatcher:
+    """Routing rules, deduplication, the starter, the store and the metrics, together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        starter: Starter | None = None,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.router: Router = load_router(settings.alert_routes_file)
+        self.store = store or Store.open(settings.remediation_database_url)
+        self.dedup = Deduplicator(
+            settings.remediation_redis_url,
+            prefix=settings.remediation_redis_prefix,
+            ttl_seconds=settings.alert_dedup_ttl_seconds,
+        )
+        self._starter = starter
+        self.metrics = Metrics()
+        self.clock = clock
+
+    @property
+    def starter(self) -> Starter:
+        if self._starter is None:
+            self._starter = DeploymentStarter()
+        return self._starter
+
+    # Accepting alerts.
+
+    def accept(self, alerts: list[Alert]) -> Accepted:
+        result = Accepted()
+        for alert in alerts:
+            self.metrics.received.labels(alert.source).inc()
+            routed = self.router.route(alert)
+            if routed is None:
+                self._record(alert, outcome="unroutable")
+                self.metrics.unroutable.inc()
+                result.unroutable += 1
+                log.info("unroutable alert %s from %s recorded", alert.name, alert.source)
+                continue
+            if alert.status == "resolved":
+                self._resolved(alert, routed)
+                result.resolved += 1
+                continue
+            run_id = self.start(alert, routed)
+            if run_id is None:
+                result.deduplicated += 1
+                continue
+            if run_id.startswith("dup:"):
+                result.deduplicated += 1
+                result.flow_run_ids.append(run_id.removeprefix("dup:"))
+                continue
+            result.accepted += 1
+            result.flow_run_ids.append(run_id)
+        return result
+
+    def start(self, alert: Alert, routed: Routed) -> str | None:
+        """Start the routed run unless its incident already runs: the new run's id, `dup:ID` for
+        a duplicate whose run is known, None for a duplicate whose run is still being created."""
+        key = routed.dedup_key
+        claim = self.dedup.claim(key)
+        if not claim.new:
+            self.metrics.deduplicated.inc()
+            return f"dup:{claim.flow_run_id}" if claim.flow_run_id else None
+        if claim.degraded:
+            self.metrics.degraded.labels("redis").inc()
+        occurrence = alert.starts_at or str(
+            int(self.clock() // self.settings.alert_dedup_ttl_seconds)
+        )
+        idempotency_key = f"alert:{key}:{hashlib.sha256(occurrence.encode()).hexdigest()[:16]}"
+        parameters = {**routed.parameters, "requested_by": f"alert:{alert.source}"}
+        try:
+            run_id = self.starter.start(
+                routed.runbook,
+                parameters=parameters,
+                idempotency_key=idempotency_key,
+                tags=["alert", f"source:{alert.source}"],
+            )
+        except StartFailed as exc:
+            self.dedup.release(key)
+            self._record(alert, outcome="start-failed", routed=routed, detail=str(exc))
+            raise Rejected(503, "prefect-unavailable", str(exc)) from None
+        self.dedup.remember(key, run_id)
+        self.metrics.runs_started.labels(routed.runbook).inc()
+        self._record(alert, outcome="started", routed=routed, flow_run_id=run_id)
+        return run_id
+
+    def _resolved(self, alert: Alert, routed: Routed) -> None:
+        key = routed.dedup_key
+        run_id = self.store_call(lambda: self.store.run_for_alert(key))
+        self.dedup.release(key)  # a later firing is a new incident
+        self.metrics.resolved.inc()
+        self._record(alert, outcome="resolved", routed=routed, flow_run_id=run_id)
+        if run_id is None:
+            return
+        incident = self.store_call(lambda: self.store.incident_for_flow_run(run_id))
+        if incident is not None:
+            self.store_call(
+                lambda: self.store.record(
+                    incident.id,
+                    "alert-resolved",
+                    actor=f"alert:{alert.source}",
+                    detail=f"{alert.name}: the source reports it resolved",
+                    data={"fingerprint": alert.fingerprint},
+                )
+            )
+
+    def _record(
+        self,
+        alert: Alert,
+        *,
+        outcome: str,
+        routed: Routed | None = None,
+        flow_run_id: str | None = None,
+        detail: str = "",
+    ) -> None:
+        self.store_call(
+            lambda: self.store.record_alert(
+                source=alert.source,
+                status=alert.status,
+                name=alert.name[:256],
+                fingerprint=alert.fingerprint[:256],
+                outcome=outcome,
+                dedup_key=routed.dedup_key if routed else None,
+                runbook=routed.runbook if routed else None,
+                flow_run_id=flow_run_id,
+                data={
+                    "labels": alert.labels,
+                    "summary": alert.summary[:1000],
+                    "rule": routed.rule if routed else None,
+                    "parameters": routed.parameters if routed else None,
+                    "detail": detail,
+                },
+            )
+        )
+
+    def store_call(self, call: Callable[[], Any]) -> Any:
+        """A store write or read that must not turn an accepted alert into an error."""
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - the store down degrades recording only
+            self.metrics.degraded.labels("store").inc()
+            log.warning("incident store unavailable to the receiver: %s", type(exc).__name__)
+            return None
+
+    def close(self) -> None:
+        self.dedup.close()
+        closer = getattr(self._starter, "close", None)
+        if closer is not None:
+            closer()

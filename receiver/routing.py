@@ -1,0 +1,168 @@
+"""Routing rules: which runbook an alert starts, and on which target (its flow parameters).
+
+Rules are configuration (`ALERT_ROUTES_FILE`, YAML; the embedded `routes.yaml` otherwise), read and
+checked once at start: every rule names a known runbook and only parameters its flow takes. The
+first rule that matches wins. Before any rule, an alert that names a runbook itself (the generic
+form's `runbook`, a `runbook` label, or an alert name equal to a runbook id) goes to that runbook.
+
+A parameter value `$labels.NAME` takes that label's value. Values taken from an alert must look
+like an identifier (letters, digits, `_ . -`, at most 63 characters): an alert never puts quotes,
+paths or URLs into a run's parameters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core import catalogue
+from core.models import Alert
+from core.settings import ConfigError
+
+__all__ = ["DEFAULT_ROUTES", "Route", "Routed", "Router", "load_router"]
+
+DEFAULT_ROUTES = Path(__file__).with_name("routes.yaml")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,63}")
+# Set by the receiver itself or by AUTO_APPROVE rules, never by a route.
+RESERVED_PARAMETERS = frozenset({"auto_approve", "requested_by"})
+FIELDS = frozenset({"source", "name", "severity", "status"})
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    runbook: str
+    match: dict[str, str] = Field(min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class RoutesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    routes: list[Route] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Routed:
+    runbook: str
+    parameters: dict[str, Any]
+    rule: str
+
+    @property
+    def dedup_key(self) -> str:
+        """One incident = one runbook on one target, whichever source reports it."""
+        identity = json.dumps([self.runbook, self.parameters], sort_keys=True, default=str)
+        return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def _value(alert: Alert, key: str) -> str | None:
+    if key in FIELDS:
+        return str(getattr(alert, key) or "")
+    if key == "project":
+        return alert.labels.get("project")
+    return alert.labels.get(key.removeprefix("labels."))
+
+
+def _matches(pattern: str, value: str | None) -> bool:
+    if value is None:
+        return False
+    if pattern.startswith("~"):
+        return re.fullmatch(pattern[1:], value) is not None
+    return value == pattern
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+        self._parameters = {
+            runbook.id: _flow_parameters(runbook) for runbook in catalogue.CATALOGUE.values()
+        }
+        for number, route in enumerate(routes, start=1):
+            self._check(number, route)
+
+    def _check(self, number: int, route: Route) -> None:
+        where = f"route {number}"
+        if route.runbook not in catalogue.CATALOGUE:
+            raise ConfigError(
+                f"ALERT_ROUTES_FILE: {where}: {catalogue.UnknownRunbook(route.runbook)}"
+            )
+        unknown = set(route.parameters) - self._parameters[route.runbook]
+        if unknown:
+            raise ConfigError(
+                f"ALERT_ROUTES_FILE: {where}: {', '.join(sorted(unknown))} is not a parameter of"
+                f" {route.runbook}"
+            )
+        reserved = set(route.parameters) & RESERVED_PARAMETERS
+        if reserved:
+            raise ConfigError(
+                f"ALERT_ROUTES_FILE: {where}: {', '.join(sorted(reserved))} may not be set by a"
+                " route (auto-approval is AUTO_APPROVE's job)"
+            )
+        for pattern in route.match.values():
+            if pattern.startswith("~"):
+                try:
+                    re.compile(pattern[1:])
+                except re.error as exc:
+                    raise ConfigError(
+                        f"ALERT_ROUTES_FILE: {where}: bad regex {pattern!r}: {exc}"
+                    ) from None
+
+    def route(self, alert: Alert) -> Routed | None:
+        named = alert.runbook or (alert.name if alert.name in catalogue.CATALOGUE else None)
+        if named in catalogue.CATALOGUE:
+            assert named is not None
+            return Routed(runbook=named, parameters={}, rule=f"named runbook {named}")
+        for number, route in enumerate(self.routes, start=1):
+            if all(_matches(p, _value(alert, k)) for k, p in route.match.items()):
+                parameters = self._parameters_for(route, alert)
+                if parameters is None:
+                    continue
+                return Routed(runbook=route.runbook, parameters=parameters, rule=f"route {number}")
+        return None
+
+    @staticmethod
+    def _parameters_for(route: Route, alert: Alert) -> dict[str, Any] | None:
+        """The route's parameters with label values filled in; None if a value is unsafe."""
+        result: dict[str, Any] = {}
+        for name, value in route.parameters.items():
+            if isinstance(value, str) and value.startswith("$labels."):
+                taken = alert.labels.get(value.removeprefix("$labels."))
+                if taken is None or taken == "":
+                    continue  # the flow's default target
+                if not SAFE_VALUE.fullmatch(taken):
+                    return None
+                result[name] = taken
+            else:
+                result[name] = value
+        return result
+
+
+def _flow_parameters(runbook: catalogue.Runbook) -> frozenset[str]:
+    import inspect
+
+    return frozenset(inspect.signature(runbook.load_flow().fn).parameters)
+
+
+def load_router(path: str | None) -> Router:
+    """The routing rules of `path` (ALERT_ROUTES_FILE), or the embedded defaults."""
+    file = Path(path) if path else DEFAULT_ROUTES
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"ALERT_ROUTES_FILE ({file}): {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ALERT_ROUTES_FILE ({file}): not valid YAML: {exc}") from None
+    try:
+        parsed = RoutesFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"ALERT_ROUTES_FILE ({file}): {where}: {first['msg']}") from None
+    return Router(parsed.routes)

@@ -1,0 +1,76 @@
+"""Starting a runbook's deployment on the Prefect server without waiting for it to run.
+
+The deployment of runbook `ID` is `ID/ID` (flow name / deployment name), as `remediate serve` and
+`prefect.yaml` declare it. A run is created with an idempotency key, so the same occurrence of an
+alert starts at most one run even when deduplication in Redis is not available.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+from uuid import UUID
+
+__all__ = ["DeploymentStarter", "StartFailed", "Starter"]
+
+
+class StartFailed(Exception):
+    """The run could not be created (server down, deployment missing); safe to show."""
+
+
+class Starter(Protocol):
+    def start(
+        self, deployment: str, *, parameters: dict[str, Any], idempotency_key: str, tags: list[str]
+    ) -> str: ...
+
+
+class DeploymentStarter:
+    """Creates flow runs through the Prefect API (`PREFECT_API_URL`)."""
+
+    def __init__(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        self._client = get_client(sync_client=True)
+        self._client.__enter__()
+        self._deployments: dict[str, UUID] = {}
+        self._lock = threading.Lock()
+
+    def _deployment_id(self, name: str) -> UUID:
+        from prefect.exceptions import ObjectNotFound
+
+        with self._lock:
+            if name in self._deployments:
+                return self._deployments[name]
+        try:
+            found = self._client.read_deployment_by_name(f"{name}/{name}")
+        except ObjectNotFound:
+            raise StartFailed(
+                f"no deployment {name}/{name} on the Prefect server (is `remediate serve`"
+                " running, or were the deployments applied with `prefect deploy --all`?)"
+            ) from None
+        with self._lock:
+            self._deployments[name] = found.id
+        return found.id
+
+    def start(
+        self, deployment: str, *, parameters: dict[str, Any], idempotency_key: str, tags: list[str]
+    ) -> str:
+        import httpx
+
+        try:
+            run = self._client.create_flow_run_from_deployment(
+                self._deployment_id(deployment),
+                parameters=parameters,
+                idempotency_key=idempotency_key,
+                tags=tags,
+            )
+        except StartFailed:
+            raise
+        except (httpx.HTTPError, RuntimeError) as exc:
+            raise StartFailed(
+                f"the Prefect server did not take the run: {type(exc).__name__}"
+            ) from None
+        return str(run.id)
+
+    def close(self) -> None:
+        self._client.__exit__(None, None, None)
