@@ -1,7 +1,7 @@
 """Every deployment of the product: one per runbook of the catalogue, plus `health-sweep`.
 
-Each runbook deployment is named after its runbook id and takes the flow's typed parameters, so the
-Prefect UI shows a form for manual runs; `health-sweep` runs on its schedule (SWEEP_INTERVAL_SECONDS).
+Each runbook deployment is named after its runbook id and takes the flow's typed parameters, so
+the Prefect UI shows a form for manual runs; `health-sweep` runs every SWEEP_INTERVAL_SECONDS.
 `python -m deployments.serve` serves them from one process without a work pool; `remediate serve`
 does the same beside the alert receiver. Ctrl-C stops serving.
 """
@@ -15,6 +15,7 @@ from core import catalogue
 
 SWEEP = "health-sweep"
 DEFAULT_SWEEP_INTERVAL = 300
+SWEEP_DESCRIPTION = "Every runbook's detector, read-only; starts the runbook for each finding"
 
 
 def deployments(*, sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL) -> list[Any]:
@@ -31,7 +32,7 @@ def deployments(*, sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL) -> list
     sweep = health_sweep.to_deployment(
         name=SWEEP,
         tags=["sweep"],
-        description="Every runbook's detector, read-only; starts the runbook for each finding",
+        description=SWEEP_DESCRIPTION,
         interval=timedelta(seconds=sweep_interval_seconds),
     )
     return [*runbooks, sweep]

@@ -3,7 +3,8 @@
 Rules are configuration (`ALERT_ROUTES_FILE`, YAML; the embedded `routes.yaml` otherwise), read and
 checked once at start: every rule names a known runbook and only parameters its flow takes. The
 first rule that matches wins. Before any rule, an alert that names a runbook itself (the generic
-form's `runbook`, a `runbook` label, or an alert name equal to a runbook id) goes to that runbook.
+form's `runbook`, a `runbook` label, or an alert name equal to a runbook id) goes to that runbook,
+on the database its `database` (or `datname`) label names, for the runbooks that take one.
 
 A parameter value `$labels.NAME` takes that label's value. Values taken from an alert must look
 like an identifier (letters, digits, `_ . -`, at most 63 characters): an alert never puts quotes,
@@ -105,6 +106,16 @@ class Router:
                 f"ALERT_ROUTES_FILE: {where}: {', '.join(sorted(reserved))} may not be set by a"
                 " route (auto-approval is AUTO_APPROVE's job)"
             )
+        literal = {
+            k: v
+            for k, v in route.parameters.items()
+            if not (isinstance(v, str) and v.startswith("$labels."))
+        }
+        try:
+            catalogue.get(route.runbook).load_flow().validate_parameters(literal)
+        except Exception as exc:  # noqa: BLE001 - Prefect's ParameterTypeError and friends
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"ALERT_ROUTES_FILE: {where}: {reason.strip(' -')}") from None
         for pattern in route.match.values():
             if pattern.startswith("~"):
                 try:
@@ -118,13 +129,19 @@ class Router:
         named = alert.runbook or (alert.name if alert.name in catalogue.CATALOGUE else None)
         if named in catalogue.CATALOGUE:
             assert named is not None
-            return Routed(runbook=named, parameters={}, rule=f"named runbook {named}")
+            parameters: dict[str, Any] = {}
+            database = alert.labels.get("database") or alert.labels.get("datname")
+            if database and "database" in self._parameters[named]:
+                if not SAFE_VALUE.fullmatch(database):
+                    return None
+                parameters["database"] = database
+            return Routed(runbook=named, parameters=parameters, rule=f"named runbook {named}")
         for number, route in enumerate(self.routes, start=1):
             if all(_matches(p, _value(alert, k)) for k, p in route.match.items()):
-                parameters = self._parameters_for(route, alert)
-                if parameters is None:
+                filled = self._parameters_for(route, alert)
+                if filled is None:
                     continue
-                return Routed(runbook=route.runbook, parameters=parameters, rule=f"route {number}")
+                return Routed(runbook=route.runbook, parameters=filled, rule=f"route {number}")
         return None
 
     @staticmethod

@@ -1,0 +1,432 @@
+"""The alert receiver over real HTTP, with the real Redis, the store and a Prefect server.
+
+The runbook deployments are applied to the test server with no runner serving them, so each run
+the receiver starts stays SCHEDULED and can be counted; each test's alerts name a database of its
+own, which tells its runs apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import redis
+import uvicorn
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+from core import catalogue
+from core.settings import load_settings
+from receiver import create_app
+from tests.conftest import REDIS_URL, ROOT, _free_port
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+FIXTURES = ROOT / "tests" / "fixtures" / "alerts"
+TOKEN = "rt-alert-token-5d1c"
+SENTRY_SECRET = "rt-sentry-client-secret-77a0"
+
+
+@pytest.fixture(scope="session")
+def deployment_ids(prefect_server: str) -> Iterator[dict[str, uuid.UUID]]:
+    """Every runbook's deployment on the test server (no runner: runs stay SCHEDULED)."""
+    ids = {
+        r.id: r.load_flow().to_deployment(name=r.id).apply() for r in catalogue.CATALOGUE.values()
+    }
+    yield ids
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(ids.values())))
+        ):
+            if run.state_type is not None and run.state_type.value == "SCHEDULED":
+                client.delete_flow_run(run.id)
+
+
+def runs_for(deployment_ids: dict[str, uuid.UUID], database: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=list(deployment_ids.values()))
+            ),
+            limit=200,
+        )
+    return [r for r in runs if r.parameters.get("database") == database]
+
+
+class LiveReceiver:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.port = _free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.05)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+
+    @property
+    def receiver(self) -> Any:
+        return self.app.state.receiver
+
+    def post(
+        self, path: str, body: bytes | dict[str, Any], *, token: str | None = TOKEN, **headers: str
+    ) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.client.post(path, content=content, headers=headers)
+
+    def metric(self, name: str) -> float:
+        text = self.client.get("/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def receiver_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    prefix = f"rt-{uuid.uuid4().hex[:8]}:"
+    values = {
+        "ALERT_WEBHOOK_TOKEN": TOKEN,
+        "SENTRY_CLIENT_SECRET": SENTRY_SECRET,
+        "REMEDIATION_REDIS_URL": REDIS_URL,
+        "REMEDIATION_REDIS_PREFIX": prefix,
+        "ALERT_MAX_BODY_BYTES": "65536",
+    }
+    for name in ("ALERT_ROUTES_FILE", "APPROVAL_LINK_SECRET", "RECEIVER_PUBLIC_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield {**env, **values}
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()
+
+
+@pytest.fixture
+def live(
+    receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID]
+) -> Iterator[Callable[..., LiveReceiver]]:
+    started: list[LiveReceiver] = []
+
+    def start(**overrides: Any) -> LiveReceiver:
+        started.append(LiveReceiver(create_app(load_settings(**overrides))))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def am_payload(database: str, *, status: str = "firing", **label: str) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads((FIXTURES / "alertmanager.json").read_text())
+    payload["status"] = status
+    payload["alerts"][0]["status"] = status
+    payload["alerts"][0]["labels"].update({"datname": database, **label})
+    return payload
+
+
+def unique_db() -> str:
+    return f"rt_alert_{uuid.uuid4().hex[:8]}"
+
+
+def store_alerts(store_url: str, database: str) -> list[dict[str, Any]]:
+    with psycopg.connect(store_url) as conn:
+        rows = conn.execute(
+            "SELECT outcome, status, runbook, flow_run_id::text FROM alerts"
+            " WHERE data -> 'labels' ->> 'datname' = %s OR data -> 'labels' ->> 'database' = %s"
+            " ORDER BY id",
+            (database, database),
+        ).fetchall()
+    return [
+        dict(zip(("outcome", "status", "runbook", "flow_run_id"), r, strict=True)) for r in rows
+    ]
+
+
+def test_alertmanager_alert_starts_one_run_of_the_routed_runbook(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID], receiver_env: Any
+) -> None:
+    r = live()
+    database = unique_db()
+    response = r.post("/alerts/alertmanager", am_payload(database))
+    assert response.status_code == 202, response.text
+    body = response.json()
+    assert (body["accepted"], body["deduplicated"]) == (1, 0)
+    [run] = runs_for(deployment_ids, database)
+    assert str(run.id) == body["flow_run_ids"][0]
+    assert run.deployment_id == deployment_ids["connection-pool-exhausted"]
+    assert run.parameters == {"database": database, "requested_by": "alert:alertmanager"}
+    assert store_alerts(receiver_env["REMEDIATION_DATABASE_URL"], database) == [
+        {
+            "outcome": "started",
+            "status": "firing",
+            "runbook": "connection-pool-exhausted",
+            "flow_run_id": str(run.id),
+        }
+    ]
+    assert r.metric("remediate_runs_started_total") == 1
+
+
+def test_a_storm_of_1000_identical_alerts_starts_one_run(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live()
+    database = unique_db()
+    body = json.dumps(am_payload(database)).encode()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda _: r.post("/alerts/alertmanager", body), range(1000)))
+    assert {resp.status_code for resp in responses} == {202}
+    answers = [resp.json() for resp in responses]
+    assert sum(a["accepted"] for a in answers) == 1
+    assert sum(a["deduplicated"] for a in answers) == 999
+    assert len(runs_for(deployment_ids, database)) == 1
+    assert r.metric("remediate_alerts_deduplicated_total") == 999
+    assert r.metric("remediate_alerts_received_total") == 1000
+
+
+def test_with_redis_down_alerts_are_still_taken_and_redeliveries_start_one_run(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live(remediation_redis_url="redis://127.0.0.1:1/0")
+    database = unique_db()
+    first = r.post("/alerts/alertmanager", am_payload(database))
+    again = r.post("/alerts/alertmanager", am_payload(database))
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert first.json()["flow_run_ids"] == again.json()["flow_run_ids"]
+    assert len(runs_for(deployment_ids, database)) == 1  # Prefect's idempotency key held
+    assert r.metric('remediate_receiver_degraded_total{dependency="redis"}') == 2
+
+
+def test_resolved_alert_is_recorded_and_ends_the_deduplication(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID], receiver_env: Any
+) -> None:
+    r = live()
+    database = unique_db()
+    fired = r.post("/alerts/alertmanager", am_payload(database)).json()
+    resolved = r.post("/alerts/alertmanager", am_payload(database, status="resolved")).json()
+    assert resolved == {
+        "accepted": 0,
+        "deduplicated": 0,
+        "resolved": 1,
+        "unroutable": 0,
+        "flow_run_ids": [],
+    }
+    rows = store_alerts(receiver_env["REMEDIATION_DATABASE_URL"], database)
+    assert [(x["outcome"], x["flow_run_id"]) for x in rows] == [
+        ("started", fired["flow_run_ids"][0]),
+        ("resolved", fired["flow_run_ids"][0]),
+    ]
+    # It comes back later (a new startsAt): a new incident, a new run.
+    again = am_payload(database)
+    again["alerts"][0]["startsAt"] = "2026-11-22T05:00:00Z"
+    refired = r.post("/alerts/alertmanager", again).json()
+    assert refired["accepted"] == 1
+    assert len(runs_for(deployment_ids, database)) == 2
+
+
+def test_unroutable_alert_is_recorded_and_answered_202(
+    live: Callable[..., LiveReceiver], receiver_env: Any
+) -> None:
+    r = live()
+    database = unique_db()
+    payload = am_payload(database)
+    payload["alerts"][0]["labels"]["alertname"] = "DiskAlmostFull"
+    response = r.post("/alerts/alertmanager", payload)
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 0 and response.json()["unroutable"] == 1
+    assert [
+        x["outcome"] for x in store_alerts(receiver_env["REMEDIATION_DATABASE_URL"], database)
+    ] == ["unroutable"]
+    assert r.metric("remediate_alerts_unroutable_total") == 1
+
+
+def test_hostile_label_values_start_nothing(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live()
+    for hostile in ["x'; DROP TABLE users; --", "app?host=evil", "$(touch /tmp/pwned)"]:
+        response = r.post("/alerts/alertmanager", am_payload(hostile))
+        assert response.status_code == 202
+        assert response.json()["accepted"] == 0
+        assert runs_for(deployment_ids, hostile) == []
+
+
+def sentry_post(
+    r: LiveReceiver, name: str, resource: str, *, secret: str = SENTRY_SECRET
+) -> httpx.Response:
+    body = (FIXTURES / name).read_bytes()
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return r.post(
+        "/alerts/sentry",
+        body,
+        token=None,
+        **{"Sentry-Hook-Resource": resource, "Sentry-Hook-Signature": signature},
+    )
+
+
+def test_sentry_needs_a_valid_signature(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live()
+    started = sentry_post(r, "sentry_metric_alert.json", "metric_alert")
+    assert started.status_code == 202, started.text
+    assert started.json()["accepted"] == 1
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(started.json()["flow_run_ids"][0]))
+    assert run.deployment_id == deployment_ids["rls-auth-failure"]
+    assert sentry_post(r, "sentry_metric_alert.json", "metric_alert").json()["deduplicated"] == 1
+    forged = sentry_post(r, "sentry_metric_alert.json", "metric_alert", secret="guess")
+    assert forged.status_code == 401
+    unsigned = r.post(
+        "/alerts/sentry",
+        (FIXTURES / "sentry_event_alert.json").read_bytes(),
+        token=None,
+        **{"Sentry-Hook-Resource": "event_alert"},
+    )
+    assert unsigned.status_code == 401
+    unknown = sentry_post(r, "sentry_event_alert.json", "something_else")
+    assert unknown.status_code == 422 and "Sentry-Hook-Resource" in unknown.json()["error"]
+    installation = sentry_post(r, "sentry_event_alert.json", "installation")
+    assert installation.status_code == 202 and installation.json()["accepted"] == 0
+    # An issue resolved in Sentry is a resolution, not a new incident.
+    resolved = sentry_post(r, "sentry_issue.json", "issue")
+    assert resolved.status_code == 202 and resolved.json()["resolved"] == 1
+
+
+def test_grafana_and_generic_alerts_start_runs(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live()
+    database = unique_db()
+    grafana = json.loads((FIXTURES / "grafana.json").read_text())
+    grafana["alerts"][0]["labels"]["datname"] = database
+    response = r.post("/alerts/grafana", grafana)
+    assert response.status_code == 202 and response.json()["accepted"] == 1
+    generic = json.loads((FIXTURES / "generic.json").read_text())
+    generic["labels"]["database"] = database
+    again = r.post("/alerts", generic)  # the same target: the same incident
+    assert again.status_code == 202 and again.json()["deduplicated"] == 1
+    assert len(runs_for(deployment_ids, database)) == 1
+    other = unique_db()
+    generic["labels"]["database"] = other
+    assert r.post("/alerts", generic).json()["accepted"] == 1
+    assert [x.parameters["requested_by"] for x in runs_for(deployment_ids, other)] == [
+        "alert:generic"
+    ]
+
+
+def test_bad_requests_get_a_clear_4xx_and_start_nothing(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live()
+    database = unique_db()
+    good = am_payload(database)
+
+    assert r.post("/alerts/alertmanager", good, token=None).status_code == 401
+    assert r.post("/alerts/alertmanager", good, token="wrong-token").status_code == 401
+    assert r.post("/alerts", {"runbook": "x"}, token=None).status_code == 401  # 401 before 422
+
+    missing = json.loads(json.dumps(good))
+    del missing["alerts"][0]["labels"]
+    answer = r.post("/alerts/alertmanager", missing)
+    assert answer.status_code == 422 and answer.json()["error"].startswith("alerts.0.labels")
+
+    wrong_type = json.loads(json.dumps(good))
+    wrong_type["alerts"][0]["labels"]["datname"] = 5
+    assert r.post("/alerts/alertmanager", wrong_type).status_code == 422
+
+    assert r.post("/alerts/alertmanager", b"{not json").status_code == 422
+    assert r.post("/alerts/alertmanager", b"\xff\xfe\x00garbage").status_code == 422
+    assert r.post("/alerts/alertmanager", b"").status_code == 422
+    assert r.post("/alerts/alertmanager", b"[]").status_code == 422
+
+    unknown = r.post("/alerts", {"runbook": "no-such-runbook", "fingerprint": "f"})
+    assert unknown.status_code == 422 and unknown.json()["error"].startswith("runbook:")
+    no_fingerprint = r.post("/alerts", {"runbook": "rate-limiter"})
+    assert no_fingerprint.status_code == 422 and "fingerprint" in no_fingerprint.json()["error"]
+
+    huge = json.dumps({**good, "padding": "x" * 70_000}).encode()
+    assert r.post("/alerts/alertmanager", huge).status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b" " * 1000
+
+    streamed = r.client.post(
+        "/alerts/alertmanager", content=chunks(), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert streamed.status_code == 413
+
+    assert r.client.post("/alerts/nagios", content=b"{}").status_code == 404
+    assert r.client.get("/alerts/alertmanager").status_code == 405
+    assert runs_for(deployment_ids, database) == []
+    assert r.metric('remediate_alerts_rejected_total{reason="unauthenticated"}') == 3
+    assert r.metric('remediate_alerts_rejected_total{reason="too-large"}') == 2
+
+
+def test_prefect_unreachable_is_a_503_to_retry_and_nothing_is_claimed(
+    receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from receiver.starter import DeploymentStarter
+
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}):
+        starter = DeploymentStarter()
+    r = LiveReceiver(create_app(load_settings(), starter=starter))
+    try:
+        database = unique_db()
+        down = r.post("/alerts/alertmanager", am_payload(database))
+        assert down.status_code == 503
+        assert down.headers["retry-after"]
+        assert "Prefect server" in down.json()["error"]
+    finally:
+        r.close()
+    # The sender's retry, once Prefect answers, starts the run: the failed try claimed nothing.
+    r = LiveReceiver(create_app(load_settings()))
+    try:
+        retried = r.post("/alerts/alertmanager", am_payload(database))
+        assert retried.json()["accepted"] == 1
+    finally:
+        r.close()
+
+
+def test_receiver_refuses_to_start_without_any_credential(
+    receiver_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.settings import ConfigError
+
+    monkeypatch.delenv("ALERT_WEBHOOK_TOKEN")
+    monkeypatch.delenv("SENTRY_CLIENT_SECRET")
+    with pytest.raises(ConfigError, match="ALERT_WEBHOOK_TOKEN"):
+        create_app(load_settings())
+
+
+def test_openapi_documents_every_alert_route(live: Callable[..., LiveReceiver]) -> None:
+    r = live()
+    paths = r.client.get("/openapi.json").json()["paths"]
+    assert {"/alerts/alertmanager", "/alerts/grafana", "/alerts/sentry", "/alerts"} <= set(paths)
+    schema = paths["/alerts/alertmanager"]["post"]["requestBody"]["content"]["application/json"]
+    assert "alerts" in json.dumps(schema)
+    assert r.client.get("/healthz").json() == {"status": "ok"}
