@@ -85,6 +85,14 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
     """Nothing to reach beforehand: incomplete settings are what the runbook reports."""
 
 
+def sweep_skip(settings: Settings) -> str | None:
+    """The health sweep leaves email alone where no email setting exists at all (the app sends
+    none); a partial configuration is a finding."""
+    if not (settings.smtp_host or settings.emails_from_email or settings.sendgrid_api_key):
+        return "email-delivery: no SMTP_HOST, EMAILS_FROM_EMAIL or SENDGRID_API_KEY set"
+    return None
+
+
 @flow(name=RUNBOOK, log_prints=True)
 def email_delivery(
     *,

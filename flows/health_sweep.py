@@ -68,17 +68,22 @@ def _takes_database(runbook: catalogue.Runbook) -> bool:
 
 
 def sweep_targets(
-    settings: Settings, *, runbooks: list[str] | None, databases: list[str]
+    settings: Settings,
+    *,
+    runbooks: list[str] | None,
+    databases: list[str],
+    parameters: dict[str, dict[str, Any]] | None = None,
 ) -> list[tuple[catalogue.Runbook, dict[str, Any]]]:
     """(runbook, parameters) for each check: one per runbook, and one per extra database for the
-    runbooks that take a `database`."""
+    runbooks that take a `database`; `parameters` adds a runbook's own (thresholds, patterns)."""
     chosen = [catalogue.get(r) for r in runbooks] if runbooks else catalogue.CATALOGUE.values()
     extra = list(dict.fromkeys([*settings.sweep_databases, *databases]))
     targets: list[tuple[catalogue.Runbook, dict[str, Any]]] = []
     for runbook in chosen:
-        targets.append((runbook, {}))
+        own = dict((parameters or {}).get(runbook.id, {}))
+        targets.append((runbook, own))
         if _takes_database(runbook):
-            targets += [(runbook, {"database": name}) for name in extra]
+            targets += [(runbook, {**own, "database": name}) for name in extra]
     return targets
 
 
@@ -89,11 +94,15 @@ def detect(runbook_id: str, parameters: dict[str, Any]) -> Check:
     module = importlib.import_module(runbook.flow_module)
     settings = load_settings()
     check = getattr(module, "preflight", None)
+    skip = getattr(module, "sweep_skip", None)  # a runbook with nothing to watch here says why
     try:
-        if check is not None:
+        reason = skip(settings) if skip is not None else None
+        if reason is None and check is not None:
             check(settings, parameters)
     except ConfigError as exc:
-        return Check(runbook=runbook_id, parameters=parameters, status="skipped", detail=str(exc))
+        reason = str(exc)
+    if reason is not None:
+        return Check(runbook=runbook_id, parameters=parameters, status="skipped", detail=reason)
     try:
         with detect_only():
             outcome = runbook.load_flow().fn(**parameters, requested_by="health-sweep")
@@ -159,11 +168,21 @@ def health_sweep(
     *,
     runbooks: list[str] | None = None,
     databases: list[str] | None = None,
+    parameters: dict[str, dict[str, Any]] | None = None,
     start_runs: bool = True,
 ) -> SweepReport:
-    """Every runbook's detector, read-only and concurrently; start the runbook for each finding."""
+    """Every runbook's detector, read-only and concurrently; start the runbook for each finding.
+
+    `runbooks`: only these (default: all); `databases`: more targets for the database runbooks
+    (besides SWEEP_DATABASES); `parameters`: per runbook id, parameters for its detector and run.
+    """
     settings = load_settings()
-    targets = sweep_targets(settings, runbooks=runbooks, databases=databases or [])
+    unknown = set(parameters or {}) - set(catalogue.CATALOGUE)
+    if unknown:
+        raise ConfigError(f"parameters: unknown runbook {', '.join(sorted(unknown))}")
+    targets = sweep_targets(
+        settings, runbooks=runbooks, databases=databases or [], parameters=parameters
+    )
     # Concurrent, bounded by the task runner's SWEEP_CONCURRENCY threads; reported in order.
     futures: list[PrefectFuture[Check]] = [
         detect.submit(runbook.id, parameters) for runbook, parameters in targets

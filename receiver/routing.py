@@ -34,6 +34,8 @@ SAFE_VALUE = re.compile(r"[A-Za-z0-9_.\-]{1,63}")
 # Set by the receiver itself or by AUTO_APPROVE rules, never by a route.
 RESERVED_PARAMETERS = frozenset({"auto_approve", "requested_by"})
 FIELDS = frozenset({"source", "name", "severity", "status"})
+# The parameters that name what a run acts on (the rest tune its checks).
+TARGET_PARAMETERS = frozenset({"database"})
 
 
 class Route(BaseModel):
@@ -58,8 +60,11 @@ class Routed:
 
     @property
     def dedup_key(self) -> str:
-        """One incident = one runbook on one target, whichever source reports it."""
-        identity = json.dumps([self.runbook, self.parameters], sort_keys=True, default=str)
+        """One incident = one runbook on one target, whichever source reports it and whatever
+        detector options (thresholds, probe users) come with it. The target is the database for
+        the runbooks that take one; the configured application otherwise."""
+        target = {k: v for k, v in self.parameters.items() if k in TARGET_PARAMETERS}
+        identity = json.dumps([self.runbook, target], sort_keys=True, default=str)
         return hashlib.sha256(identity.encode()).hexdigest()[:32]
 
 

@@ -15,8 +15,11 @@ import docker
 import httpx
 import psycopg
 import pytest
+import redis
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
     FlowRunFilter,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -25,11 +28,12 @@ from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
+from core import catalogue
 from core.drills import threshold_below
 from core.models import Outcome
 from core.store import Store
 from flows.connection_pool_exhausted import connection_pool_exhausted
-from tests.conftest import PG_ADMIN_URL, db_url
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, db_url
 from tests.sessions import Herd, wait_idle
 
 
@@ -225,3 +229,54 @@ def wait_http(url: str, container: Any, timeout: float = 30) -> None:
             pass
         assert time.monotonic() < deadline, container.logs()[-2000:]
         time.sleep(0.2)
+
+
+TOKEN = "rt-alert-token-5d1c"
+SENTRY_SECRET = "rt-sentry-client-secret-77a0"
+
+
+@pytest.fixture(scope="session")
+def deployment_ids(prefect_server: str) -> Iterator[dict[str, uuid.UUID]]:
+    """Every runbook's deployment on the test server (no runner: runs stay SCHEDULED)."""
+    ids = {
+        r.id: r.load_flow().to_deployment(name=r.id).apply() for r in catalogue.CATALOGUE.values()
+    }
+    yield ids
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(ids.values())))
+        ):
+            if run.state_type is not None and run.state_type.value == "SCHEDULED":
+                client.delete_flow_run(run.id)
+
+
+def runs_for(deployment_ids: dict[str, uuid.UUID], database: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(
+                id=DeploymentFilterId(any_=list(deployment_ids.values()))
+            ),
+            limit=200,
+        )
+    return [r for r in runs if r.parameters.get("database") == database]
+
+
+@pytest.fixture
+def receiver_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    prefix = f"rt-{uuid.uuid4().hex[:8]}:"
+    values = {
+        "ALERT_WEBHOOK_TOKEN": TOKEN,
+        "SENTRY_CLIENT_SECRET": SENTRY_SECRET,
+        "REMEDIATION_REDIS_URL": REDIS_URL,
+        "REMEDIATION_REDIS_PREFIX": prefix,
+        "ALERT_MAX_BODY_BYTES": "65536",
+    }
+    for name in ("ALERT_ROUTES_FILE", "APPROVAL_LINK_SECRET", "RECEIVER_PUBLIC_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    yield {**env, **values}
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}*"):
+        client.delete(key)
+    client.close()

@@ -20,46 +20,16 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import redis
 import uvicorn
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from core import catalogue
 from core.settings import load_settings
 from receiver import create_app
-from tests.conftest import REDIS_URL, ROOT, _free_port
+from tests.conftest import ROOT, _free_port
+from tests.e2e.conftest import SENTRY_SECRET, TOKEN, runs_for
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURES = ROOT / "tests" / "fixtures" / "alerts"
-TOKEN = "rt-alert-token-5d1c"
-SENTRY_SECRET = "rt-sentry-client-secret-77a0"
-
-
-@pytest.fixture(scope="session")
-def deployment_ids(prefect_server: str) -> Iterator[dict[str, uuid.UUID]]:
-    """Every runbook's deployment on the test server (no runner: runs stay SCHEDULED)."""
-    ids = {
-        r.id: r.load_flow().to_deployment(name=r.id).apply() for r in catalogue.CATALOGUE.values()
-    }
-    yield ids
-    with get_client(sync_client=True) as client:
-        for run in client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(ids.values())))
-        ):
-            if run.state_type is not None and run.state_type.value == "SCHEDULED":
-                client.delete_flow_run(run.id)
-
-
-def runs_for(deployment_ids: dict[str, uuid.UUID], database: str) -> list[Any]:
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(
-                id=DeploymentFilterId(any_=list(deployment_ids.values()))
-            ),
-            limit=200,
-        )
-    return [r for r in runs if r.parameters.get("database") == database]
 
 
 class LiveReceiver:
@@ -101,27 +71,6 @@ class LiveReceiver:
         self.client.close()
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def receiver_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    prefix = f"rt-{uuid.uuid4().hex[:8]}:"
-    values = {
-        "ALERT_WEBHOOK_TOKEN": TOKEN,
-        "SENTRY_CLIENT_SECRET": SENTRY_SECRET,
-        "REMEDIATION_REDIS_URL": REDIS_URL,
-        "REMEDIATION_REDIS_PREFIX": prefix,
-        "ALERT_MAX_BODY_BYTES": "65536",
-    }
-    for name in ("ALERT_ROUTES_FILE", "APPROVAL_LINK_SECRET", "RECEIVER_PUBLIC_URL"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in values.items():
-        monkeypatch.setenv(name, value)
-    yield {**env, **values}
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(match=f"{prefix}*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.fixture
@@ -430,3 +379,77 @@ def test_openapi_documents_every_alert_route(live: Callable[..., LiveReceiver]) 
     schema = paths["/alerts/alertmanager"]["post"]["requestBody"]["content"]["application/json"]
     assert "alerts" in json.dumps(schema)
     assert r.client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_signed_link_in_the_approval_message_approves_once(
+    live: Callable[..., LiveReceiver],
+    incident_world: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.approval_links import sign
+    from tests.e2e.conftest import kinds, paused_run, start
+    from tests.httpcapture import CaptureServer
+    from tests.sessions import pids_alive
+
+    w = incident_world
+    slack = CaptureServer()
+    secret = "rt-link-secret-3e9b"
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack.url}/services/T0/B0/X")
+    monkeypatch.setenv("APPROVAL_LINK_SECRET", secret)
+    monkeypatch.setenv("APPROVERS", "alice,bob")
+    r = live()
+    monkeypatch.setenv("RECEIVER_PUBLIC_URL", f"http://127.0.0.1:{r.port}")
+    try:
+        future = start(**w["params"])
+        run_id = paused_run(w["database"])
+        asked = [m.json()["text"] for m in slack.received if "APPROVAL NEEDED" in m.json()["text"]]
+        [link] = [
+            line.rsplit(" ", 1)[1]
+            for line in asked[0].splitlines()
+            if line.startswith("Answer here")
+        ]
+        path = link.removeprefix(f"http://127.0.0.1:{r.port}")
+        assert secret not in asked[0]
+
+        # Opening the link (a chat unfurler does) changes nothing.
+        page = r.client.get(path)
+        assert page.status_code == 200 and "terminate" in page.text and "<form" in page.text
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(uuid.UUID(run_id)).state_type.value == "PAUSED"
+
+        def post(form: str, at: str = path) -> httpx.Response:
+            return r.client.post(
+                at, content=form, headers={"content-type": "application/x-www-form-urlencoded"}
+            )
+
+        assert post("approver=mallory&decision=approve").status_code == 403  # not an approver
+        token = path.rsplit("/", 1)[1]
+        payload, mac = token.split(".")
+        forged = f"/approvals/{payload}.{mac[:-3]}abc"
+        assert post("approver=alice&decision=approve", forged).status_code == 403
+        expired = sign(
+            load_settings().approval_link_secret,  # type: ignore[arg-type]
+            flow_run_id=run_id,
+            incident_id="x",
+            summary="s",
+            ttl_seconds=-1,
+        )
+        gone = post("approver=alice&decision=approve", f"/approvals/{expired}")
+        assert gone.status_code == 403 and "expired" in gone.text
+        assert post("approver=alice&decision=maybe").status_code == 422
+        assert pids_alive(w["idle"]) == w["idle"], "nothing acted before a valid answer"
+
+        taken = post("approver=alice&decision=approve&note=from+slack")
+        assert taken.status_code == 200, taken.text
+        outcome = future.result(timeout=60)
+        assert outcome.status == "resolved"
+        assert outcome.actions[0].approved_by == "alice"
+        assert pids_alive(w["idle"]) == set()
+        assert pids_alive(w["survivors"]) == w["survivors"]
+        assert "approval-answered" in kinds(w["store"], outcome.incident_id)
+
+        reused = post("approver=bob&decision=deny")
+        assert reused.status_code == 409 and "already used" in reused.text
+        assert r.metric('remediate_approval_links_total{result="approve"}') == 1
+    finally:
+        slack.close()
