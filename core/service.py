@@ -138,7 +138,7 @@ def serve(*, host: str, port: int) -> int:
     settings = load_settings()
     process = _own_server()
     if made is not None:
-        _say(f"alert webhook token: made for you in {made} (send it as `Authorization: Bearer …`)")
+        _say(f"alert webhook token: in {made} (send it as `Authorization: Bearer …`)")
     try:
         from deployments.serve import deployments
 

@@ -153,9 +153,10 @@ class Dispatcher:
             return f"dup:{claim.flow_run_id}" if claim.flow_run_id else None
         if claim.degraded:
             self.metrics.degraded.labels("redis").inc()
-        occurrence = alert.starts_at or str(
-            int(self.clock() // self.settings.alert_dedup_ttl_seconds)
-        )
+        # Redeliveries of one occurrence within one dedup window share an idempotency key, so
+        # Prefect starts one run even without Redis; a new window may start a new run.
+        window = int(self.clock() // self.settings.alert_dedup_ttl_seconds)
+        occurrence = f"{alert.starts_at or ''}|{window}"
         idempotency_key = f"alert:{key}:{hashlib.sha256(occurrence.encode()).hexdigest()[:16]}"
         parameters = {**routed.parameters, "requested_by": f"alert:{alert.source}"}
         try:

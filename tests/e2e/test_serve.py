@@ -1,0 +1,152 @@
+"""`remediate serve` as a user runs it: an Alertmanager POST ends in a verified fix in the real
+database, a resolved alert lands on the incident, and Ctrl-C stops everything cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import ROOT, _free_port
+from tests.e2e.conftest import TOKEN, kinds
+from tests.sessions import pids_alive
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+REMEDIATE = str(Path(sys.executable).with_name("remediate"))
+
+
+@pytest.fixture
+def served(
+    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    """`remediate serve` with a route for the world's alert and auto-approval of the fix."""
+    w = incident_world
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        yaml.safe_dump(
+            {
+                "routes": [
+                    {
+                        "runbook": "connection-pool-exhausted",
+                        "match": {"name": "PostgresqlTooManyConnections"},
+                        "parameters": {
+                            "database": "$labels.datname",
+                            "usage_threshold": w["params"]["usage_threshold"],
+                            "idle_minutes": 0,
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ALERT_ROUTES_FILE": str(routes),
+        "AUTO_APPROVE": "connection-pool-exhausted:terminate-idle-sessions:*",
+        "SWEEP_INTERVAL_SECONDS": "3600",
+        "REMEDIATE_HOME": str(tmp_path / "home"),
+    }
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        [REMEDIATE, "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=log.open("w"),  # a file, not a pipe: a full pipe would stall the service
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"remediate serve did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield {**w, "url": url, "process": process, "log": log}
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+def alert(database: str, status: str = "firing") -> bytes:
+    payload = json.loads((ROOT / "tests" / "fixtures" / "alerts" / "alertmanager.json").read_text())
+    payload["status"] = payload["alerts"][0]["status"] = status
+    payload["alerts"][0]["labels"]["datname"] = database
+    return json.dumps(payload).encode()
+
+
+def test_alert_to_verified_fix_through_remediate_serve(served: dict[str, Any]) -> None:
+    w = served
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    started = time.monotonic()
+    response = httpx.post(
+        f"{w['url']}/alerts/alertmanager", content=alert(w["database"]), headers=headers
+    )
+    assert response.status_code == 202, response.text
+    [run_id] = response.json()["flow_run_ids"]
+
+    store = w["store"]
+    deadline = time.monotonic() + 120
+    while True:
+        incident = store.incident_for_flow_run(run_id)
+        if incident is not None and incident.status in {"resolved", "escalated", "failed"}:
+            break
+        assert time.monotonic() < deadline, "the run did not finish in time"
+        time.sleep(0.2)
+    elapsed = time.monotonic() - started
+    assert incident.status == "resolved", kinds(store, incident.id)
+    events = kinds(store, incident.id)
+    assert {"acted", "verified", "resolved"} <= set(events)
+    # The world: the idle sessions are gone, nothing else was touched.
+    assert pids_alive(w["idle"]) == set()
+    assert pids_alive(w["survivors"]) == w["survivors"]
+    print(f"alert to verified fix: {elapsed:.1f} s")
+
+    resolved = httpx.post(
+        f"{w['url']}/alerts/alertmanager",
+        content=alert(w["database"], status="resolved"),
+        headers=headers,
+    )
+    assert resolved.json()["resolved"] == 1
+    assert kinds(store, incident.id)[-1] == "alert-resolved"
+
+    process = w["process"]
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
+    output = w["log"].read_text()
+    assert process.returncode == 0, output[-2000:]
+    assert "remediate stopped" in output and "Traceback" not in output
+
+
+def test_serve_names_a_taken_port_in_one_line(receiver_env: dict[str, str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [REMEDIATE, "serve", "--port", str(port)],
+            env={**os.environ, "REMEDIATE_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"could not listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
