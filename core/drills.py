@@ -1,8 +1,10 @@
 """`remediate drill ID`: a fire drill in a disposable sandbox on the local services.
 
-The drill builds the runbook's incident for real (for connection-pool-exhausted: a sandbox
-database full of idle sessions, plus active and idle-in-transaction ones that must survive), runs
-the runbook against it through the approval gate, prints what changed, and removes the sandbox.
+Every runbook has one (`drills.DRILLS`): the drill builds the runbook's incident for real in a
+sandbox of its own (a database, a Redis key prefix, containers, files), runs the runbook against
+it through the approval gate, prints the plan, the outcome and the state of the sandbox after, and
+removes the sandbox. While it runs, every setting that points at a real system (targets, chat,
+pagers) is cleared, so a drill never touches anything but its sandbox.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ import getpass
 import os
 import select
 import sys
+import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
@@ -21,7 +23,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 
 from core.catalogue import Runbook
 from core.settings import ConfigError
@@ -29,7 +30,45 @@ from core.settings import ConfigError
 __all__ = ["run_drill", "threshold_below"]
 
 ADMIN_URL = os.environ.get("DRILL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-IDLE_SESSIONS = 30
+# Settings that point at real systems: cleared for the drill, whatever the shell or .env says.
+REAL_SYSTEMS = (
+    "TARGET_DATABASE_URL",
+    "TARGET_REDIS_URL",
+    "DOCKER_HOST",
+    "COMPOSE_PROJECT_NAME",
+    "POOLER_SERVICE",
+    "DATABASE_SERVICE",
+    "APP_SERVICE",
+    "FRONTEND_SERVICE",
+    "REDIS_SERVICE",
+    "APP_URL",
+    "FRONTEND_URL",
+    "LOGIN_PROBE_EMAIL",
+    "LOGIN_PROBE_PASSWORD",
+    "ALEMBIC_CONFIG",
+    "MIGRATIONS_DIR",
+    "APP_REPO",
+    "SENTRY_API_URL",
+    "SENTRY_AUTH_TOKEN",
+    "SENTRY_ORG",
+    "SENTRY_PROJECT",
+    "SLACK_WEBHOOK_URL",
+    "PAGERDUTY_ROUTING_KEY",
+    "STATUSPAGE_URL",
+    "GITHUB_REPO",
+    "GITHUB_TOKEN",
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USER",
+    "SMTP_PASSWORD",
+    "SMTP_TLS",
+    "SMTP_SSL",
+    "EMAILS_FROM_EMAIL",
+    "SENDGRID_API_KEY",
+    "SENDGRID_API_URL",
+    "AUTO_APPROVE",
+    "REMEDIATION_KILL_SWITCH",
+)
 
 
 def _say(text: str = "") -> None:
@@ -37,59 +76,22 @@ def _say(text: str = "") -> None:
 
 
 @contextmanager
-def _sandbox_database() -> Iterator[str]:
-    name = f"remediate_drill_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"DRILL_POSTGRES_URL: cannot reach PostgreSQL: {first}") from None
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        _say(f"sandbox database {name} removed")
+def _drill_environment() -> Iterator[None]:
+    """Only the sandbox's settings for the run; the shell's environment and cwd come back after.
 
-
-def _url(database: str) -> str:
-    return ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
-
-
-def _count(database: str, state: str) -> int:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND state = %s"
-            " AND application_name LIKE 'drill-%%'",
-            (database, state),
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _open_incident(database: str) -> list[psycopg.Connection[Any]]:
-    """The incident: a leaking pool's idle sessions, plus sessions that must survive."""
-    url = _url(database)
-    conns = [
-        psycopg.connect(url, autocommit=True, application_name="drill-app-pool")
-        for _ in range(IDLE_SESSIONS)
-    ]
-    worker = psycopg.connect(url, application_name="drill-worker")  # idle in transaction
-    worker.execute("SELECT 1")
-    conns.append(worker)
-    report = psycopg.connect(url, autocommit=True, application_name="drill-report")
-
-    def long_report() -> None:
-        with suppress(psycopg.Error):
-            report.execute("SELECT pg_sleep(600)")
-
-    threading.Thread(target=long_report, daemon=True).start()
-    conns.append(report)
-    time.sleep(0.5)
-    return conns
+    The working directory moves to an empty folder so that no `.env` is read either.
+    """
+    saved, cwd = dict(os.environ), os.getcwd()
+    for name in REAL_SYSTEMS:
+        os.environ.pop(name, None)
+    with tempfile.TemporaryDirectory(prefix="remediate-drill-cwd-") as empty:
+        os.chdir(empty)
+        try:
+            yield
+        finally:
+            os.chdir(cwd)
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 def threshold_below(idle_sessions: int, *, admin_url: str = ADMIN_URL) -> float:
@@ -107,7 +109,8 @@ def threshold_below(idle_sessions: int, *, admin_url: str = ADMIN_URL) -> float:
     return round(float(used - idle_sessions / 2) / float(limit), 4)
 
 
-def _paused_run_id(database: str, future: Future[Any], timeout: float = 60) -> str | None:
+def _paused_run_id(requested_by: str, future: Future[Any], timeout: float = 120) -> str | None:
+    """The drill's run once it waits for an approval (None if it ended without asking)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         FlowRunFilter,
@@ -124,24 +127,23 @@ def _paused_run_id(database: str, future: Future[Any], timeout: float = 60) -> s
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
                 )
             ):
-                if run.parameters.get("database") == database:
+                if run.parameters.get("requested_by") == requested_by:
                     return str(run.id)
             time.sleep(0.3)
     return None
 
 
-def _plan_markdown(database: str) -> str:
+def _plan_markdown(run_id: str) -> str:
     """The plan the approver is shown, as the run recorded it in the store."""
     from core.models import Plan
     from core.settings import load_settings
     from core.store import Store
 
     store = Store.open(load_settings().remediation_database_url)
-    for incident in store.incidents(open_only=True, limit=20):
-        if incident.resource.endswith(f"/{database}"):
-            for event in store.timeline(incident.id):
-                if event.kind == "approval-asked":
-                    return Plan(**event.data["plan"]).to_markdown()
+    incident = store.incident_for_flow_run(run_id)
+    for event in store.timeline(incident.id) if incident else []:
+        if event.kind == "approval-asked":
+            return Plan(**event.data["plan"]).to_markdown()
     return "(plan not found in the store)"
 
 
@@ -163,86 +165,68 @@ def _ask_person(run_id: str, future: Future[Any]) -> bool | None:
 
 
 def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) -> int:
-    if runbook.id != "connection-pool-exhausted":
-        raise ConfigError(f"no drill for {runbook.id} yet")
+    from drills import Sandbox
+    from drills.worlds import DRILLS
+
+    build = DRILLS.get(runbook.id)
+    if build is None:
+        raise ConfigError(f"no drill for {runbook.id}")
     from core.prefect_api import ensure_api, run_settings
 
     ensure_api()
     from prefect.flow_runs import resume_flow_run
 
     _say(f"== Drill: {runbook.id} ({runbook.severity}, seed {runbook.seed}) ==")
-    with _sandbox_database() as database:
-        os.environ["TARGET_DATABASE_URL"] = _url(database)
-        conns = _open_incident(database)
-        try:
-            threshold = threshold_below(IDLE_SESSIONS)
-            _say(
-                f"sandbox database {database}: {_count(database, 'idle')} idle sessions from a"
-                " leaking pool, 1 idle in a transaction, 1 running a report"
-            )
-            _say(f"usage threshold for the drill: {threshold:.1%} of max_connections")
-            flow = runbook.load_flow()
-            future: Future[Any] = Future()
+    with _drill_environment(), Sandbox() as sandbox:
+        world = build(sandbox)
+        for line in world.story:
+            _say(line)
+        requested_by = f"drill-{sandbox.id}"
+        flow = runbook.load_flow()
+        future: Future[Any] = Future()
 
-            def run() -> None:
-                try:
-                    with run_settings():
-                        future.set_result(
-                            flow(
-                                usage_threshold=threshold,
-                                idle_minutes=0,
-                                database=database,
-                                requested_by="drill",
-                            )
-                        )
-                except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                    future.set_exception(exc)
+        def run() -> None:
+            try:
+                with run_settings():
+                    future.set_result(flow(**world.params, requested_by=requested_by))
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                future.set_exception(exc)
 
-            threading.Thread(target=run, daemon=True).start()
-            run_id = _paused_run_id(database, future)
-            if run_id is not None:
-                _say("\n" + _plan_markdown(database))
-                _say(f"The run {run_id} is waiting for an approval.")
-                _say(f"  remediate approve {run_id}            (approve)")
-                _say(f"  remediate approve {run_id} --deny     (decline)\n")
-                if approve_as:
-                    _say(f"approving as {approve_as} (--approve-as)")
-                    resume_flow_run(
-                        UUID(run_id),
-                        run_input={"approve": True, "approver": approve_as, "note": "drill"},
-                    )
-                elif interactive:
-                    answer = _ask_person(run_id, future)
-                    if answer is not None:
-                        with suppress(Exception):
-                            resume_flow_run(
-                                UUID(run_id),
-                                run_input={
-                                    "approve": answer,
-                                    "approver": _person(),
-                                    "note": "drill",
-                                },
-                            )
-                else:
-                    _say("waiting for an answer from another terminal or the Prefect UI…")
-            outcome = future.result()
-            left = _count(database, "idle")
-            _say(f"\noutcome: {outcome.status}; {outcome.summary}")
-            for action in outcome.actions:
-                _say(
-                    f"  {action.name}: {'executed' if action.executed else 'not executed'},"
-                    f" {len(action.targets)} target(s), approved by {action.approved_by}"
+        threading.Thread(target=run, daemon=True).start()
+        run_id = _paused_run_id(requested_by, future)
+        if run_id is not None:
+            _say("\n" + _plan_markdown(run_id))
+            _say(f"The run {run_id} is waiting for an approval.")
+            _say(f"  remediate approve {run_id}            (approve)")
+            _say(f"  remediate approve {run_id} --deny     (decline)\n")
+            if approve_as:
+                _say(f"approving as {approve_as} (--approve-as)")
+                resume_flow_run(
+                    UUID(run_id),
+                    run_input={"approve": True, "approver": approve_as, "note": "drill"},
                 )
+            elif interactive:
+                answer = _ask_person(run_id, future)
+                if answer is not None:
+                    with suppress(Exception):
+                        resume_flow_run(
+                            UUID(run_id),
+                            run_input={"approve": answer, "approver": _person(), "note": "drill"},
+                        )
+            else:
+                _say("waiting for an answer from another terminal or the Prefect UI…")
+        outcome = future.result()
+        _say(f"\noutcome: {outcome.status}; {outcome.summary}")
+        for action in outcome.actions:
             _say(
-                f"idle drill sessions left: {left} of {IDLE_SESSIONS};"
-                f" idle in transaction: {_count(database, 'idle in transaction')};"
-                f" active: {_count(database, 'active')}"
+                f"  {action.name}: {'executed' if action.executed else 'not executed'},"
+                f" {len(action.targets)} target(s), approved by {action.approved_by}"
             )
-            if outcome.incident_id:
-                _say(f"timeline: remediate incident {outcome.incident_id}")
-            return 0 if outcome.status == "resolved" and left == 0 else 1
-        finally:
-            for conn in conns:
-                with suppress(psycopg.Error):
-                    conn.cancel()
-                    conn.close()
+        checks = world.check(outcome)
+        _say("the sandbox after the run:")
+        for ok, line in checks:
+            _say(f"  [{'ok' if ok else 'FAIL'}] {line}")
+        if outcome.incident_id:
+            _say(f"timeline: remediate incident {outcome.incident_id}")
+    _say("sandbox removed: " + (", ".join(sandbox.removed) or "nothing was made"))
+    return 0 if outcome.status == "resolved" and all(ok for ok, _ in checks) else 1

@@ -32,6 +32,7 @@ from core import catalogue
 from core.drills import threshold_below
 from core.models import Outcome
 from core.store import Store
+from drills import ASSETS
 from flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, db_url
 from tests.sessions import Herd, wait_idle
@@ -108,7 +109,7 @@ def kinds(store: Store, incident_id: str | None) -> list[str]:
 
 
 DOCKER_HOST = "unix:///run/podman/podman.sock"
-POOLER_SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "pooler.sh"
+POOLER_SCRIPT = ASSETS / "pooler.sh"
 
 
 def pooler_sessions(database: str, state: str) -> set[int]:

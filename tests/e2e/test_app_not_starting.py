@@ -13,12 +13,13 @@ from typing import Any
 import docker
 import pytest
 
+from drills import ASSETS
 from flows.app_not_starting import app_not_starting
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run_where, start
 from tests.e2e.test_auth_server_health import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-BACKEND = Path(__file__).resolve().parent.parent / "fixtures" / "backend.py"
+BACKEND = ASSETS / "backend.py"
 SECRET = "s3cret-key-canary-0123456789abcdef"
 REQUIRED = "SECRET_KEY POSTGRES_SERVER POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB DOMAIN"
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
 import httpx
 import pytest
 
+from drills import ASSETS
 from flows.auth_server_health import auth_server_health
 from tests.e2e.conftest import (
     DOCKER_HOST,
@@ -24,7 +24,7 @@ from tests.e2e.conftest import (
 )
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-BACKEND = Path(__file__).resolve().parent.parent / "fixtures" / "backend.py"
+BACKEND = ASSETS / "backend.py"
 
 
 def free_port() -> int:

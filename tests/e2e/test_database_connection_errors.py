@@ -11,18 +11,18 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
 import psycopg
 import pytest
 
+from drills import ASSETS
 from flows.database_connection_errors import database_connection_errors
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-SCRIPT = Path(__file__).resolve().parent.parent / "fixtures" / "postgres.sh"
+SCRIPT = ASSETS / "postgres.sh"
 HOST_DIRS = [
     "/usr/lib/postgresql",
     "/usr/share/postgresql",

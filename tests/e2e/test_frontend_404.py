@@ -13,12 +13,13 @@ import docker
 import httpx
 import pytest
 
+from drills import ASSETS
 from flows.frontend_404 import frontend_404
 from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
 from tests.e2e.test_auth_server_health import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-FRONTEND = Path(__file__).resolve().parent.parent / "fixtures" / "frontend.py"
+FRONTEND = ASSETS / "frontend.py"
 SHELL = (
     '<!doctype html><div id="root"></div>'
     '<script type="module" src="/assets/index-4f2a.js"></script>'

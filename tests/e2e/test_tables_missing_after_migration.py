@@ -19,13 +19,14 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
+from drills import ASSETS
 from flows.tables_missing_after_migration import tables_missing_after_migration
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "app_alembic"
+FIXTURE = ASSETS / "app_alembic"
 
 
 class App:

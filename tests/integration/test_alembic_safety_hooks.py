@@ -15,9 +15,10 @@ from alembic.migration import MigrationContext
 from alembic.operations import ops
 
 from core.alembic_safety import process_revision_directives, safe_configure_options
+from drills import ASSETS
 from tests.conftest import db_url
 
-FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "app_alembic"
+FIXTURE = ASSETS / "app_alembic"
 SAFE_ENV = """\
 import sys
 from pathlib import Path

@@ -1,0 +1,362 @@
+"""Benchmark: the alert receiver's throughput and alert-to-verified-fix latency, each against its
+floor measured in the same run.
+
+- storm: N identical Alertmanager alerts from C client threads to a receiver process (real Redis,
+  store, Prefect server on PostgreSQL) against the bare Redis `SET NX` the deduplication does;
+- distinct: M alerts for M different databases, each starting a run, against bare
+  `create_flow_run_from_deployment` calls (what starting a run costs on this Prefect server);
+- latency: `remediate serve` with an auto-approve rule for rate-limiter; per round a key prefix of
+  its own fills with rate-limit buckets without a TTL, an Alertmanager alert is POSTed, and the
+  clock stops when the store says the incident is resolved (verified). Against the bare Redis
+  commands of the same fix (SCAN, TTL, EXPIRE, SCAN again).
+
+    .venv/bin/python bench/receiver.py [--storm 2000] [--distinct 200] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import httpx  # noqa: E402
+import psycopg  # noqa: E402
+import redis  # noqa: E402
+from connection_pool import ADMIN, admin, free_port, url  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+TOKEN = "bench-token"
+ALERT = json.loads((ROOT / "tests" / "fixtures" / "alerts" / "alertmanager.json").read_text())
+THREADS = 32
+
+
+def alert(database: str, *, status: str = "firing", starts_at: str | None = None) -> bytes:
+    payload = json.loads(json.dumps(ALERT))
+    payload["status"] = payload["alerts"][0]["status"] = status
+    payload["alerts"][0]["labels"]["datname"] = database
+    if starts_at:
+        payload["alerts"][0]["startsAt"] = starts_at
+    return json.dumps(payload).encode()
+
+
+def wait_http(address: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{address}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(0.2)
+    sys.exit(f"{address} did not start:\n{log.read_text()[-2000:]}")
+
+
+def rate(n: int, call: Callable[[int], object]) -> float:
+    """Calls per second of `call(i)` for i < n from THREADS threads."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+        list(pool.map(call, range(n)))
+    return n / (time.perf_counter() - started)
+
+
+def receiver_process(home: str, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """The receiver alone (uvicorn, one process), as `remediate serve` runs it."""
+    code = (
+        "import uvicorn; from core.settings import load_settings; from receiver import create_app;"
+        f" uvicorn.run(create_app(load_settings()), host='127.0.0.1', port={port},"
+        " log_level='warning')"
+    )
+    log = Path(home) / "receiver.log"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    return process, log
+
+
+def throughput(args: argparse.Namespace, home: str, prefix: str) -> dict[str, float]:
+    from prefect.client.orchestration import get_client
+
+    from core import catalogue
+
+    deployment = (
+        catalogue.get("connection-pool-exhausted")
+        .load_flow()
+        .to_deployment(name="connection-pool-exhausted")
+        .apply()
+    )
+    port = free_port()
+    process, log = receiver_process(home, port)
+    address = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(address, process, log)
+        client = httpx.Client(
+            base_url=address,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            limits=httpx.Limits(max_connections=THREADS),
+        )
+        # Warm up: imports, the deployment lookup, the store's connection.
+        client.post("/alerts/alertmanager", content=alert("bench_warm"))
+
+        storm_body = alert("bench_storm")
+        answers: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        def post_storm(_: int) -> None:
+            answer = client.post("/alerts/alertmanager", content=storm_body).json()
+            with lock:
+                answers.append(answer)
+
+        storm = rate(args.storm, post_storm)
+        runs = sum(a["accepted"] for a in answers)
+        assert runs == 1 and sum(a["deduplicated"] for a in answers) == args.storm - 1, answers[:3]
+
+        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+
+        def set_nx(i: int) -> None:
+            r.set(f"{prefix}floor:{i % 7}", "x", nx=True, ex=60)
+
+        floor_storm = rate(args.storm, set_nx)
+
+        def post_distinct(i: int) -> None:
+            answer = client.post(
+                "/alerts/alertmanager", content=alert(f"bench_d{i}_{uuid.uuid4().hex[:6]}")
+            ).json()
+            assert answer["accepted"] == 1, answer
+
+        distinct = rate(args.distinct, post_distinct)
+
+        with get_client(sync_client=True) as prefect:
+
+            def create_run(i: int) -> None:
+                prefect.create_flow_run_from_deployment(
+                    deployment, parameters={"database": f"bench_floor_{i}"}
+                )
+
+            floor_distinct = rate(args.distinct, create_run)
+            while runs := prefect.read_flow_runs(limit=200):
+                for run in runs:  # nothing of this part is left for the runner
+                    prefect.delete_flow_run(run.id)
+        client.close()
+        r.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    return {
+        "storm": storm,
+        "floor_storm": floor_storm,
+        "distinct": distinct,
+        "floor_distinct": floor_distinct,
+    }
+
+
+def stuck_buckets(r: redis.Redis, prefix: str, n: int) -> None:
+    """The incident of seed 002 §4: rate-limit counters written without a TTL."""
+    with r.pipeline(transaction=False) as pipe:
+        for i in range(n):
+            pipe.set(f"{prefix}ratelimit:user:{i}", 7)
+        pipe.execute()
+
+
+def bare_fix(r: redis.Redis, prefix: str, window: int) -> float:
+    """What an engineer would type: SCAN the buckets, EXPIRE those without a TTL, SCAN again."""
+    started = time.perf_counter()
+    keys = list(r.scan_iter(match=f"{prefix}ratelimit:*", count=1000))
+    with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.ttl(key)
+        ttls = pipe.execute()
+    with r.pipeline(transaction=False) as pipe:
+        for key, ttl in zip(keys, ttls, strict=True):
+            if ttl == -1:
+                pipe.expire(key, window)
+        pipe.execute()
+    left = [k for k in r.scan_iter(match=f"{prefix}ratelimit:*", count=1000) if r.ttl(k) == -1]
+    assert not left
+    return time.perf_counter() - started
+
+
+def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[float], list[float]]:
+    """rate-limiter, auto-approved, through `remediate serve`: alert to verified fix."""
+    from pydantic import SecretStr
+
+    from core.store import Store
+
+    routes = Path(home) / "routes.yaml"
+    routes.write_text(
+        json.dumps(
+            {
+                "routes": [
+                    {
+                        "runbook": "rate-limiter",
+                        "match": {"name": "RedisRateLimitStuck"},
+                        "parameters": {"key_pattern": f"{prefix}ratelimit:*", "window_seconds": 60},
+                    }
+                ]
+            }
+        )
+    )
+    port = free_port()
+    log = Path(home) / "serve.log"
+    env = {
+        **os.environ,
+        "ALERT_ROUTES_FILE": str(routes),
+        "AUTO_APPROVE": "rate-limiter:*:*",
+        "TARGET_REDIS_URL": "redis://127.0.0.1:6379/0",
+        "SWEEP_INTERVAL_SECONDS": "3600",
+        "REMEDIATE_HOME": home,
+    }
+    remediate = str(Path(sys.executable).with_name("remediate"))
+    process = subprocess.Popen(
+        [remediate, "serve", "--port", str(port)],
+        env=env,
+        cwd=home,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    address = f"http://127.0.0.1:{port}"
+    store = Store.open(SecretStr(os.environ["REMEDIATION_DATABASE_URL"]))
+    r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    flow_times: list[float] = []
+    bare_times: list[float] = []
+    try:
+        wait_http(address, process, log)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        body = json.loads(json.dumps(ALERT))
+        body["alerts"][0]["labels"] = {"alertname": "RedisRateLimitStuck", "severity": "warning"}
+        for round_ in range(args.rounds + 1):  # round 0 warms the runner and the server
+            stuck_buckets(r, prefix, args.buckets)
+            bare_times.append(bare_fix(r, prefix, 60))
+            for key in r.scan_iter(match=f"{prefix}ratelimit:*", count=1000):
+                r.delete(key)
+            stuck_buckets(r, prefix, args.buckets)
+            body["status"] = body["alerts"][0]["status"] = "firing"
+            body["alerts"][0]["startsAt"] = f"2026-01-01T00:00:{round_:02d}Z"
+            started = time.perf_counter()
+            answer = httpx.post(
+                f"{address}/alerts/alertmanager", content=json.dumps(body), headers=headers
+            ).json()
+            [run_id] = answer["flow_run_ids"]
+            deadline = time.monotonic() + 120
+            while True:
+                incident = store.incident_for_flow_run(run_id)
+                if incident is not None and incident.closed_at is not None:
+                    break
+                if time.monotonic() > deadline:
+                    sys.exit(f"round {round_}: no verified fix in 120 s; see {log}")
+                time.sleep(0.01)
+            flow_times.append(time.perf_counter() - started)
+            assert incident.status == "resolved", incident.status
+            assert not [k for k in r.scan_iter(match=f"{prefix}ratelimit:*") if r.ttl(k) == -1]
+            body["status"] = body["alerts"][0]["status"] = "resolved"
+            httpx.post(f"{address}/alerts/alertmanager", content=json.dumps(body), headers=headers)
+            for key in r.scan_iter(match=f"{prefix}ratelimit:*", count=1000):
+                r.delete(key)
+            print(
+                f"round {round_}: bare {bare_times[-1] * 1000:7.1f} ms   alert to verified fix"
+                f" {flow_times[-1] * 1000:7.1f} ms",
+                flush=True,
+            )
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+        r.close()
+    return bare_times[1:], flow_times[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--storm", type=int, default=2000)
+    parser.add_argument("--distinct", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--buckets", type=int, default=200)
+    args = parser.parse_args()
+
+    home = tempfile.mkdtemp(prefix="bench-receiver-")
+    port = free_port()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    os.environ.update(
+        {
+            "PREFECT_HOME": home,
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "REMEDIATION_COOLDOWN_SECONDS": "0",
+            "REMEDIATION_BUDGET_MAX": "100000",
+            "ALERT_WEBHOOK_TOKEN": TOKEN,
+            "REMEDIATION_REDIS_PREFIX": prefix,
+        }
+    )
+    suffix = uuid.uuid4().hex[:8]
+    server_db, store_db, target_db = (f"bench_{k}_{suffix}" for k in ("prefect", "store", "target"))
+    for name in (server_db, store_db, target_db):
+        admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    os.environ["REMEDIATION_DATABASE_URL"] = url(store_db)
+    os.environ["TARGET_DATABASE_URL"] = url(target_db)
+
+    from core.prefect_api import start_server, wait_healthy
+
+    server = start_server(
+        port=port, log_path=Path(home) / "server.log", database_url=url(server_db), ui=False
+    )
+    try:
+        if not wait_healthy(os.environ["PREFECT_API_URL"], timeout=120, process=server):
+            sys.exit("the Prefect server did not start")
+        t = throughput(args, home, prefix)
+        print(f"throughput: {t}", flush=True)
+        b, f = latency(args, home, prefix)
+        print(
+            f"\nreceiver on this machine ({THREADS} client threads; figures in alerts per second)"
+        )
+        print(
+            f"  storm of {args.storm} identical alerts   {t['storm']:8.0f}/s  -> 1 run"
+            f"   (bare Redis SET NX {t['floor_storm']:8.0f}/s; ratio"
+            f" {t['floor_storm'] / t['storm']:.1f} x)"
+        )
+        print(
+            f"  {args.distinct} distinct alerts, a run each  {t['distinct']:8.0f}/s"
+            f"   (bare create_flow_run {t['floor_distinct']:8.0f}/s; ratio"
+            f" {t['floor_distinct'] / t['distinct']:.1f} x)"
+        )
+        p50_f, p50_b = statistics.median(f), statistics.median(b)
+        print(
+            f"\nalert to verified fix: rate-limiter, {args.buckets} stuck buckets, {args.rounds}"
+            " rounds"
+            " (warm-up excluded)"
+        )
+        print(f"  bare SQL of the fix        p50 {p50_b * 1000:8.1f} ms")
+        print(
+            f"  through remediate serve    p50 {p50_f * 1000:8.1f} ms   max {max(f) * 1000:.1f} ms"
+        )
+        print(f"  orchestration share        {(p50_f - p50_b) / p50_f:8.0%}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        for key in r.scan_iter(match=f"{prefix}*"):
+            r.delete(key)
+        for name in (server_db, store_db, target_db):
+            with psycopg.connect(ADMIN, autocommit=True) as conn:
+                conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+                )
+
+
+if __name__ == "__main__":
+    main()
