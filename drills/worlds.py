@@ -469,11 +469,21 @@ def email_delivery(sb: Sandbox) -> World:
         inbox, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
     )
     smtp.start()
-    sb.on_close(lambda: (smtp.stop(), sb.removed.append(f"SMTP server on port {port}")))
+
+    def stop_smtp() -> None:
+        smtp.stop()
+        sb.removed.append(f"SMTP server on port {port}")
+
+    sb.on_close(stop_smtp)
     sendgrid = SendGrid(
         bounces=["otp-user@school.test", "old@school.test"], requests=1000, bounced=20
     )
-    sb.on_close(lambda: (sendgrid.server.shutdown(), sb.removed.append("SendGrid stand-in")))
+
+    def stop_sendgrid() -> None:
+        sendgrid.server.shutdown()
+        sb.removed.append("SendGrid stand-in")
+
+    sb.on_close(stop_sendgrid)
     sb.setenv(
         SMTP_HOST="127.0.0.1",
         SMTP_PORT=str(port),
