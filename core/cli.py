@@ -256,12 +256,18 @@ def sweep(
 def serve(
     host: Annotated[str, typer.Option(help="Address the alert receiver listens on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the alert receiver.")] = 8080,
+    demo: Annotated[
+        bool,
+        typer.Option(
+            "--demo", help="Also raise a local demo incident (rate-limiter) and fix it end to end."
+        ),
+    ] = False,
 ) -> None:
     """The long-running service: every deployment (schedules included) and the alert receiver."""
     from core import service
 
     try:
-        code = service.serve(host=host, port=port)
+        code = service.serve(host=host, port=port, demo=demo)
     except ConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback

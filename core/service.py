@@ -94,7 +94,9 @@ def _own_server() -> subprocess.Popen[bytes] | None:
     return process
 
 
-async def _serve(settings: Settings, served: list[Any], *, host: str, port: int) -> None:
+async def _serve(
+    settings: Settings, served: list[Any], *, host: str, port: int, demo: bool
+) -> None:
     import uvicorn
     from prefect.runner import Runner
 
@@ -103,9 +105,13 @@ async def _serve(settings: Settings, served: list[Any], *, host: str, port: int)
     runner = Runner(name="remediate", query_seconds=1, pause_on_shutdown=False)
     for deployment in served:
         await runner.add_deployment(deployment)  # type: ignore[misc]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_level="warning")
-    )
+    incident = None
+    if demo:
+        from core.demo import Demo
+
+        incident = Demo()
+    app = create_app(settings, extra_routes=[incident.route] if incident else [])
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # Our own signal handling: uvicorn's would re-raise Ctrl-C after its shutdown.
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -123,17 +129,21 @@ async def _serve(settings: Settings, served: list[Any], *, host: str, port: int)
         f" {settings.sweep_interval_seconds} s); alert receiver on http://{host}:{port}"
         " (POST /alerts/alertmanager, /docs, /metrics). Ctrl-C stops."
     )
+    if incident is not None:
+        incident.start(os.environ["RECEIVER_PUBLIC_URL"])
     try:
         await server.main_loop()
     finally:
         _say("remediate: stopping")
+        if incident is not None:
+            incident.close()
         await server.shutdown()
         runner_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await runner_task
 
 
-def serve(*, host: str, port: int) -> int:
+def serve(*, host: str, port: int, demo: bool = False) -> int:
     made = _prepare_environment(host, port)
     settings = load_settings()
     process = _own_server()
@@ -144,7 +154,7 @@ def serve(*, host: str, port: int) -> int:
 
         # Built outside the event loop: Prefect's to_deployment turns async inside one.
         served = deployments(sweep_interval_seconds=settings.sweep_interval_seconds)
-        asyncio.run(_serve(settings, served, host=host, port=port))
+        asyncio.run(_serve(settings, served, host=host, port=port, demo=demo))
     finally:
         if process is not None:
             _say("stopping the local Prefect server")

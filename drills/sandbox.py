@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from core.models import Outcome
 from core.settings import ConfigError
 
 __all__ = ["ADMIN_URL", "DrillUnavailable", "Sandbox", "World"]
@@ -48,7 +47,7 @@ class World:
 
     story: list[str]
     params: dict[str, Any] = field(default_factory=dict)
-    check: Callable[[Outcome], list[Check]]
+    check: Callable[[], list[Check]]
 
 
 def free_port() -> int:

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import psycopg
 
-from core.models import Outcome
 from drills import ASSETS
 from drills.sandbox import (
     ADMIN_URL,
@@ -100,7 +99,7 @@ def connection_pool_exhausted(sb: Sandbox) -> World:
     threshold = threshold_below(IDLE_SESSIONS, admin_url=ADMIN_URL)
     sb.setenv(TARGET_DATABASE_URL=url)
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         idle = _count(database, "idle")
         return [
             (idle == 0, f"idle sessions of the leaking pool left: {idle} of {IDLE_SESSIONS}"),
@@ -136,7 +135,7 @@ def rate_limiter(sb: Sandbox) -> World:
         client.set(key, 2, ex=45)
     sb.setenv(TARGET_REDIS_URL=REDIS_URL)
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         without_ttl = [k for k in stuck if client.ttl(k) == -1]
         intact = [k for k in healthy if client.get(k) == "2" and client.ttl(k) > 0]
         return [
@@ -166,7 +165,7 @@ def rls_auth_failure(sb: Sandbox) -> World:
     baseline = flow(database=database, probe_user_id=ALICE, requested_by="drill-baseline")
     _sql(url, "DROP POLICY auth_policy_select ON users")
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         names = {r[0] for r in _sql(url, "SELECT policyname FROM pg_policies")}
         return [("auth_policy_select" in names, "auth_policy_select is back on users")]
 
@@ -198,7 +197,7 @@ def tables_missing_after_migration(sb: Sandbox) -> World:
     _sql(url, 'DROP TABLE ingestions, "user"')
     sb.setenv(TARGET_DATABASE_URL=url, ALEMBIC_CONFIG=str(root / "alembic.ini"))
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         tables = {
             r[0] for r in _sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
         }
@@ -252,7 +251,7 @@ def database_connection_errors(sb: Sandbox) -> World:
         DATABASE_SERVICE="db",
     )
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         return [(_reachable(url), f"the database on port {port} answers SELECT 1")]
 
     return World(
@@ -308,7 +307,7 @@ def app_not_starting(sb: Sandbox) -> World:
     wait_until(lambda: _container_state(backend) == "exited", timeout=20, what="backend down")
     sb.setenv(DOCKER_HOST=DOCKER_HOST, COMPOSE_PROJECT_NAME=sb.project)
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         worker.reload()
         return [
             (_container_state(backend) == "running" and _answers(url), "the backend is back"),
@@ -331,7 +330,7 @@ def auth_server_health(sb: Sandbox) -> World:
     _answers(url)  # an error line in the log, as real traffic would leave
     sb.setenv(APP_URL=url, DOCKER_HOST=DOCKER_HOST, COMPOSE_PROJECT_NAME=sb.project)
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         return [(_answers(url), "/health answers 200")]
 
     return World(
@@ -370,7 +369,7 @@ def api_500_errors(sb: Sandbox) -> World:
         TARGET_DATABASE_URL=sb.url(database),
     )
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         last = _git(repo, "log", "-1", "--format=%s").strip()
         return [
             (_answers(url, "/api/items"), "/api/items answers 200"),
@@ -399,7 +398,7 @@ def auth_failures(sb: Sandbox) -> World:
         COMPOSE_PROJECT_NAME=sb.project,
     )
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         ok = _answers(url, "/auth/login", method="POST")
         return [(ok, "the probe user logs in")]
 
@@ -438,7 +437,7 @@ def frontend_404(sb: Sandbox) -> World:
     config.write_text(json.dumps({"history_fallback": True}))  # the team redeployed, not reloaded
     sb.setenv(FRONTEND_URL=url, DOCKER_HOST=DOCKER_HOST, COMPOSE_PROJECT_NAME=sb.project)
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         try:
             page = httpx.get(f"{url}/settings/profile", timeout=3)
         except httpx.HTTPError:
@@ -495,7 +494,7 @@ def email_delivery(sb: Sandbox) -> World:
         SENDGRID_API_URL=sendgrid.url,
     )
 
-    def check(_: Outcome) -> list[Check]:
+    def check() -> list[Check]:
         return [
             (sendgrid.deleted == ["otp-user@school.test"], "otp-user@school.test unbounced"),
             ("old@school.test" in sendgrid.bounces, "the other bounce was left alone"),

@@ -13,7 +13,7 @@ import hmac
 import html
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,6 +32,7 @@ from core.settings import ConfigError, Settings
 from core.store import Store
 from receiver import sources
 from receiver.dispatch import Accepted, Dispatcher, Rejected
+from receiver.routing import Route
 from receiver.starter import Starter
 
 __all__ = ["Receiver", "create_app"]
@@ -69,6 +70,7 @@ class Receiver:
         *,
         starter: Starter | None = None,
         store: Store | None = None,
+        extra_routes: Sequence[Route] = (),
     ) -> None:
         if settings.alert_webhook_token is None and settings.sentry_client_secret is None:
             raise ConfigError(
@@ -76,7 +78,9 @@ class Receiver:
                 " accept nothing"
             )
         self.settings = settings
-        self.dispatch = Dispatcher(settings, starter=starter, store=store)
+        self.dispatch = Dispatcher(
+            settings, starter=starter, store=store, extra_routes=extra_routes
+        )
         self.metrics = self.dispatch.metrics
         self.store = self.dispatch.store
 
@@ -189,9 +193,14 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
 
 
 def create_app(
-    settings: Settings, *, starter: Starter | None = None, store: Store | None = None
+    settings: Settings,
+    *,
+    starter: Starter | None = None,
+    store: Store | None = None,
+    extra_routes: Sequence[Route] = (),
 ) -> FastAPI:
-    receiver = Receiver(settings, starter=starter, store=store)
+    """The receiver app; `extra_routes` go before the configured ones (the demo's)."""
+    receiver = Receiver(settings, starter=starter, store=store, extra_routes=extra_routes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from core.models import Alert
 from core.settings import Settings
 from core.store import Store
 from receiver.dedup import Deduplicator
-from receiver.routing import Routed, Router, load_router
+from receiver.routing import Route, Routed, Router, load_router
 from receiver.starter import DeploymentStarter, Starter, StartFailed
 
 __all__ = ["Accepted", "Dispatcher", "Metrics", "Rejected"]
@@ -95,9 +95,12 @@ class Dispatcher:
         starter: Starter | None = None,
         store: Store | None = None,
         clock: Callable[[], float] = time.time,
+        extra_routes: Sequence[Route] = (),
     ) -> None:
         self.settings = settings
         self.router: Router = load_router(settings.alert_routes_file)
+        if extra_routes:  # checked like the file's, and matched before them
+            self.router = Router([*extra_routes, *self.router.routes])
         self.store = store or Store.open(settings.remediation_database_url)
         self.dedup = Deduplicator(
             settings.remediation_redis_url,

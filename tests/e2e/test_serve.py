@@ -150,3 +150,49 @@ def test_serve_names_a_taken_port_in_one_line(receiver_env: dict[str, str], tmp_
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert f"could not listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
+
+
+def test_the_readme_demo_fixes_its_incident_through_a_signed_link(
+    receiver_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`remediate serve --demo`: the alert, the approval link, the fix, the sandbox removed."""
+    import re
+
+    port = _free_port()
+    log = tmp_path / "demo.log"
+    process = subprocess.Popen(
+        [REMEDIATE, "serve", "--demo", "--port", str(port)],
+        env={
+            **os.environ,
+            "REMEDIATE_HOME": str(tmp_path / "home"),
+            "SWEEP_INTERVAL_SECONDS": "3600",
+        },
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def wait_for(pattern: str, timeout: float = 120) -> re.Match[str]:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                found = re.search(pattern, log.read_text())
+                if found:
+                    return found
+                assert process.poll() is None, log.read_text()[-3000:]
+                time.sleep(0.3)
+            raise AssertionError(f"{pattern!r} not seen:\n{log.read_text()[-3000:]}")
+
+        link = wait_for(r"open once: (\S+)").group(1)
+        assert httpx.get(link).status_code == 200
+        taken = httpx.post(link, data={"approver": "demo-tester", "decision": "approve"})
+        assert taken.status_code == 200, taken.text
+        wait_for(r"demo sandbox removed: 8 Redis key")
+        text = log.read_text()
+        assert re.search(r"demo incident \S+: resolved", text)
+        assert "[FAIL]" not in text and text.count("[ok]") == 2
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
+    assert process.returncode == 0
