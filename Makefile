@@ -1,5 +1,5 @@
 # The README's commands. `make demo` runs the product on a local incident; `make test` is what CI runs.
-.PHONY: setup demo test test-unit lint format bench clean
+.PHONY: setup demo test test-unit lint format bench prefect-yaml clean
 
 VENV := .venv/bin
 
@@ -7,7 +7,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(VENV)/remediate drill connection-pool-exhausted
+	$(VENV)/remediate serve --demo
 
 test: setup lint
 	$(VENV)/pytest -q
@@ -27,6 +27,10 @@ format:
 
 bench: setup
 	$(VENV)/python bench/connection_pool.py
+	$(VENV)/python bench/receiver.py
+
+prefect-yaml:
+	$(VENV)/python -m deployments.prefect_yaml
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache
