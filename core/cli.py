@@ -131,6 +131,9 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the run failed: one line, and the outcome says so
+        from core import monitoring
+
+        monitoring.capture_exception(exc)
         outcome = Outcome(
             runbook=runbook.id,
             status="failed",
@@ -338,12 +341,21 @@ def incidents(
 def incident(
     incident_id: Annotated[str, typer.Argument(metavar="ID")],
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    postmortem: Annotated[
+        bool, typer.Option("--postmortem", help="Print the post-mortem draft (P1/P2).")
+    ] = False,
 ) -> None:
-    """One incident and its timeline."""
+    """One incident and its timeline (or its post-mortem draft)."""
     store = _store()
     found = store.incident(incident_id)
     if found is None:
         _fail(f"no incident {incident_id}", code=1)
+    if postmortem:
+        draft = store.postmortem(incident_id)
+        if draft is None:
+            _fail(f"incident {incident_id} has no post-mortem draft (P1/P2, once the run ends)", 1)
+        typer.echo(draft, nl=False)
+        return
     events = store.timeline(incident_id)
     if as_json:
         typer.echo(
@@ -391,6 +403,12 @@ def drill(
 
 def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    try:  # the product reports its own errors when SENTRY_DSN is set
+        from core import monitoring
+
+        monitoring.init(load_settings())
+    except ConfigError:
+        pass  # the command itself names the bad setting
     app()
 
 

@@ -16,8 +16,9 @@ from datetime import datetime
 
 from prefect import get_run_logger, runtime
 
-from core import approval_links, catalogue, safety
+from core import approval_links, catalogue, lifecycle, monitoring, safety
 from core.approval import ApprovalPolicy, auto_approval_rule, request_approval
+from core.comms import IncidentComms
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
 from core.settings import Settings
 from core.store import LockTimeout, Store
@@ -74,6 +75,7 @@ class IncidentRun:
     findings: list[Finding]
     causes: list[str]
     flow_run_id: str | None
+    comms: IncidentComms
 
     @classmethod
     def open(
@@ -100,6 +102,7 @@ class IncidentRun:
             flow_run_id=flow_run_id,
             requested_by=requester,
         )
+        monitoring.tag_incident(runbook=runbook.id, incident_id=incident.id, settings=settings)
         run = cls(
             runbook=runbook,
             resource=resource,
@@ -110,9 +113,18 @@ class IncidentRun:
             findings=list(findings),
             causes=[],
             flow_run_id=flow_run_id,
+            comms=IncidentComms.for_incident(incident, settings=settings, store=store),
         )
-        run._record("detected", detail="; ".join(_failed(findings)), findings=findings)
-        run._notify(notify.declare(run._card, impact=impact))
+        targets = lifecycle.targets_for(runbook.id, runbook.severity, settings)
+        run._record(
+            "detected",
+            detail="; ".join(_failed(findings)),
+            findings=findings,
+            severity=runbook.severity,
+            response_target_minutes=targets.response.total_seconds() / 60,
+            resolution_target_minutes=targets.resolution.total_seconds() / 60,
+        )
+        run.comms.declared(impact=impact, opened_at=incident.opened_at)
         return run
 
     @staticmethod
@@ -130,14 +142,7 @@ class IncidentRun:
 
     @property
     def _card(self) -> notify.IncidentCard:
-        return notify.IncidentCard(
-            title=f"{self.runbook.id} on {self.resource}",
-            severity=self.runbook.severity,
-            component=self.runbook.component,
-            incident_id=self.incident_id,
-            owner=self.settings.incident_owner,
-            eta=self.runbook.eta,
-        )
+        return self.comms.card
 
     def _record(
         self,
@@ -156,10 +161,7 @@ class IncidentRun:
         )
 
     def _notify(self, text: str) -> None:
-        if self.settings.slack_webhook_url is None:
-            return
-        delivered = notify.post_slack(self.settings.slack_webhook_url, text)
-        self._record("notified", detail=text.splitlines()[0], channel="slack", delivered=delivered)
+        self.comms.slack(text)
 
     # Phases a flow reports.
 
@@ -173,6 +175,7 @@ class IncidentRun:
             causes=diagnosis.causes,
             suggestions=diagnosis.suggestions,
         )
+        self.comms.raise_severity(self.causes)
 
     def planned(self, plan: Plan) -> None:
         self._record("planned", detail=plan.summary, plan=plan.model_dump(mode="json"))
@@ -191,7 +194,7 @@ class IncidentRun:
         return Outcome(
             runbook=self.runbook.id,
             status=status,
-            severity=self.runbook.severity,
+            severity=self.comms.severity,
             incident_id=self.incident_id,
             flow_run_id=self.flow_run_id,
             findings=self.findings,
@@ -204,6 +207,7 @@ class IncidentRun:
     def dry_run(self, plan: Plan) -> Outcome:
         self._record("dry-run", detail="dry run: the plan was not carried out")
         self.store.close_incident(self.incident_id, status="planned")
+        self.comms.ended("planned", causes=self.causes)
         return self.outcome("planned", actions=_not_executed(plan), summary=plan.summary)
 
     def escalate(
@@ -214,9 +218,13 @@ class IncidentRun:
         actions: Sequence[ActionResult] = (),
         verified: bool = False,
     ) -> Outcome:
-        self._record("escalated", detail=reason)
+        self._record("escalated", detail=reason, level="L1", reason=reason)
         self.store.set_incident_status(self.incident_id, status=status)
-        self._notify(notify.escalated(self._card, reason=reason, evidence=_failed(self.findings)))
+        if status == "failed":
+            monitoring.capture_message(f"{self.runbook.id} failed: {reason}")
+        self.comms.ended(
+            status, causes=self.causes, needs_person=reason, evidence=_failed(self.findings)
+        )
         return self.outcome(status, actions=actions, verified=verified, summary=reason)
 
     def resolve(
@@ -234,6 +242,7 @@ class IncidentRun:
                 prevention=prevention,
             )
         )
+        self.comms.ended("resolved", causes=self.causes, resolution=resolution)
         return self.outcome("resolved", actions=actions, verified=True, summary=resolution)
 
     def _opened_at(self) -> datetime:

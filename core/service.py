@@ -153,7 +153,10 @@ def serve(*, host: str, port: int, demo: bool = False) -> int:
         from deployments.serve import deployments
 
         # Built outside the event loop: Prefect's to_deployment turns async inside one.
-        served = deployments(sweep_interval_seconds=settings.sweep_interval_seconds)
+        served = deployments(
+            sweep_interval_seconds=settings.sweep_interval_seconds,
+            watchdog_interval_seconds=settings.watchdog_interval_seconds,
+        )
         asyncio.run(_serve(settings, served, host=host, port=port, demo=demo))
     finally:
         if process is not None:

@@ -7,6 +7,7 @@ with one line naming the variable, which the CLI turns into exit code 2.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -25,6 +26,22 @@ class ConfigError(Exception):
 def _csv(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _pairs(value: object) -> object:
+    """`NAME=VALUE,NAME=VALUE` into a dict (a dict or JSON object passes through)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text)
+        pairs = {}
+        for item in filter(None, (part.strip() for part in text.split(","))):
+            name, sep, raw = item.partition("=")
+            if not sep or not name.strip():
+                raise ValueError(f"{item!r} is not NAME=VALUE")
+            pairs[name.strip()] = raw.strip()
+        return pairs
     return value
 
 
@@ -120,6 +137,19 @@ class Settings(BaseSettings):
     receiver_public_url: str | None = None
     approval_link_secret: SecretStr | None = None
 
+    # The incident lifecycle: clocks, escalation, notifications (docs/lifecycle.md).
+    # Resolution targets in seconds by runbook id or severity: `P1=900,rate-limiter=120`.
+    incident_targets: Annotated[dict[str, int], NoDecode] = Field(default_factory=dict)
+    # Who each level is: `L1=@devops-oncall,L2=@backend-lead,L3=@architect,tech-lead=…,security=…`.
+    escalation_contacts: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    statuspage_api_key: SecretStr | None = None
+    # Status page component ids by catalogue component: `Postgres Database=abc123,…`.
+    statuspage_components: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    github_api_url: str = "https://api.github.com"
+    notify_attempts: int = Field(default=3, ge=1, le=10)
+    watchdog_interval_seconds: int = Field(default=60, ge=5)
+
     # Scheduled health sweeps.
     sweep_interval_seconds: int = Field(default=300, ge=10)
     # More databases on TARGET_DATABASE_URL's server for the database runbooks to sweep.
@@ -153,6 +183,9 @@ class Settings(BaseSettings):
     _split_csv = field_validator("approvers", "auto_approve", "sweep_databases", mode="before")(
         _csv
     )
+    _split_pairs = field_validator(
+        "incident_targets", "escalation_contacts", "statuspage_components", mode="before"
+    )(_pairs)
 
     @field_validator("target_database_url")
     @classmethod

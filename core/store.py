@@ -180,6 +180,29 @@ class Store:
                 (incident_id, kind, actor, resource, detail, Jsonb(data or {})),
             )
 
+    def record_once(self, incident_id: str, kind: str, *, detail: str = "") -> bool:
+        """Record `kind` unless the incident has one already (False then); safe across processes."""
+        with self._lock:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._conn = _connect(self._url.get_secret_value())
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_advisory_xact_lock(%s)",
+                    (zlib.crc32(f"{incident_id}:{kind}".encode()),),
+                )
+                cur.execute(
+                    "SELECT 1 FROM incident_events WHERE incident_id = %s AND kind = %s",
+                    (incident_id, kind),
+                )
+                if cur.fetchone():
+                    return False
+                cur.execute(
+                    """INSERT INTO incident_events (incident_id, kind, detail, data)
+                       VALUES (%s, %s, %s, '{}')""",
+                    (incident_id, kind, detail),
+                )
+        return True
+
     def incident(self, incident_id: str) -> Incident | None:
         with self._cursor() as cur:
             cur.execute("SELECT * FROM incidents WHERE id::text = %s", (incident_id,))
@@ -213,6 +236,27 @@ class Store:
             )
             row = cur.fetchone()
         return _incident(row) if row else None
+
+    def set_incident_severity(self, incident_id: str, *, severity: Severity) -> None:
+        with self._cursor() as cur:
+            cur.execute("UPDATE incidents SET severity = %s WHERE id = %s", (severity, incident_id))
+
+    def save_postmortem(self, incident_id: str, markdown: str) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO postmortems (incident_id, markdown) VALUES (%s, %s)
+                   ON CONFLICT (incident_id) DO UPDATE SET markdown = EXCLUDED.markdown,
+                       written_at = clock_timestamp()""",
+                (incident_id, markdown),
+            )
+
+    def postmortem(self, incident_id: str) -> str | None:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT markdown FROM postmortems WHERE incident_id::text = %s", (incident_id,)
+            )
+            row = cur.fetchone()
+        return str(row["markdown"]) if row else None
 
     # Alerts the receiver took, and single-use approval links.
 

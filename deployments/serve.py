@@ -1,4 +1,5 @@
-"""Every deployment of the product: one per runbook of the catalogue, plus `health-sweep`.
+"""Every deployment of the product: one per runbook of the catalogue, `health-sweep` and the
+`incident-watchdog`.
 
 Each runbook deployment is named after its runbook id and takes the flow's typed parameters, so
 the Prefect UI shows a form for manual runs; `health-sweep` runs every SWEEP_INTERVAL_SECONDS.
@@ -16,10 +17,18 @@ from core import catalogue
 SWEEP = "health-sweep"
 DEFAULT_SWEEP_INTERVAL = 300
 SWEEP_DESCRIPTION = "Every runbook's detector, read-only; starts the runbook for each finding"
+WATCHDOG = "incident-watchdog"
+WATCHDOG_DESCRIPTION = "Escalates open incidents past their resolution target (orphaned runs too)"
+DEFAULT_WATCHDOG_INTERVAL = 60
 
 
-def deployments(*, sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL) -> list[Any]:
+def deployments(
+    *,
+    sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL,
+    watchdog_interval_seconds: int = DEFAULT_WATCHDOG_INTERVAL,
+) -> list[Any]:
     from flows.health_sweep import health_sweep
+    from flows.incident_watchdog import incident_watchdog
 
     runbooks = [
         runbook.load_flow().to_deployment(
@@ -35,7 +44,13 @@ def deployments(*, sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL) -> list
         description=SWEEP_DESCRIPTION,
         interval=timedelta(seconds=sweep_interval_seconds),
     )
-    return [*runbooks, sweep]
+    watchdog = incident_watchdog.to_deployment(
+        name=WATCHDOG,
+        tags=["watchdog"],
+        description=WATCHDOG_DESCRIPTION,
+        interval=timedelta(seconds=watchdog_interval_seconds),
+    )
+    return [*runbooks, sweep, watchdog]
 
 
 def main() -> None:
@@ -43,7 +58,13 @@ def main() -> None:
 
     from core.settings import load_settings
 
-    serve(*deployments(sweep_interval_seconds=load_settings().sweep_interval_seconds))
+    settings = load_settings()
+    serve(
+        *deployments(
+            sweep_interval_seconds=settings.sweep_interval_seconds,
+            watchdog_interval_seconds=settings.watchdog_interval_seconds,
+        )
+    )
 
 
 if __name__ == "__main__":

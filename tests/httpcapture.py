@@ -14,6 +14,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    method: str = "POST"
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -21,21 +22,28 @@ class Received:
 
 @dataclass
 class CaptureServer:
+    """Answers `status` with `body` to every request, and keeps each one (method in `method`)."""
+
     status: int = 200
+    body: bytes = b"ok"
     received: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         capture = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+            def _take(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
-                capture.received.append(
-                    Received(self.path, dict(self.headers), self.rfile.read(length))
-                )
+                received = Received(self.path, dict(self.headers), self.rfile.read(length))
+                received.method = self.command
+                capture.received.append(received)
                 self.send_response(capture.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(capture.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(capture.body)
+
+            do_POST = do_PATCH = do_GET = do_PUT = _take  # noqa: N815
 
             def log_message(self, *args: object) -> None:
                 pass

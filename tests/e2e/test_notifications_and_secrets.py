@@ -92,5 +92,6 @@ def test_failing_slack_delays_nothing_and_loses_no_event(
         "acted",
         "verified",
         "resolved",
+        "post-mortem",
     ]
     assert len(slack.received) == 6  # three tries for each of the two messages

@@ -19,7 +19,7 @@ def test_prefect_yaml_is_generated_from_the_catalogue() -> None:
 def test_prefect_yaml_declares_every_runbook_and_the_sweep() -> None:
     config = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     declared = {d["name"]: d for d in config["deployments"]}
-    assert set(declared) == {*catalogue.CATALOGUE, "health-sweep"}
+    assert set(declared) == {*catalogue.CATALOGUE, "health-sweep", "incident-watchdog"}
     for runbook_id, deployment in declared.items():
         path, function = deployment["entrypoint"].split(":")
         assert function == runbook_id.replace("-", "_")
@@ -27,6 +27,7 @@ def test_prefect_yaml_declares_every_runbook_and_the_sweep() -> None:
         if runbook_id in catalogue.CATALOGUE:
             assert path == catalogue.get(runbook_id).flow_module.replace(".", "/") + ".py"
     assert declared["health-sweep"]["schedules"][0]["interval"] > 0
+    assert declared["incident-watchdog"]["schedules"][0]["interval"] > 0
 
 
 def test_served_deployments_have_a_typed_parameter_form() -> None:
@@ -34,9 +35,10 @@ def test_served_deployments_have_a_typed_parameter_form() -> None:
 
     from deployments.serve import deployments
 
-    served = deployments(sweep_interval_seconds=60)
-    assert [d.name for d in served] == [*catalogue.CATALOGUE, "health-sweep"]
-    assert served[-1].schedules and served[-1].schedules[0].schedule.interval.total_seconds() == 60
+    served = deployments(sweep_interval_seconds=60, watchdog_interval_seconds=30)
+    assert [d.name for d in served] == [*catalogue.CATALOGUE, "health-sweep", "incident-watchdog"]
+    intervals = [d.schedules[0].schedule.interval.total_seconds() for d in served[-2:]]
+    assert intervals == [60, 30]
     schema = parameter_schema(catalogue.get("connection-pool-exhausted").load_flow().fn)
     properties = schema.model_dump()["properties"]
     assert {"usage_threshold", "idle_minutes", "dry_run", "auto_approve"} <= set(properties)

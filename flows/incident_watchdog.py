@@ -1,0 +1,53 @@
+"""The incident watchdog: no incident outlives its clock unnoticed (seed 000's escalation path).
+
+A run escalates its own incident when the resolution target passes, even while it waits for an
+approval. A run can die, though (its process killed while paused: PREFECT-NOTES.md), and then
+nothing would. Every `WATCHDOG_INTERVAL_SECONDS` this flow reads the open incidents in the store
+and escalates each one past its target that has not been escalated for it yet, with the same
+checklist, messages and page as the run's own clock (one `target-missed` per incident, whoever
+gets there first).
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from pydantic import BaseModel, Field
+
+from core import lifecycle
+from core.comms import IncidentComms
+from core.settings import load_settings
+from core.store import Store
+
+__all__ = ["WatchdogReport", "incident_watchdog"]
+
+FLOW = "incident-watchdog"
+
+
+class WatchdogReport(BaseModel):
+    open_incidents: int = 0
+    escalated: list[str] = Field(default_factory=list)
+
+
+@flow(name=FLOW, log_prints=True)
+def incident_watchdog() -> WatchdogReport:
+    """Escalate every open incident past its resolution target that nobody escalated yet."""
+    settings = load_settings()
+    store = Store.open(settings.remediation_database_url)
+    now = store.now()
+    report = WatchdogReport()
+    for incident in store.incidents(open_only=True, limit=1000):
+        report.open_incidents += 1
+        targets = lifecycle.targets_for(incident.runbook, incident.severity, settings)
+        if now < incident.opened_at + targets.resolution:
+            continue
+        if any(e.kind == "target-missed" for e in store.timeline(incident.id)):
+            continue
+        comms = IncidentComms.for_incident(incident, settings=settings, store=store)
+        comms.target_missed()
+        comms.flush()
+        report.escalated.append(incident.id)
+    print(
+        f"incident watchdog: {report.open_incidents} open incident(s),"
+        f" {len(report.escalated)} escalated now"
+    )
+    return report
