@@ -183,4 +183,4 @@ def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> N
     listed = json.loads(remediate("incidents", "--open", "--json").stdout)
     assert incident_id in {i["id"] for i in listed}
     shown = json.loads(remediate("incident", incident_id, "--json").stdout)
-    assert [e["kind"] for e in shown["timeline"]][-1] == "escalated"
+    assert [e["kind"] for e in shown["timeline"]][-2:] == ["escalated", "post-mortem"]

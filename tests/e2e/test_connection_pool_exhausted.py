@@ -51,6 +51,7 @@ def test_approved_run_terminates_exactly_the_planned_sessions(
         "acted",
         "verified",
         "resolved",
+        "post-mortem",  # a P1: the draft is written once the run ends
     ]
     answered = events[4]
     assert answered.actor == "alice" and answered.data == {"approve": True, "note": "pool is full"}
@@ -66,7 +67,11 @@ def test_declined_run_changes_nothing(incident_world: dict[str, Any]) -> None:
     assert outcome.status == "declined" and not outcome.actions[0].executed
     assert pids_alive(w["idle"]) == w["idle"]
     assert pids_alive(w["survivors"]) == w["survivors"]
-    assert kinds(w["store"], outcome.incident_id)[-2:] == ["approval-answered", "escalated"]
+    assert kinds(w["store"], outcome.incident_id)[-3:] == [
+        "approval-answered",
+        "escalated",
+        "post-mortem",
+    ]
 
 
 def test_timed_out_approval_escalates_and_changes_nothing(
@@ -77,7 +82,11 @@ def test_timed_out_approval_escalates_and_changes_nothing(
     outcome = start(**w["params"]).result(timeout=60)
     assert outcome.status == "timed-out" and outcome.exit_code == 1
     assert pids_alive(w["idle"]) == w["idle"]
-    assert kinds(w["store"], outcome.incident_id)[-2:] == ["approval-timed-out", "escalated"]
+    assert kinds(w["store"], outcome.incident_id)[-3:] == [
+        "approval-timed-out",
+        "escalated",
+        "post-mortem",
+    ]
 
 
 def test_dry_run_plans_and_changes_nothing(incident_world: dict[str, Any]) -> None:
