@@ -243,11 +243,20 @@ def deployment_ids(prefect_server: str) -> Iterator[dict[str, uuid.UUID]]:
         r.id: r.load_flow().to_deployment(name=r.id).apply() for r in catalogue.CATALOGUE.values()
     }
     yield ids
+    delete_scheduled_runs()
+
+
+def delete_scheduled_runs() -> None:
+    """Runs the receiver or the sweep started with no runner to take them: gone, so that a later
+    `remediate serve` on this server does not run them against databases dropped since."""
     with get_client(sync_client=True) as client:
-        for run in client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=list(ids.values())))
+        while runs := client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+            ),
+            limit=200,
         ):
-            if run.state_type is not None and run.state_type.value == "SCHEDULED":
+            for run in runs:
                 client.delete_flow_run(run.id)
 
 
@@ -277,6 +286,7 @@ def receiver_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     yield {**env, **values}
+    delete_scheduled_runs()
     client = redis.Redis.from_url(REDIS_URL)
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from core import safety
 from core.models import Plan, PlannedAction
 from core.store import LockTimeout, Store, StoreUnavailable
-from tests.conftest import db_url, drop_database
+from tests.conftest import create_database, db_url, drop_database
 
 
 @pytest.fixture
@@ -61,9 +61,50 @@ def test_store_creates_its_database_and_schema_once() -> None:
             "incident_events",
             "snapshots",
             "controls",
+            "alerts",
+            "approval_links_used",
+            "postmortems",
             "alembic_version",
         } <= tables
-        assert version == "0001"
+        assert version == "0003"  # head
+    finally:
+        drop_database(name)
+
+
+def test_an_older_store_is_brought_to_head_on_first_use() -> None:
+    """A store left at the first schema by an older version keeps its incidents and gains the
+    new tables the first time this version opens it."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from core import store as store_module
+
+    name = create_database("rt_old")
+    url = db_url(name)
+    try:
+        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.connect() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(store_module.MIGRATIONS))
+            config.attributes["connection"] = connection
+            command.upgrade(config, "0001")
+            connection.commit()
+        engine.dispose()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO incidents (id, runbook, severity, status, resource, title)"
+                " VALUES (gen_random_uuid(), 'rate-limiter', 'P2', 'open', 'redis://r', 't')"
+            )
+        store = Store.open(SecretStr(url))
+        [kept] = store.incidents()
+        assert kept.runbook == "rate-limiter"
+        store.save_postmortem(kept.id, "# draft")
+        assert store.postmortem(kept.id) == "# draft"
+        store.close()
+        with psycopg.connect(url) as conn:
+            (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert version == "0003"
     finally:
         drop_database(name)
 
