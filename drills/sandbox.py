@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +26,7 @@ from psycopg import sql
 
 from core.settings import ConfigError
 
-__all__ = ["ADMIN_URL", "DrillUnavailable", "Sandbox", "World"]
+__all__ = ["ADMIN_URL", "DrillUnavailable", "Sandbox", "World", "git", "reachable"]
 
 ADMIN_URL = os.environ.get("DRILL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DRILL_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -54,6 +55,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def reachable(url: str) -> bool:
+    """Whether PostgreSQL at `url` answers a query."""
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False
+
+
+def git(repo: Path | str, *args: str) -> str:
+    """`git -C repo ARGS…` (a list, never a shell); its output."""
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:

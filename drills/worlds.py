@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,8 @@ from drills.sandbox import (
     Sandbox,
     World,
     free_port,
+    git,
+    reachable,
     wait_until,
 )
 
@@ -39,14 +40,6 @@ def _answers(url: str, path: str = "/health", *, method: str = "GET", status: in
     try:
         return httpx.request(method, url + path, timeout=2, json={}).status_code == status
     except httpx.HTTPError:
-        return False
-
-
-def _reachable(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2) as conn:
-            return conn.execute("SELECT 1").fetchone() == (1,)
-    except psycopg.OperationalError:
         return False
 
 
@@ -242,7 +235,7 @@ def database_connection_errors(sb: Sandbox) -> World:
         },
     )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    wait_until(lambda: _reachable(url), timeout=60, what="the database container did not answer")
+    wait_until(lambda: reachable(url), timeout=60, what="the database container did not answer")
     container.stop(timeout=5)
     sb.setenv(
         TARGET_DATABASE_URL=url,
@@ -252,7 +245,7 @@ def database_connection_errors(sb: Sandbox) -> World:
     )
 
     def check() -> list[Check]:
-        return [(_reachable(url), f"the database on port {port} answers SELECT 1")]
+        return [(reachable(url), f"the database on port {port} answers SELECT 1")]
 
     return World(
         story=[
@@ -340,24 +333,18 @@ def auth_server_health(sb: Sandbox) -> World:
     )
 
 
-def _git(repo: Any, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
 def api_500_errors(sb: Sandbox) -> World:
     repo = sb.tmp / "app"
     repo.mkdir()
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "dev@app.drill.test")
-    _git(repo, "config", "user.name", "Dev")
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "dev@app.drill.test")
+    git(repo, "config", "user.name", "Dev")
     (repo / "features.json").write_text(json.dumps({"items_crash": False}))
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "release 1.0")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "release 1.0")
     backend, url = _backend(sb, FEATURES="/repo/features.json", mounts={str(repo): "/repo"})
     (repo / "features.json").write_text(json.dumps({"items_crash": True}))
-    _git(repo, "commit", "-qam", "items: read ocr_provider")
+    git(repo, "commit", "-qam", "items: read ocr_provider")
     backend.restart(timeout=1)  # the deploy
     wait_until(lambda: _answers(url), timeout=30, what="the deployed backend did not answer")
     database = sb.database()
@@ -370,7 +357,7 @@ def api_500_errors(sb: Sandbox) -> World:
     )
 
     def check() -> list[Check]:
-        last = _git(repo, "log", "-1", "--format=%s").strip()
+        last = git(repo, "log", "-1", "--format=%s").strip()
         return [
             (_answers(url, "/api/items"), "/api/items answers 200"),
             (last.startswith("Revert"), f"last commit: {last}"),

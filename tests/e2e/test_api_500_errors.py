@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +12,12 @@ import docker
 import httpx
 import pytest
 
+from drills.sandbox import git
 from flows.api_500_errors import api_500_errors
 from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
 from tests.e2e.test_auth_server_health import BACKEND, free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout
 
 
 @pytest.fixture

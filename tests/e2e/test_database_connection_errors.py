@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from drills import ASSETS
+from drills.sandbox import reachable
 from flows.database_connection_errors import database_connection_errors
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
 
@@ -38,14 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def reachable(url: str) -> bool:
-    try:
-        with psycopg.connect(url, connect_timeout=2) as conn:
-            return conn.execute("SELECT 1").fetchone() == (1,)
-    except psycopg.OperationalError:
-        return False
 
 
 @pytest.fixture

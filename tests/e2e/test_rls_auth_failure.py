@@ -4,7 +4,6 @@ back to the known-good snapshot, checked by querying as `authenticated` with a u
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from drills.sandbox import git
 from flows.rls_auth_failure import rls_auth_failure
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
@@ -45,12 +45,6 @@ def policies(database: str) -> list[tuple[Any, ...]]:
 
 def params(database: str, **extra: Any) -> dict[str, Any]:
     return {"database": database, "probe_user_id": supabase.ALICE, **extra}
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout
 
 
 @pytest.fixture
