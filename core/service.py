@@ -2,8 +2,9 @@
 
 - a Prefect server: `PREFECT_API_URL` when the user has one, else a local one on 127.0.0.1:4200
   (embedded SQLite), started as this process's child and stopped with it;
-- every deployment served from this process (runbooks on demand, `health-sweep` on its schedule),
-  each run a subprocess of the runner;
+- every deployment served from this process (runbooks on demand, `health-sweep` and the
+  `incident-watchdog` on their schedules), each run a subprocess of the runner; a run an alert
+  starts executes at once in this process instead (`core/warm.py`), while a worker is free;
 - the alert receiver (uvicorn) on `--host`/`--port`.
 
 Ctrl-C (or SIGTERM) stops the receiver, then the runner, then the server it started. When no
@@ -105,12 +106,20 @@ async def _serve(
     runner = Runner(name="remediate", query_seconds=1, pause_on_shutdown=False)
     for deployment in served:
         await runner.add_deployment(deployment)  # type: ignore[misc]
+    from core.warm import WarmExecutor
+    from receiver.starter import DeploymentStarter
+
     incident = None
     if demo:
         from core.demo import Demo
 
         incident = Demo()
-    app = create_app(settings, extra_routes=[incident.route] if incident else [])
+    warm = WarmExecutor(workers=settings.warm_workers)
+    app = create_app(
+        settings,
+        starter=DeploymentStarter(executor=warm),
+        extra_routes=[incident.route] if incident else [],
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # Our own signal handling: uvicorn's would re-raise Ctrl-C after its shutdown.
     loop = asyncio.get_running_loop()
@@ -135,6 +144,7 @@ async def _serve(
         await server.main_loop()
     finally:
         _say("remediate: stopping")
+        warm.stop()
         if incident is not None:
             incident.close()
         await server.shutdown()

@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     # More databases on TARGET_DATABASE_URL's server for the database runbooks to sweep.
     sweep_databases: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_concurrency: int = Field(default=8, ge=1, le=64)
+    # Runs an alert starts that `remediate serve` executes in its own process at once.
+    warm_workers: int = Field(default=4, ge=1, le=32)
 
     # The product itself.
     remediation_database_url: SecretStr = SecretStr(DEFAULT_STORE_URL)

@@ -8,8 +8,11 @@ alert starts at most one run even when deduplication in Redis is not available.
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
+
+if TYPE_CHECKING:
+    from core.warm import WarmExecutor
 
 __all__ = ["DeploymentStarter", "StartFailed", "Starter"]
 
@@ -25,10 +28,17 @@ class Starter(Protocol):
 
 
 class DeploymentStarter:
-    """Creates flow runs through the Prefect API (`PREFECT_API_URL`)."""
+    """Creates flow runs through the Prefect API (`PREFECT_API_URL`).
 
-    def __init__(self) -> None:
+    With a `WarmExecutor` (under `remediate serve`) a run is created Pending and executed in this
+    process at once, while the executor has a free worker; otherwise it is created Scheduled for
+    whatever serves the deployment (the runner, a worker).
+    """
+
+    def __init__(self, *, executor: WarmExecutor | None = None) -> None:
         from prefect.client.orchestration import get_client
+
+        self._executor = executor
 
         self._client = get_client(sync_client=True)
         self._client.__enter__()
@@ -56,20 +66,35 @@ class DeploymentStarter:
         self, deployment: str, *, parameters: dict[str, Any], idempotency_key: str, tags: list[str]
     ) -> str:
         import httpx
+        from prefect.states import Pending
 
+        warm = self._executor is not None and self._executor.reserve()
         try:
             run = self._client.create_flow_run_from_deployment(
                 self._deployment_id(deployment),
                 parameters=parameters,
                 idempotency_key=idempotency_key,
                 tags=tags,
+                state=Pending() if warm else None,
             )
         except StartFailed:
+            if warm:
+                assert self._executor is not None
+                self._executor.release()
             raise
         except (httpx.HTTPError, RuntimeError) as exc:
+            if warm:
+                assert self._executor is not None
+                self._executor.release()
             raise StartFailed(
                 f"the Prefect server did not take the run: {type(exc).__name__}"
             ) from None
+        if warm:
+            assert self._executor is not None
+            if run.state_type is not None and run.state_type.value == "PENDING":
+                self._executor.submit(deployment, run)
+            else:  # an idempotent repeat of a run that already exists: nothing to execute
+                self._executor.release()
         return str(run.id)
 
     def close(self) -> None:

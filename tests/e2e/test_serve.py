@@ -196,3 +196,75 @@ def test_the_readme_demo_fixes_its_incident_through_a_signed_link(
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
     assert process.returncode == 0
+
+
+def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
+    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A run the alert started in the service's own process, paused for an approval when Ctrl-C
+    comes: the service exits at once, the run is marked Crashed, its incident stays open (for the
+    watchdog) and nothing was changed."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from tests.e2e.conftest import paused_run
+
+    w = incident_world
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        yaml.safe_dump(
+            {
+                "routes": [
+                    {
+                        "runbook": "connection-pool-exhausted",
+                        "match": {"name": "PostgresqlTooManyConnections"},
+                        "parameters": {
+                            "database": "$labels.datname",
+                            "usage_threshold": w["params"]["usage_threshold"],
+                            "idle_minutes": 0,
+                        },
+                    }
+                ]
+            }
+        )
+    )
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    process = subprocess.Popen(
+        [REMEDIATE, "serve", "--port", str(port)],
+        env={**os.environ, "ALERT_ROUTES_FILE": str(routes), "REMEDIATE_HOME": str(tmp_path)},
+        cwd=tmp_path,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        response = httpx.post(
+            f"{url}/alerts/alertmanager",
+            content=alert(w["database"]),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        [run_id] = response.json()["flow_run_ids"]
+        assert paused_run(w["database"]) == run_id
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, log.read_text()[-2000:]
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(UUID(run_id)).state
+    assert state is not None and state.type.value == "CRASHED"
+    incident = w["store"].incident_for_flow_run(run_id)
+    assert incident is not None and incident.closed_at is None
+    assert pids_alive(w["idle"]) == w["idle"]

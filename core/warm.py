@@ -1,0 +1,100 @@
+"""The warm executor of `remediate serve`: alert-started runs execute in the serving process.
+
+Prefect's runner starts a process per flow run (about 3 s here to spawn it and import Prefect and
+the flows: bench/README.md). For a run an alert starts, `serve` skips that: the receiver creates
+the run already Pending (so the runner, which polls Scheduled runs, never takes it) and hands it
+to a few daemon threads of this process, where the runbook's modules are already imported.
+When they are all busy the run is created Scheduled instead, for the runner. On shutdown, runs
+still executing here are marked Crashed, so none is left Running with nothing behind it; their
+incidents stay open in the store for the watchdog.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+__all__ = ["WarmExecutor"]
+
+log = logging.getLogger(__name__)
+
+
+class WarmExecutor:
+    def __init__(self, *, workers: int = 4) -> None:
+        self._jobs: queue.Queue[Any] = queue.Queue()
+        self._idle = threading.Semaphore(workers)
+        self._active: dict[str, Any] = {}
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        for number in range(workers):
+            threading.Thread(target=self._work, name=f"warm-run-{number}", daemon=True).start()
+
+    def reserve(self) -> bool:
+        """Take a free worker for the next run (False: all busy, let the runner take it)."""
+        return not self._stopping.is_set() and self._idle.acquire(blocking=False)
+
+    def release(self) -> None:
+        """Give back a worker `reserve()` took for a run that was not created."""
+        self._idle.release()
+
+    def submit(self, runbook_id: str, flow_run: Any) -> None:
+        """Run `flow_run` (created Pending) of `runbook_id` on the worker `reserve()` took; a run
+        handed over before (an idempotent repeat) gives the worker back instead."""
+        with self._lock:
+            repeat = str(flow_run.id) in self._seen
+            self._seen.add(str(flow_run.id))
+        if repeat:
+            self._idle.release()
+            return
+        self._jobs.put((runbook_id, flow_run))
+
+    def _work(self) -> None:
+        while True:
+            runbook_id, flow_run = self._jobs.get()
+            with self._lock:
+                self._active[str(flow_run.id)] = flow_run
+            try:
+                self._run(runbook_id, flow_run)
+            except BaseException as exc:  # noqa: BLE001 - a run never takes the service down
+                log.warning("flow run %s ended with %s", flow_run.id, type(exc).__name__)
+            finally:
+                with self._lock:
+                    self._active.pop(str(flow_run.id), None)
+                self._idle.release()
+
+    @staticmethod
+    def _run(runbook_id: str, flow_run: Any) -> None:
+        from prefect.flow_engine import run_flow_sync
+
+        from core import catalogue
+        from core.prefect_api import run_settings
+
+        flow = catalogue.get(runbook_id).load_flow()
+        with run_settings():
+            run_flow_sync(
+                flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
+            )
+
+    def stop(self) -> None:
+        """Mark the runs still executing here Crashed (the process is going away)."""
+        self._stopping.set()
+        with self._lock:
+            active = list(self._active.values())
+        if not active:
+            return
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            for flow_run in active:
+                try:
+                    client.set_flow_run_state(
+                        flow_run.id,
+                        Crashed(message="remediate serve stopped while this run was executing"),
+                        force=True,
+                    )
+                except Exception as exc:  # noqa: BLE001 - shutting down; say so and go on
+                    log.warning("could not mark flow run %s crashed: %s", flow_run.id, exc)
