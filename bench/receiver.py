@@ -340,7 +340,7 @@ def main() -> None:
             " rounds"
             " (warm-up excluded)"
         )
-        print(f"  bare SQL of the fix        p50 {p50_b * 1000:8.1f} ms")
+        print(f"  bare commands of the fix   p50 {p50_b * 1000:8.1f} ms")
         print(
             f"  through remediate serve    p50 {p50_f * 1000:8.1f} ms   max {max(f) * 1000:.1f} ms"
         )
