@@ -1,7 +1,8 @@
 """Alert deduplication in the product's Redis: one run per incident, however often it is reported.
 
-`claim(key)` is one `SET NX EX`: the first alert of an incident takes the key and starts the run;
-later ones within the TTL find it and are counted as duplicates (the key then holds the run's id).
+`claim(key)` is one round trip (a `SET NX EX` that returns what the key holds when it is taken):
+the first alert of an incident takes the key and starts the run; later ones within the TTL find it
+and are counted as duplicates (the key then holds the run's id).
 If Redis does not answer, every alert is let through (`degraded`): Prefect's idempotency key still
 makes redeliveries of one occurrence start one run. After a failure Redis is left alone for a few
 seconds, so a dead Redis costs one timeout, not one per alert.
@@ -21,6 +22,11 @@ __all__ = ["Claim", "Deduplicator"]
 
 log = logging.getLogger(__name__)
 PENDING = "pending"
+# SET NX EX, or the value already there: one round trip on any Redis version.
+CLAIM = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+"""
 RETRY_AFTER_SECONDS = 5.0
 
 
@@ -39,6 +45,7 @@ class Deduplicator:
             socket_timeout=0.5,
             decode_responses=True,
         )
+        self._claim = self._client.register_script(CLAIM)
         self._prefix = f"{prefix}alert:"
         self._ttl = ttl_seconds
         self._down_until = 0.0
@@ -65,13 +72,13 @@ class Deduplicator:
         if not self._available():
             return Claim(new=True, degraded=True)
         try:
-            if self._client.set(self._key(key), PENDING, nx=True, ex=self._ttl):
-                return Claim(new=True)
-            held = self._client.get(self._key(key))
+            held = self._claim(keys=[self._key(key)], args=[PENDING, self._ttl])
         except redis.RedisError as exc:
             self._failed(exc)
             return Claim(new=True, degraded=True)
-        run_id = str(held) if held else None
+        if held is None:
+            return Claim(new=True)
+        run_id = str(held)
         return Claim(new=False, flow_run_id=run_id if run_id != PENDING else None)
 
     def remember(self, key: str, flow_run_id: str) -> None:
