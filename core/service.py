@@ -101,13 +101,15 @@ async def _serve(
     import uvicorn
     from prefect.runner import Runner
 
+    from core.warm import WarmExecutor
     from receiver import create_app
+    from receiver.starter import DeploymentStarter
 
     runner = Runner(name="remediate", query_seconds=1, pause_on_shutdown=False)
-    for deployment in served:
+    deployment_ids = [
         await runner.add_deployment(deployment)  # type: ignore[misc]
-    from core.warm import WarmExecutor
-    from receiver.starter import DeploymentStarter
+        for deployment in served
+    ]
 
     incident = None
     if demo:
@@ -132,6 +134,11 @@ async def _serve(
         await server.startup()
     except SystemExit:
         raise ConfigError(f"the receiver could not listen on {host}:{port}") from None
+    recovered = WarmExecutor.recover(deployment_ids)
+    if recovered:
+        _say(
+            f"remediate: {recovered} alert run(s) left pending by a stopped serve go to the runner"
+        )
     runner_task = asyncio.create_task(runner.start())
     _say(
         f"remediate: serving {len(served)} deployments (health-sweep every"

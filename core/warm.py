@@ -78,6 +78,51 @@ class WarmExecutor:
                 flow, flow_run=flow_run, parameters=flow_run.parameters, return_type="state"
             )
 
+    @staticmethod
+    def recover(deployment_ids: list[Any], *, older_than_seconds: float = 30.0) -> int:
+        """Hand back to the runner the alert runs a `serve` created Pending and never executed
+        (it was killed between its 202 and the run): they become Scheduled again, so every alert
+        answered 202 still gets its run. A live executor takes its runs within milliseconds, so
+        runs younger than `older_than_seconds` are left alone (another `serve` may own them).
+        Returns how many were handed back."""
+        from datetime import UTC, datetime, timedelta
+
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            DeploymentFilter,
+            DeploymentFilterId,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Scheduled
+
+        recovered = 0
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING]))
+                ),
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
+                limit=200,
+            )
+            cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
+            for flow_run in runs:
+                if "alert" not in (flow_run.tags or []) or (
+                    flow_run.created is not None and flow_run.created > cutoff
+                ):
+                    continue
+                client.set_flow_run_state(
+                    flow_run.id,
+                    Scheduled(
+                        message="recovered: the serve that took it stopped before running it"
+                    ),
+                    force=True,
+                )
+                recovered += 1
+        return recovered
+
     def stop(self) -> None:
         """Mark the runs still executing here Crashed (the process is going away)."""
         self._stopping.set()

@@ -453,3 +453,58 @@ def test_a_signed_link_in_the_approval_message_approves_once(
         assert r.metric('remediate_approval_links_total{result="approve"}') == 1
     finally:
         slack.close()
+
+
+def test_alert_runs_a_killed_serve_left_pending_go_back_to_the_runner(
+    receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    """Under `serve` an alert's run is created Pending and executed in-process; if the process
+    is killed between its 202 and the run, the next `serve` hands the run to the runner."""
+    from prefect.states import Pending
+
+    from core.warm import WarmExecutor
+
+    database = unique_db()
+    with get_client(sync_client=True) as client:
+        orphan = client.create_flow_run_from_deployment(
+            deployment_ids["connection-pool-exhausted"],
+            parameters={"database": database},
+            tags=["alert"],
+            state=Pending(),
+        )
+        manual = client.create_flow_run_from_deployment(
+            deployment_ids["connection-pool-exhausted"],
+            parameters={"database": database},
+            tags=["manual"],
+            state=Pending(),
+        )
+    assert WarmExecutor.recover(list(deployment_ids.values())) == 0  # too young: may be owned
+    assert WarmExecutor.recover(list(deployment_ids.values()), older_than_seconds=0) == 1
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(orphan.id).state_type.value == "SCHEDULED"
+        assert client.read_flow_run(manual.id).state_type.value == "PENDING"  # not an alert's
+        client.delete_flow_run(manual.id)
+
+
+def test_under_serve_an_alert_run_executes_in_the_receivers_process(
+    receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID], sandbox: str
+) -> None:
+    """With a warm executor the run is created Pending and executed here at once (no runner)."""
+    from core.warm import WarmExecutor
+    from receiver.starter import DeploymentStarter
+
+    warm = WarmExecutor(workers=1)
+    r = LiveReceiver(create_app(load_settings(), starter=DeploymentStarter(executor=warm)))
+    try:
+        payload = am_payload(sandbox)
+        payload["alerts"][0]["labels"]["alertname"] = "connection-pool-exhausted"
+        [run_id] = r.post("/alerts/alertmanager", payload).json()["flow_run_ids"]
+        deadline = time.monotonic() + 60
+        with get_client(sync_client=True) as client:
+            while (
+                state := client.read_flow_run(uuid.UUID(run_id)).state_type.value
+            ) != "COMPLETED":
+                assert state in {"PENDING", "RUNNING"} and time.monotonic() < deadline, state
+                time.sleep(0.1)
+    finally:
+        r.close()
