@@ -73,7 +73,8 @@ def verify(secret: SecretStr, token: str, *, now: float | None = None) -> LinkCl
     payload, dot, mac = token.partition(".")
     if not dot or not payload or not mac or len(token) > 2048:
         raise LinkError("this approval link is malformed")
-    if not hmac.compare_digest(_mac(secret, payload), mac):
+    # Bytes, not str: compare_digest refuses non-ASCII str, and a link can carry anything.
+    if not hmac.compare_digest(_mac(secret, payload).encode(), mac.encode("utf-8", "replace")):
         raise LinkError("this approval link is not valid (bad signature)")
     try:
         claims = json.loads(_unb64(payload))

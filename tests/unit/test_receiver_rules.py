@@ -206,3 +206,6 @@ def test_forged_tampered_and_expired_links_are_refused() -> None:
         approval_links.verify(SECRET, token, now=1060)
     with pytest.raises(approval_links.LinkError, match="malformed"):
         approval_links.verify(SECRET, "no-dot-here")
+    # Found by the fuzzer: a non-ASCII token once raised TypeError (a 500).
+    with pytest.raises(approval_links.LinkError, match="bad signature"):
+        approval_links.verify(SECRET, "0.\u0080")
