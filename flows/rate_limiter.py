@@ -51,7 +51,8 @@ def plan_repair(
         if (r := stuck_reason(b, window_seconds=window_seconds, limit=limit))
     ]
     expire = [(b, r) for b, r in stuck if b.ttl == -1 and r.startswith("no TTL")]
-    delete = [(b, r) for b, r in stuck if (b, r) not in expire]
+    expiring = {b.key for b, _ in expire}  # a set: a plan can name thousands of buckets
+    delete = [(b, r) for b, r in stuck if b.key not in expiring]
     actions = []
     for name, chosen, what in (
         (EXPIRE, expire, f"EXPIRE {{key}} {window_seconds}"),

@@ -99,6 +99,8 @@ class PgTarget(BaseModel):
                 autocommit=True,
                 connect_timeout=self.connect_timeout,
                 application_name=APPLICATION_NAME,
+                # A SQL_ASCII server (a bare `initdb`) would otherwise hand text back as bytes.
+                client_encoding="utf8",
             )
         except psycopg.OperationalError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "connection failed"

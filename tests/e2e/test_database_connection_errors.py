@@ -131,3 +131,50 @@ def test_running_container_with_wrong_settings_is_escalated_not_restarted(
     db["container"].reload()
     assert db["container"].attrs["State"]["StartedAt"] == started
     assert CANARY not in json.dumps(outcome.model_dump())
+
+
+def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
+    db: dict[str, Any],
+) -> None:
+    """Fault: the guarded PostgreSQL dies between the plan and the approval. The approved plan is
+    re-read, no longer holds, and nothing is half-done; the incident escalates with the reason."""
+    from core.drills import threshold_below
+    from flows.connection_pool_exhausted import connection_pool_exhausted
+    from tests.e2e.conftest import kinds
+
+    url = db["url"]
+    idle = [psycopg.connect(url, autocommit=True, application_name="app-pool") for _ in range(20)]
+    try:
+        threshold = threshold_below(20, admin_url=url)
+        future = start(
+            flow=connection_pool_exhausted,
+            usage_threshold=threshold,
+            idle_minutes=0,
+            database="postgres",
+            requested_by="fault-target-down",
+        )
+        from tests.e2e.conftest import paused_run_where
+
+        run_id = paused_run_where("requested_by", "fault-target-down")
+        db["container"].stop(timeout=10)
+        answer(run_id, approve=True, approver="ana")
+        outcome = future.result(timeout=120)
+    finally:
+        for conn in idle:
+            conn.close()
+    assert outcome.status == "escalated"
+    assert "the plan no longer holds" in outcome.summary
+    assert not any(a.executed for a in outcome.actions)
+    from core.settings import load_settings
+    from core.store import Store
+
+    store = Store.open(load_settings().remediation_database_url)
+    events = kinds(store, outcome.incident_id)
+    assert "acted" not in events and "escalated" in events
+    db["container"].start()
+    deadline = time.monotonic() + 60
+    while not reachable(url):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]

@@ -1,0 +1,102 @@
+"""What every benchmark sets up: a Prefect server on PostgreSQL, the incident store and a target
+database of its own, removed afterwards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def url(db: str) -> str:
+    return ADMIN.rsplit("/", 1)[0] + f"/{db}"
+
+
+def create_db(name: str) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_db(name: str) -> None:
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def median_of(rounds: int, measure: Callable[[], float]) -> float:
+    import statistics
+
+    measure()  # warm-up
+    return statistics.median(measure() for _ in range(rounds))
+
+
+def timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def parallel(n: int, call: Callable[[int], Any], workers: int = 8) -> list[Any]:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(call, range(n)))
+
+
+@contextmanager
+def bench_environment(**env: str) -> Iterator[dict[str, str]]:
+    """A Prefect server on PostgreSQL and the store, both in databases of their own; `env` and
+    PREFECT_API_URL set for this process. Yields the names: server, store, target."""
+    from core.prefect_api import start_server, wait_healthy
+
+    home = tempfile.mkdtemp(prefix="bench-")
+    port = free_port()
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"bench_{k}_{suffix}" for k in ("prefect", "store", "target")}
+    for name in names.values():
+        create_db(name)
+    os.environ.update(
+        {
+            "PREFECT_HOME": home,
+            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "REMEDIATION_COOLDOWN_SECONDS": "0",
+            "REMEDIATION_BUDGET_MAX": "100000",
+            "REMEDIATION_DATABASE_URL": url(names["store"]),
+            "TARGET_DATABASE_URL": url(names["target"]),
+            **env,
+        }
+    )
+    server = start_server(
+        port=port, log_path=Path(home) / "server.log", database_url=url(names["prefect"]), ui=False
+    )
+    try:
+        if not wait_healthy(os.environ["PREFECT_API_URL"], timeout=120, process=server):
+            sys.exit("the Prefect server did not start")
+        yield {**names, "home": home}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        for name in names.values():
+            drop_db(name)

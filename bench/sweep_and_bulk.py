@@ -1,0 +1,183 @@
+"""Benchmarks: health-sweep across 1, 10 and 50 target databases, and bulk remediation plans
+(thousands of stuck rate-limit buckets, every idle session the server allows) against the bare
+commands, each floor measured in the same run.
+
+    .venv/bin/python bench/sweep_and_bulk.py [--rounds 3] [--buckets 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+
+from common import ADMIN, bench_environment, create_db, drop_db, median_of, timed, url
+
+import psycopg  # isort: skip
+import redis  # isort: skip
+
+SWEPT = ["connection-pool-exhausted", "database-connection-errors", "rls-auth-failure"]
+
+
+def sweep_scaling(rounds: int) -> dict[int, float]:
+    """Seconds for one sweep of the database runbooks across N databases (no runs started)."""
+    from core.prefect_api import run_settings
+    from flows.health_sweep import health_sweep
+
+    extra = [f"bench_sweep_{uuid.uuid4().hex[:6]}_{i}" for i in range(49)]
+    for name in extra:
+        create_db(name)
+    try:
+        results = {}
+        for n in (1, 10, 50):
+            targets = extra[: n - 1]
+
+            def once(targets: list[str] = targets) -> float:
+                with run_settings():
+                    return timed(
+                        lambda: health_sweep(runbooks=SWEPT, databases=targets, start_runs=False)
+                    )
+
+            results[n] = median_of(rounds, once)
+            print(f"sweep of {n:2d} database(s): {results[n] * 1000:8.0f} ms", flush=True)
+        return results
+    finally:
+        for name in extra:
+            drop_db(name)
+
+
+def bulk_buckets(n: int, rounds: int) -> tuple[float, float]:
+    """rate-limiter repairing `n` stuck buckets in one plan, against SCAN + EXPIRE by hand."""
+    from core.prefect_api import run_settings
+    from flows.rate_limiter import rate_limiter
+
+    r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"bench-bulk-{uuid.uuid4().hex[:6]}:"
+
+    def stuck() -> None:
+        with r.pipeline(transaction=False) as pipe:
+            for i in range(n):
+                pipe.set(f"{prefix}ratelimit:u{i}", 9)
+            pipe.execute()
+
+    def bare() -> float:
+        stuck()
+        started = time.perf_counter()
+        keys = list(r.scan_iter(match=f"{prefix}ratelimit:*", count=1000))
+        with r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.ttl(key)
+            ttls = pipe.execute()
+        with r.pipeline(transaction=False) as pipe:
+            for key, ttl in zip(keys, ttls, strict=True):
+                if ttl == -1:
+                    pipe.expire(key, 60)
+            pipe.execute()
+        return time.perf_counter() - started
+
+    def flow() -> float:
+        stuck()
+        started = time.perf_counter()
+        with run_settings():
+            outcome = rate_limiter(
+                key_pattern=f"{prefix}ratelimit:*", window_seconds=60, auto_approve=True
+            )
+        elapsed = time.perf_counter() - started
+        assert outcome.status == "resolved", outcome.summary
+        assert sum(len(a.targets) for a in outcome.actions) == n
+        return elapsed
+
+    try:
+        return median_of(rounds, bare), median_of(rounds, flow)
+    finally:
+        for key in r.scan_iter(match=f"{prefix}*", count=1000):
+            r.delete(key)
+        r.close()
+
+
+def bulk_sessions(target: str, rounds: int) -> tuple[int, float, float]:
+    """connection-pool-exhausted terminating every idle session the server has room for."""
+    from core.drills import threshold_below
+    from core.prefect_api import run_settings
+    from flows.connection_pool_exhausted import connection_pool_exhausted
+
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('max_connections')::int - (SELECT count(*) FROM"
+            " pg_stat_activity WHERE backend_type = 'client backend')"
+        ).fetchone()
+    n = max(10, int(row[0]) - 15) if row else 50  # leave room for the server, store and flow
+
+    def open_idle() -> list[psycopg.Connection]:
+        conns = [psycopg.connect(url(target), autocommit=True) for _ in range(n)]
+        time.sleep(0.1)
+        return conns
+
+    def bare() -> float:
+        conns = open_idle()
+        started = time.perf_counter()
+        with psycopg.connect(url(target), autocommit=True) as conn:
+            pids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'idle'"
+                    " AND pid <> pg_backend_pid()",
+                    (target,),
+                )
+            ]
+            conn.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) p", (pids,))
+        elapsed = time.perf_counter() - started
+        for c in conns:
+            c.close()
+        return elapsed
+
+    def flow() -> float:
+        conns = open_idle()
+        limit = threshold_below(n, admin_url=ADMIN)
+        started = time.perf_counter()
+        with run_settings():
+            outcome = connection_pool_exhausted(
+                usage_threshold=limit, idle_minutes=0, auto_approve=True, requested_by="bench"
+            )
+        elapsed = time.perf_counter() - started
+        assert outcome.status == "resolved", outcome.summary
+        assert len(outcome.actions[0].targets) == n
+        for c in conns:
+            c.close()
+        return elapsed
+
+    return n, median_of(rounds, bare), median_of(rounds, flow)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--buckets", type=int, default=5000)
+    args = parser.parse_args()
+    env = {
+        "REMEDIATION_MAX_BLAST_RADIUS": str(args.buckets * 2),
+        "TARGET_REDIS_URL": "redis://127.0.0.1:6379/0",
+    }
+    with bench_environment(**env) as names:
+        os.environ["SWEEP_CONCURRENCY"] = os.environ.get("SWEEP_CONCURRENCY", "8")
+        sweep = sweep_scaling(args.rounds)
+        bare_b, flow_b = bulk_buckets(args.buckets, args.rounds)
+        n, bare_s, flow_s = bulk_sessions(names["target"], args.rounds)
+    print(f"\nhealth-sweep, {len(SWEPT)} database runbooks per database, medians of {args.rounds}")
+    for k, v in sweep.items():
+        print(f"  {k:2d} database(s)   {v * 1000:8.0f} ms   ({v / sweep[1]:.1f} x one database)")
+    print(f"  50 databases cost {sweep[50] / sweep[1]:.1f} x one (linear would be 50 x)")
+    print(f"\nbulk plans, medians of {args.rounds}")
+    print(
+        f"  {args.buckets} stuck buckets: bare {bare_b * 1000:8.0f} ms, rate-limiter"
+        f" {flow_b * 1000:8.0f} ms ({flow_b / bare_b:.1f} x)"
+    )
+    print(
+        f"  {n} idle sessions: bare {bare_s * 1000:8.0f} ms, connection-pool-exhausted"
+        f" {flow_s * 1000:8.0f} ms ({flow_s / bare_s:.1f} x)"
+    )
+
+
+if __name__ == "__main__":
+    main()
