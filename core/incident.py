@@ -318,15 +318,26 @@ class IncidentRun:
                     }
                 )
 
-        decision = request_approval(
-            plan=plan,
-            incident_id=self.incident_id,
-            requester=self.requester,
-            policy=approval_policy,
-            store=self.store,
-            auto_approve=auto_approve,
-            announce=lambda: self._announce_approval(plan),
-        )
+        try:
+            decision = request_approval(
+                plan=plan,
+                incident_id=self.incident_id,
+                requester=self.requester,
+                policy=approval_policy,
+                store=self.store,
+                auto_approve=auto_approve,
+                announce=lambda: self._announce_approval(plan),
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. the Prefect server gone for good
+            # Waiting for the answer broke (Prefect's client retries ride out a short outage):
+            # nothing was changed, and the incident is handed to a person now, not left silent.
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            return self.escalate(
+                f"the approval could not be awaited ({type(exc).__name__}: {first});"
+                " nothing was changed",
+                status="failed",
+                actions=_not_executed(plan),
+            )
         if decision.status == "declined":
             return self.escalate(
                 f"plan declined by {decision.approver}; nothing was changed",

@@ -184,3 +184,89 @@ def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> N
     assert incident_id in {i["id"] for i in listed}
     shown = json.loads(remediate("incident", incident_id, "--json").stdout)
     assert [e["kind"] for e in shown["timeline"]][-2:] == ["escalated", "post-mortem"]
+
+
+@pytest.mark.parametrize("client_retries", ["default", "none"])
+def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
+    incident_world: dict[str, Any], tmp_path: Path, client_retries: str
+) -> None:
+    """Fault: the Prefect server restarts while `remediate run` waits for an approval. The run
+    keeps waiting through the outage, the answer given afterwards counts, and the fix goes on.
+
+    Prefect's client retries ride out a restart: the answer given afterwards counts and the fix
+    goes on. With them off (as for an outage longer than they last) the wait breaks: nothing is
+    changed and the incident escalates at once; it never stays open and silent."""
+    import os
+
+    import httpx
+
+    from core.prefect_api import start_server, wait_healthy
+    from tests.conftest import _free_port, create_database, db_url, drop_database
+    from tests.sessions import pids_alive
+
+    w = incident_world
+    port, name = _free_port(), create_database("rt_prefect_restart")
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path)}
+    run_env = {**env, "PREFECT_CLIENT_MAX_RETRIES": "0"} if client_retries == "none" else env
+
+    def server() -> Any:
+        process = start_server(
+            port=port, log_path=tmp_path / "server.log", database_url=db_url(name), ui=False
+        )
+        assert wait_healthy(api, timeout=120, process=process), (
+            tmp_path / "server.log"
+        ).read_text()
+        return process
+
+    prefect = server()
+    run = None
+    try:
+        run = subprocess.Popen(
+            [REMEDIATE, *run_args(w, "--json")],
+            env=run_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            paused = httpx.post(
+                f"{api}/flow_runs/filter",
+                json={"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}},
+            ).json()
+            if paused:
+                run_id = paused[0]["id"]
+                break
+            assert time.monotonic() < deadline and run.poll() is None, "the run did not pause"
+            time.sleep(0.3)
+        prefect.terminate()
+        prefect.wait(timeout=30)
+        time.sleep(3)  # the run polls a server that is not there
+        prefect = server()
+        subprocess.run(
+            [REMEDIATE, "approve", run_id, "--as", "alice"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        out, err = run.communicate(timeout=120)
+        incident = w["store"].incident_for_flow_run(run_id)
+        assert incident is not None
+        events = [e.kind for e in w["store"].timeline(incident.id)]
+        if client_retries == "default":
+            assert run.returncode == 0, err[-3000:]
+            assert json.loads(out)["status"] == "resolved"
+            assert pids_alive(w["idle"]) == set()
+            assert events.count("approval-answered") == 1 and "acted" in events
+        else:
+            assert incident.status == "failed" and "escalated" in events, events
+            assert "acted" not in events
+            assert pids_alive(w["idle"]) == w["idle"]
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        prefect.terminate()
+        prefect.wait(timeout=30)
+        drop_database(name)
