@@ -91,7 +91,12 @@ def test_a_p1_waiting_for_approval_escalates_on_time_with_the_checklist(
     assert checklist[6].startswith("[x] Notified team in #incidents channel")
     assert checklist[5].startswith("[x] Checked status page")
 
-    time.sleep(1)  # deliveries run in the background
+    deadline = time.monotonic() + 15  # deliveries run in the background
+    while not [
+        p for p in pd_events(channels["pagerduty"])[1:] if "escalated" in p["payload"]["summary"]
+    ] or not [t for t in texts(channels["slack"]) if t.startswith("🔺 INCIDENT ESCALATED")]:
+        assert time.monotonic() < deadline, "the escalation reached neither Slack nor PagerDuty"
+        time.sleep(0.1)
     message = [t for t in texts(channels["slack"]) if t.startswith("🔺 INCIDENT ESCALATED")]
     assert message and "Escalated to: @senior-dev" in message[0]
     assert "Before you escalate (filled in by the run):" in message[0]

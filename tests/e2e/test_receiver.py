@@ -402,7 +402,14 @@ def test_a_signed_link_in_the_approval_message_approves_once(
     try:
         future = start(**w["params"])
         run_id = paused_run(w["database"])
-        asked = [m.json()["text"] for m in slack.received if "APPROVAL NEEDED" in m.json()["text"]]
+        deadline = time.monotonic() + 15  # messages are delivered in the background
+        while not (
+            asked := [
+                m.json()["text"] for m in slack.received if "APPROVAL NEEDED" in m.json()["text"]
+            ]
+        ):
+            assert time.monotonic() < deadline, "no approval message reached Slack"
+            time.sleep(0.1)
         [link] = [
             line.rsplit(" ", 1)[1]
             for line in asked[0].splitlines()
