@@ -25,12 +25,11 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
 
 
-@pytest.fixture
-def served(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
-) -> Iterator[dict[str, Any]]:
-    """`remediate serve` with a route for the world's alert and auto-approval of the fix."""
-    w = incident_world
+def start_serve(
+    w: dict[str, Any], tmp_path: Path, *, auto_approve: bool
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`remediate serve` with a route for the world's alert (and auto-approval of the fix if
+    asked), once its receiver answers: the process, its URL and its log."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         yaml.safe_dump(
@@ -53,10 +52,11 @@ def served(
     env = {
         **os.environ,
         "ALERT_ROUTES_FILE": str(routes),
-        "AUTO_APPROVE": "connection-pool-exhausted:terminate-idle-sessions:*",
         "SWEEP_INTERVAL_SECONDS": "3600",
         "REMEDIATE_HOME": str(tmp_path / "home"),
     }
+    if auto_approve:
+        env["AUTO_APPROVE"] = "connection-pool-exhausted:terminate-idle-sessions:*"
     log = tmp_path / "serve.log"
     process = subprocess.Popen(
         [REMEDIATE, "serve", "--port", str(port)],
@@ -70,14 +70,22 @@ def served(
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+                return process, url, log
         except httpx.HTTPError:
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"remediate serve did not start:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
-    yield {**w, "url": url, "process": process, "log": log}
+
+
+@pytest.fixture
+def served(
+    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    """`remediate serve` with a route for the world's alert and auto-approval of the fix."""
+    process, url, log = start_serve(incident_world, tmp_path, auto_approve=True)
+    yield {**incident_world, "url": url, "process": process, "log": log}
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -211,44 +219,8 @@ def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
     from tests.e2e.conftest import paused_run
 
     w = incident_world
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        yaml.safe_dump(
-            {
-                "routes": [
-                    {
-                        "runbook": "connection-pool-exhausted",
-                        "match": {"name": "PostgresqlTooManyConnections"},
-                        "parameters": {
-                            "database": "$labels.datname",
-                            "usage_threshold": w["params"]["usage_threshold"],
-                            "idle_minutes": 0,
-                        },
-                    }
-                ]
-            }
-        )
-    )
-    port = _free_port()
-    log = tmp_path / "serve.log"
-    process = subprocess.Popen(
-        [REMEDIATE, "serve", "--port", str(port)],
-        env={**os.environ, "ALERT_ROUTES_FILE": str(routes), "REMEDIATE_HOME": str(tmp_path)},
-        cwd=tmp_path,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    process, url, log = start_serve(w, tmp_path, auto_approve=False)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.2)
         response = httpx.post(
             f"{url}/alerts/alertmanager",
             content=alert(w["database"]),
