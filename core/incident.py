@@ -7,14 +7,16 @@ re-read and re-check of the plan, act, verify, and the timeline and notification
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import ParamSpec
 
-from prefect import get_run_logger, runtime
+from prefect import Flow, flow, get_run_logger, runtime
 
 from core import approval_links, catalogue, lifecycle, monitoring, safety
 from core.approval import ApprovalPolicy, auto_approval_rule, request_approval
@@ -24,7 +26,7 @@ from core.settings import Settings
 from core.store import LockTimeout, Store
 from tasks import notify
 
-__all__ = ["Detected", "IncidentRun", "detect_only"]
+__all__ = ["Detected", "IncidentRun", "detect_only", "runbook_flow"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,41 @@ def _failed(findings: Sequence[Finding]) -> list[str]:
     return [f"{f.check}: {f.detail}" for f in findings if not f.ok]
 
 
+def _first_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, short enough for a timeline and a chat message."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+P = ParamSpec("P")
+_OPENED: ContextVar[list[IncidentRun] | None] = ContextVar("remediate_opened", default=None)
+
+
+def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]]:
+    """`@flow` for a runbook. A run that breaks after it opened its incident (the target gone
+    in the middle of a diagnosis, a verification that cannot connect, a bug) does not leave that
+    incident open and silent: it ends as `failed`, escalated at once with what the run knows and
+    whether anything was changed before it broke."""
+
+    def decorate(fn: Callable[P, Outcome]) -> Flow[P, Outcome]:
+        @functools.wraps(fn)
+        def body(*args: P.args, **kwargs: P.kwargs) -> Outcome:
+            opened: list[IncidentRun] = []
+            token = _OPENED.set(opened)
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                if not opened or opened[-1].ended:
+                    raise
+                return opened[-1].broke(exc)
+            finally:
+                _OPENED.reset(token)
+
+        return flow(name=name, log_prints=True)(body)
+
+    return decorate
+
+
 @dataclass(kw_only=True)
 class IncidentRun:
     runbook: catalogue.Runbook
@@ -76,6 +113,9 @@ class IncidentRun:
     causes: list[str]
     flow_run_id: str | None
     comms: IncidentComms
+    phase: str = "after detection"
+    ended: bool = False
+    executed: list[ActionResult] = field(default_factory=list)
 
     @classmethod
     def open(
@@ -125,6 +165,10 @@ class IncidentRun:
             resolution_target_minutes=targets.resolution.total_seconds() / 60,
         )
         run.comms.declared(impact=impact, opened_at=incident.opened_at)
+        opened = _OPENED.get()
+        if opened is not None:
+            opened.append(run)
+        run.phase = "while diagnosing"
         return run
 
     @staticmethod
@@ -176,10 +220,12 @@ class IncidentRun:
             suggestions=diagnosis.suggestions,
         )
         self.comms.raise_severity(self.causes)
+        self.phase = "while planning"
 
     def planned(self, plan: Plan) -> None:
         self._record("planned", detail=plan.summary, plan=plan.model_dump(mode="json"))
         _publish_plan(plan, self.incident_id)
+        self.phase = "before the approval"
 
     # Endings.
 
@@ -191,6 +237,7 @@ class IncidentRun:
         verified: bool = False,
         summary: str = "",
     ) -> Outcome:
+        self.ended = True
         return Outcome(
             runbook=self.runbook.id,
             status=status,
@@ -202,6 +249,19 @@ class IncidentRun:
             actions=list(actions),
             verified=verified,
             summary=summary,
+        )
+
+    def broke(self, exc: Exception) -> Outcome:
+        """The run raised after opening its incident: record it and hand it to a person now."""
+        monitoring.capture_exception(exc)
+        get_run_logger().error("the run broke %s: %s", self.phase, _first_line(exc))
+        done = "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in self.executed)
+        changed = f"done before it broke: {done}" if self.executed else "nothing was changed"
+        self._record("run-broke", detail=f"{self.phase}: {_first_line(exc)}", phase=self.phase)
+        return self.escalate(
+            f"the run broke {self.phase} ({_first_line(exc)}); {changed}",
+            status="failed",
+            actions=self.executed,
         )
 
     def dry_run(self, plan: Plan) -> Outcome:
@@ -331,10 +391,8 @@ class IncidentRun:
         except Exception as exc:  # noqa: BLE001 - e.g. the Prefect server gone for good
             # Waiting for the answer broke (Prefect's client retries ride out a short outage):
             # nothing was changed, and the incident is handed to a person now, not left silent.
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             return self.escalate(
-                f"the approval could not be awaited ({type(exc).__name__}: {first});"
-                " nothing was changed",
+                f"the approval could not be awaited ({_first_line(exc)}); nothing was changed",
                 status="failed",
                 actions=_not_executed(plan),
             )
@@ -379,6 +437,7 @@ class IncidentRun:
         verify: Verify,
         prevention: str,
     ) -> Outcome:
+        self.phase = "while re-checking the approved plan"
         try:
             current = recheck(plan)  # the world may have moved while the approver read the plan
         except Exception as exc:  # noqa: BLE001 - a plan that no longer holds is not carried out
@@ -397,6 +456,7 @@ class IncidentRun:
             refused = safety.refusal(current, policy=policy, store=self.store, automatic=automatic)
             if refused:
                 return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
+            self.phase = "while acting"
             try:
                 actions = act(current)
             except Exception as exc:  # noqa: BLE001 - a failed action escalates with its reason
@@ -406,6 +466,7 @@ class IncidentRun:
                     status="failed",
                     actions=_not_executed(plan),
                 )
+            self.executed = [a for a in actions if a.executed]
             for result in actions:
                 result.approved_by = approver
                 if not result.executed:
@@ -422,6 +483,7 @@ class IncidentRun:
                     automatic=automatic,
                 )
 
+        self.phase = "while verifying"
         checks = verify()
         self.findings += checks
         ok = all(c.ok for c in checks)

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from flows.auth_server_health import error_lines
@@ -39,7 +37,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
         raise ConfigError("APP_URL is not set (the backend's base URL)")
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def api_500_errors(
     *,
     api_paths: list[str] | None = None,

@@ -15,9 +15,7 @@ import socket
 import time
 from typing import Any
 
-from prefect import flow
-
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, postgres
@@ -113,7 +111,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
         raise ConfigError("app-not-starting needs DOCKER_HOST and COMPOSE_PROJECT_NAME")
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def app_not_starting(
     *,
     required_variables: list[str] | None = None,

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prefect import flow
-
 from core.actions import restart_action, restart_planned, wait_until_ok
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from core.store import Store
@@ -100,7 +98,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
         raise ConfigError("auth-failures needs APP_URL, LOGIN_PROBE_EMAIL and LOGIN_PROBE_PASSWORD")
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def auth_failures(
     *,
     login_path: str = "/auth/login",

@@ -12,10 +12,8 @@ import re
 import time
 from typing import Any
 
-from prefect import flow
-
 from core.actions import restart_action, restart_planned
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, http_probe
@@ -67,7 +65,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
         raise ConfigError("APP_URL is not set (the backend's base URL)")
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def auth_server_health(
     *,
     health_path: str = "/health",

@@ -13,9 +13,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from prefect import flow
-
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, postgres
@@ -306,7 +304,7 @@ def pooler_service(settings: Settings) -> ComposeService | None:
 # The runbook.
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def connection_pool_exhausted(
     *,
     usage_threshold: float = 0.8,

@@ -12,10 +12,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from prefect import flow
-
 from core.actions import restart_planned
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
 from tasks import containers, postgres
@@ -111,7 +109,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
 # The runbook.
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def database_connection_errors(
     *,
     database: str | None = None,

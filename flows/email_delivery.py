@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
 from tasks import email
@@ -93,7 +91,7 @@ def sweep_skip(settings: Settings) -> str | None:
     return None
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def email_delivery(
     *,
     address: str | None = None,

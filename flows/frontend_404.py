@@ -14,12 +14,12 @@ import uuid
 from typing import Any
 
 import httpx
-from prefect import flow, task
+from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from core.actions import restart_action, restart_planned, wait_until_ok
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers
@@ -79,7 +79,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
         raise ConfigError("FRONTEND_URL is not set (the SPA's base URL)")
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def frontend_404(
     *,
     deep_links: list[str] | None = None,

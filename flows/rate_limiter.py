@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
 from core.actions import restart_action, restart_planned, wait_until_ok
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, redis
@@ -184,7 +182,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
     RedisTarget.from_settings(settings)
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def rate_limiter(
     *,
     key_pattern: str = "ratelimit:*",

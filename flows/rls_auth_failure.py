@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
 from core.store import Store
@@ -241,7 +239,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
 # The runbook.
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def rls_auth_failure(
     *,
     tables: list[str] | None = None,

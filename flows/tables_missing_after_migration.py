@@ -15,9 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefect import flow
-
-from core.incident import IncidentRun
+from core.incident import IncidentRun, runbook_flow
 from core.migration_safety import column_name
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
@@ -288,7 +286,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
 # The runbook.
 
 
-@flow(name=RUNBOOK, log_prints=True)
+@runbook_flow(RUNBOOK)
 def tables_missing_after_migration(
     *,
     database: str | None = None,

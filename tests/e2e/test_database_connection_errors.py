@@ -178,3 +178,100 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
         time.sleep(0.3)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
+
+
+@pytest.fixture
+def exhausted(db: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """20 idle application sessions on the container's server, over the runbook's threshold."""
+    from core.drills import threshold_below
+
+    idle = [
+        psycopg.connect(db["url"], autocommit=True, application_name="app-pool") for _ in range(20)
+    ]
+    yield {
+        **db,
+        "params": {
+            "usage_threshold": threshold_below(20, admin_url=db["url"]),
+            "idle_minutes": 0,
+            "database": "postgres",
+            "auto_approve": True,
+        },
+    }
+    for conn in idle:
+        conn.close()
+
+
+def stop_then(container: Any, fn: Any, *, before: bool) -> Any:
+    """`fn`, with the container stopped just before it runs or just after it returned."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if before:
+            container.stop(timeout=10)
+            return fn(*args, **kwargs)
+        result = fn(*args, **kwargs)
+        container.stop(timeout=10)
+        return result
+
+    return wrapped
+
+
+def incident_events(incident_id: str | None) -> list[Any]:
+    from core.settings import load_settings
+    from core.store import Store
+
+    assert incident_id
+    return Store.open(load_settings().remediation_database_url).timeline(incident_id)
+
+
+def test_target_down_during_diagnosis_changes_nothing_and_escalates(
+    exhausted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the guarded PostgreSQL dies after detection, while the run diagnoses, with the fix
+    auto-approved. The plan is re-read before acting, no longer holds, and nothing is half-done."""
+    from flows import connection_pool_exhausted as module
+
+    monkeypatch.setattr(
+        module, "diagnose", stop_then(exhausted["container"], module.diagnose, before=True)
+    )
+    outcome = module.connection_pool_exhausted(**exhausted["params"])
+
+    assert outcome.status == "escalated", outcome.summary
+    assert "the plan no longer holds" in outcome.summary
+    assert not any(a.executed for a in outcome.actions)
+    events = [e.kind for e in incident_events(outcome.incident_id)]
+    assert "acted" not in events and "escalated" in events
+    assert CANARY not in outcome.model_dump_json()
+
+
+def test_target_down_after_the_fix_fails_the_run_loudly_with_what_was_done(
+    exhausted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault: the server dies right after the idle sessions were terminated, so verification
+    cannot connect. The run does not crash with its incident open and silent: it ends `failed`,
+    names the phase and what it had already done, and the incident is escalated at once."""
+    from core.settings import load_settings
+    from core.store import Store
+    from tasks import postgres
+
+    monkeypatch.setattr(
+        postgres,
+        "terminate_idle_sessions",
+        stop_then(exhausted["container"], postgres.terminate_idle_sessions, before=False),
+    )
+    from flows.connection_pool_exhausted import connection_pool_exhausted
+
+    outcome = connection_pool_exhausted(**exhausted["params"])
+
+    assert outcome.status == "failed", outcome.summary
+    assert outcome.summary.startswith("the run broke while verifying (")
+    assert "done before it broke: terminate-idle-sessions: 20 target(s)" in outcome.summary
+    [done] = [a for a in outcome.actions if a.executed]
+    assert len(done.targets) == 20
+    events = incident_events(outcome.incident_id)
+    kinds_ = [e.kind for e in events]
+    assert kinds_.index("acted") < kinds_.index("run-broke") < kinds_.index("escalated")
+    store = Store.open(load_settings().remediation_database_url)
+    incident = store.incident(outcome.incident_id or "")
+    assert incident is not None and incident.status == "failed"
+    assert CANARY not in outcome.model_dump_json()
+    assert not [e for e in events if CANARY in e.model_dump_json()]
