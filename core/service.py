@@ -134,11 +134,7 @@ async def _serve(
         await server.startup()
     except SystemExit:
         raise ConfigError(f"the receiver could not listen on {host}:{port}") from None
-    recovered = WarmExecutor.recover(deployment_ids)
-    if recovered:
-        _say(
-            f"remediate: {recovered} alert run(s) left pending by a stopped serve go to the runner"
-        )
+    recovery_task = asyncio.create_task(_recover_orphans(deployment_ids))
     runner_task = asyncio.create_task(runner.start())
     _say(
         f"remediate: serving {len(served)} deployments (health-sweep every"
@@ -155,9 +151,33 @@ async def _serve(
         if incident is not None:
             incident.close()
         await server.shutdown()
-        runner_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await runner_task
+        for task in (recovery_task, runner_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+RECOVERY_INTERVAL_SECONDS = 10.0
+
+
+async def _recover_orphans(deployment_ids: list[Any]) -> None:
+    """Now and every few seconds: alert runs a killed `serve` created Pending and never ran go to
+    the runner. Checked again after start-up because a serve restarted at once finds them too
+    young to take (they might still belong to a live serve) until they age."""
+    from core.warm import WarmExecutor
+
+    while True:
+        try:
+            recovered = await asyncio.to_thread(WarmExecutor.recover, deployment_ids)
+        except Exception as exc:  # noqa: BLE001 - Prefect briefly away: try again next round
+            _say(f"remediate: recovering pending alert runs failed, retrying: {exc}")
+        else:
+            if recovered:
+                _say(
+                    f"remediate: {recovered} alert run(s) a stopped serve left behind go back to"
+                    " the runner"
+                )
+        await asyncio.sleep(RECOVERY_INTERVAL_SECONDS)
 
 
 def serve(*, host: str, port: int, demo: bool = False) -> int:

@@ -7,18 +7,50 @@ to a few daemon threads of this process, where the runbook's modules are already
 When they are all busy the run is created Scheduled instead, for the runner. On shutdown, runs
 still executing here are marked Crashed, so none is left Running with nothing behind it; their
 incidents stay open in the store for the watchdog.
+
+If the process is killed instead (SIGKILL, OOM, power), each run it took carries its owner's tag
+(`warm:<host>:<pid>`): the next `serve` on this host sees the owner is gone and hands the run back
+to the runner (`recover`), which runs it again from detection. Every runbook detects read-only and
+re-reads its plan before acting, so a run again is safe where a run lost is not.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import socket
 import threading
 from typing import Any
 
 __all__ = ["WarmExecutor"]
 
 log = logging.getLogger(__name__)
+OWNER_PREFIX = "warm:"
+
+
+def owner_tag() -> str:
+    """The tag naming this process as the executor of a run."""
+    return f"{OWNER_PREFIX}{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner(tags: list[str]) -> str:
+    """`gone` when the run's owner tag names a process of this host that no longer exists,
+    `alive` when it names a live one, `unknown` otherwise (no tag, another host)."""
+    for tag in tags:
+        if not tag.startswith(OWNER_PREFIX):
+            continue
+        host, _, pid = tag[len(OWNER_PREFIX) :].rpartition(":")
+        if host != socket.gethostname() or not pid.isdigit():
+            return "unknown"
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return "gone"
+        except PermissionError:  # alive, another user's
+            return "alive"
+        return "alive"
+    return "unknown"
 
 
 class WarmExecutor:
@@ -80,10 +112,17 @@ class WarmExecutor:
 
     @staticmethod
     def recover(deployment_ids: list[Any], *, older_than_seconds: float = 30.0) -> int:
-        """Hand back to the runner the alert runs a `serve` created Pending and never executed
-        (it was killed between its 202 and the run): they become Scheduled again, so every alert
-        answered 202 still gets its run. A live executor takes its runs within milliseconds, so
-        runs younger than `older_than_seconds` are left alone (another `serve` may own them).
+        """Hand back to the runner the alert runs a killed `serve` left behind: they become
+        Scheduled again, so every alert answered 202 still gets its run.
+
+        - Pending (created, never executed) or Running (executing when it was killed) with the
+          owner tag of a process of this host that is gone: at once;
+        - Pending for over `older_than_seconds` with an owner that cannot be checked (another
+          host, no tag): a live executor takes its runs within milliseconds, and another
+          `serve` may own younger ones. A run recovered once is the runner's from then on.
+
+        A run's owner tag is replaced by `recovered` as it is handed back.
+
         Returns how many were handed back."""
         from datetime import UTC, datetime, timedelta
 
@@ -102,21 +141,41 @@ class WarmExecutor:
         with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PENDING]))
+                    state=FlowRunFilterState(
+                        type=FlowRunFilterStateType(any_=[StateType.PENDING, StateType.RUNNING])
+                    )
                 ),
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
                 limit=200,
             )
             cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
             for flow_run in runs:
-                if "alert" not in (flow_run.tags or []) or (
-                    flow_run.created is not None and flow_run.created > cutoff
-                ):
+                tags = list(flow_run.tags or [])
+                if "alert" not in tags:
                     continue
+                pending = flow_run.state_type == StateType.PENDING
+                since = flow_run.state.timestamp if flow_run.state else flow_run.created
+                owner = _owner(tags)
+                orphaned = owner == "gone" or (
+                    pending
+                    and owner == "unknown"
+                    and "recovered" not in tags
+                    and since is not None
+                    and since <= cutoff
+                )
+                if not orphaned:
+                    continue
+                # Without its owner's tag, so that the runner's own Pending is left alone.
+                client.update_flow_run(
+                    flow_run.id,
+                    tags=[t for t in tags if not t.startswith(OWNER_PREFIX)] + ["recovered"],
+                )
                 client.set_flow_run_state(
                     flow_run.id,
                     Scheduled(
                         message="recovered: the serve that took it stopped before running it"
+                        if pending
+                        else "recovered: the serve running it was killed; runs again from detection"
                     ),
                     force=True,
                 )

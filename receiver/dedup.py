@@ -2,7 +2,8 @@
 
 `claim(key)` is one round trip (a `SET NX EX` that returns what the key holds when it is taken):
 the first alert of an incident takes the key and starts the run; later ones within the TTL find it
-and are counted as duplicates (the key then holds the run's id).
+and are counted as duplicates (the key then holds the run's id). A claim left without a run for
+`STALE_CLAIM_SECONDS` (its receiver was killed in between) is taken over by the next alert.
 If Redis does not answer, every alert is let through (`degraded`): Prefect's idempotency key still
 makes redeliveries of one occurrence start one run. After a failure Redis is left alone for a few
 seconds, so a dead Redis costs one timeout, not one per alert.
@@ -22,11 +23,24 @@ __all__ = ["Claim", "Deduplicator"]
 
 log = logging.getLogger(__name__)
 PENDING = "pending"
-# SET NX EX, or the value already there: one round trip on any Redis version.
+# SET NX EX, or the value already there: one round trip on any Redis version. A claim whose run
+# was never recorded (the receiver died between claiming and creating the run) goes stale after
+# ARGV[2] ms and the next alert takes it over: a killed receiver loses no incident. Taking over a
+# claim whose receiver is merely slow is harmless: both use one idempotency key, so one run.
 CLAIM = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
-return redis.call('GET', KEYS[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local mark = 'pending:' .. now
+if redis.call('SET', KEYS[1], mark, 'NX', 'EX', ARGV[1]) then return false end
+local held = redis.call('GET', KEYS[1])
+if string.sub(held, 1, 8) == 'pending:' and now - tonumber(string.sub(held, 9)) > tonumber(ARGV[2])
+then
+  redis.call('SET', KEYS[1], mark, 'EX', ARGV[1])
+  return false
+end
+return held
 """
+STALE_CLAIM_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 5.0
 
 
@@ -72,14 +86,16 @@ class Deduplicator:
         if not self._available():
             return Claim(new=True, degraded=True)
         try:
-            held = self._claim(keys=[self._key(key)], args=[PENDING, self._ttl])
+            held = self._claim(
+                keys=[self._key(key)], args=[self._ttl, int(STALE_CLAIM_SECONDS * 1000)]
+            )
         except redis.RedisError as exc:
             self._failed(exc)
             return Claim(new=True, degraded=True)
         if held is None:
             return Claim(new=True)
         run_id = str(held)
-        return Claim(new=False, flow_run_id=run_id if run_id != PENDING else None)
+        return Claim(new=False, flow_run_id=None if run_id.startswith(PENDING) else run_id)
 
     def remember(self, key: str, flow_run_id: str) -> None:
         if not self._available():

@@ -68,13 +68,15 @@ class DeploymentStarter:
         import httpx
         from prefect.states import Pending
 
+        from core.warm import owner_tag
+
         warm = self._executor is not None and self._executor.reserve()
         try:
             run = self._client.create_flow_run_from_deployment(
                 self._deployment_id(deployment),
                 parameters=parameters,
                 idempotency_key=idempotency_key,
-                tags=tags,
+                tags=[*tags, owner_tag()] if warm else tags,
                 state=Pending() if warm else None,
             )
         except StartFailed:
@@ -91,9 +93,13 @@ class DeploymentStarter:
             ) from None
         if warm:
             assert self._executor is not None
-            if run.state_type is not None and run.state_type.value == "PENDING":
+            if (
+                run.state_type is not None
+                and run.state_type.value == "PENDING"
+                and owner_tag() in (run.tags or [])
+            ):
                 self._executor.submit(deployment, run)
-            else:  # an idempotent repeat of a run that already exists: nothing to execute
+            else:  # an idempotent repeat of a run that exists (another process's: it recovers)
                 self._executor.release()
         return str(run.id)
 

@@ -167,6 +167,45 @@ def test_with_redis_down_alerts_are_still_taken_and_redeliveries_start_one_run(
     assert r.metric('remediate_receiver_degraded_total{dependency="redis"}') == 2
 
 
+def test_a_claim_left_by_a_receiver_killed_before_its_run_is_taken_over(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID], receiver_env: Any
+) -> None:
+    """A receiver killed between claiming an alert in Redis and creating its run leaves a claim
+    with no run: a redelivery soon after is a duplicate still being created; once the claim is
+    stale, the next one starts the run, so the alert is not lost for the dedup window."""
+    import redis
+
+    from receiver.dedup import STALE_CLAIM_SECONDS
+
+    r = live()
+    database = unique_db()
+    first = r.post("/alerts/alertmanager", am_payload(database)).json()
+    [run_id] = first["flow_run_ids"]
+    [key] = [
+        k
+        for k in redis.Redis.from_url(receiver_env["REMEDIATION_REDIS_URL"]).scan_iter(
+            match=f"{receiver_env['REMEDIATION_REDIS_PREFIX']}alert:*"
+        )
+    ]
+    client = redis.Redis.from_url(receiver_env["REMEDIATION_REDIS_URL"])
+    with get_client(sync_client=True) as prefect:
+        prefect.delete_flow_run(uuid.UUID(run_id))  # as if it had never been created
+    now_ms = int(client.time()[0]) * 1000
+    client.set(key, f"pending:{now_ms - 1000}", keepttl=True)  # claimed 1 s ago, no run yet
+    fresh = r.post("/alerts/alertmanager", am_payload(database)).json()
+    assert (fresh["accepted"], fresh["deduplicated"], fresh["flow_run_ids"]) == (0, 1, [])
+    stale_ms = now_ms - int(STALE_CLAIM_SECONDS * 1000) - 1000
+    client.set(key, f"pending:{stale_ms}", keepttl=True)  # the claimer is long dead
+    taken = r.post("/alerts/alertmanager", am_payload(database)).json()
+    assert (taken["accepted"], taken["deduplicated"]) == (1, 0)
+    [run] = runs_for(deployment_ids, database)
+    assert taken["flow_run_ids"] == [str(run.id)]
+    assert client.get(key) == str(run.id).encode()
+    again = r.post("/alerts/alertmanager", am_payload(database)).json()
+    assert (again["accepted"], again["flow_run_ids"]) == (0, [str(run.id)])
+    client.close()
+
+
 def test_resolved_alert_is_recorded_and_ends_the_deduplication(
     live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID], receiver_env: Any
 ) -> None:

@@ -240,3 +240,79 @@ def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
     incident = w["store"].incident_for_flow_run(run_id)
     assert incident is not None and incident.closed_at is None
     assert pids_alive(w["idle"]) == w["idle"]
+
+
+def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
+    receiver_env: dict[str, str], make_database: Any, tmp_path: Path
+) -> None:
+    """Fault: `remediate serve` SIGKILLed in the middle of a burst of distinct alerts. Every alert
+    it answered 202 gets its run, and that run finishes after a restart: runs it had created but
+    not begun and runs it was executing are handed back to the runner. The alerts it did not
+    answer are redelivered by their sender, as Alertmanager does, and start one run each."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    healthy = {"params": {"usage_threshold": 0.99}}  # each database's run ends `healthy`
+    databases = [make_database() for _ in range(24)]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    process, url, _ = start_serve(healthy, tmp_path, auto_approve=False)
+    answered: dict[str, list[str]] = {}
+    unanswered: list[str] = []
+    lock = Lock()
+
+    def send(database: str) -> None:
+        try:
+            response = httpx.post(
+                f"{url}/alerts/alertmanager", content=alert(database), headers=headers, timeout=10
+            )
+        except httpx.HTTPError:
+            response = None
+        with lock:
+            if response is None or response.status_code != 202:
+                unanswered.append(database)
+                return
+            answered[database] = response.json()["flow_run_ids"]
+            if len(answered) == 8:
+                process.kill()  # SIGKILL: no shutdown, no Crashed marks
+
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(send, databases))
+    finally:
+        process.kill()
+        process.wait()
+    assert len(answered) >= 8 and unanswered, (len(answered), len(unanswered))
+    assert all(len(ids) == 1 for ids in answered.values()), answered
+
+    again = tmp_path / "again"
+    again.mkdir()
+    process, url, log = start_serve(healthy, again, auto_approve=False)
+    try:
+        for database in unanswered:  # the sender's retries
+            response = httpx.post(
+                f"{url}/alerts/alertmanager", content=alert(database), headers=headers
+            )
+            assert response.status_code == 202, response.text
+            answered[database] = response.json()["flow_run_ids"]
+        assert all(len(ids) == 1 for ids in answered.values()), answered
+        run_ids = {database: ids[0] for database, ids in answered.items()}
+        assert len(set(run_ids.values())) == len(databases)  # one run per alert, none shared
+
+        deadline = time.monotonic() + 180
+        with get_client(sync_client=True) as client:
+            while True:
+                runs = {d: client.read_flow_run(UUID(i)) for d, i in run_ids.items()}
+                states = {d: r.state_type.value if r.state_type else "?" for d, r in runs.items()}
+                if set(states.values()) == {"COMPLETED"}:
+                    break
+                assert time.monotonic() < deadline, (states, log.read_text()[-3000:])
+                time.sleep(0.5)
+        for database, run in runs.items():
+            assert run.parameters["database"] == database
+    finally:
+        process.kill()
+        process.wait()
+    assert "Traceback" not in log.read_text()
