@@ -374,10 +374,15 @@ def incident(
 
 
 def _store() -> Any:
+    """The store, with what runs kept on disk while it was unreachable written to it first."""
     try:
+        from core.journal import replay_spool
         from core.store import Store
 
-        return Store.open(load_settings().remediation_database_url)
+        settings = load_settings()
+        store = Store.open(settings.remediation_database_url)
+        replay_spool(settings, store=store)
+        return store
     except ConfigError as exc:
         _fail(str(exc))
 

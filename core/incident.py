@@ -21,9 +21,10 @@ from prefect import Flow, flow, get_run_logger, runtime
 from core import approval_links, catalogue, lifecycle, monitoring, safety
 from core.approval import ApprovalPolicy, auto_approval_rule, request_approval
 from core.comms import IncidentComms
+from core.journal import JournaledStore
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
 from core.settings import Settings
-from core.store import LockTimeout, Store
+from core.store import LockTimeout, StoreUnavailable
 from tasks import notify
 
 __all__ = ["Detected", "IncidentRun", "detect_only", "runbook_flow"]
@@ -106,7 +107,7 @@ class IncidentRun:
     runbook: catalogue.Runbook
     resource: str
     settings: Settings
-    store: Store
+    store: JournaledStore
     incident_id: str
     requester: str | None
     findings: list[Finding]
@@ -132,7 +133,7 @@ class IncidentRun:
         if _DETECT_ONLY.get():
             raise Detected(runbook_id, resource=resource, findings=list(findings))
         runbook = catalogue.get(runbook_id)
-        store = Store.open(settings.remediation_database_url)
+        store = JournaledStore.for_run(settings)
         flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
         incident = store.open_incident(
             runbook=runbook.id,
@@ -238,6 +239,18 @@ class IncidentRun:
         summary: str = "",
     ) -> Outcome:
         self.ended = True
+        if not self.store.flush():
+            get_run_logger().warning(
+                "the incident store is unreachable: %d timeline entries of incident %s are kept"
+                " in %s and written there once it is back",
+                self.store.spooled,
+                self.incident_id,
+                self.store.spool,
+            )
+            summary += (
+                f" (the incident store was unreachable: {self.store.spooled} timeline entries are"
+                f" kept in {self.store.spool} until it is back)"
+            )
         return Outcome(
             runbook=self.runbook.id,
             status=status,
@@ -249,6 +262,7 @@ class IncidentRun:
             actions=list(actions),
             verified=verified,
             summary=summary,
+            timeline_spooled=self.store.spooled,
         )
 
     def broke(self, exc: Exception) -> Outcome:
@@ -360,23 +374,31 @@ class IncidentRun:
         policy = safety.SafetyPolicy.from_settings(self.settings)
         approval_policy = ApprovalPolicy.from_settings(self.settings)
         automatic = auto_approve or auto_approval_rule(approval_policy, plan) is not None
-        refused = safety.refusal(plan, policy=policy, store=self.store, automatic=automatic)
+        try:
+            refused = safety.refusal(plan, policy=policy, store=self.store, automatic=automatic)
+            recent = (
+                []
+                if automatic
+                else self.store.executed_actions(
+                    self.resource,
+                    within_seconds=policy.budget_window_seconds,
+                    automatic_only=False,
+                )
+            )
+        except StoreUnavailable as exc:
+            return self._store_down(exc, plan)
         if refused:
             return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
-        if not automatic:
-            recent = self.store.executed_actions(
-                self.resource, within_seconds=policy.budget_window_seconds, automatic_only=False
+        if not automatic and recent:
+            plan = plan.model_copy(
+                update={
+                    "notices": [
+                        f"{len(recent)} action(s) already ran on {self.resource} in the last"
+                        f" {policy.budget_window_seconds // 60} min, the latest at"
+                        f" {recent[0]:%Y-%m-%d %H:%M:%S %Z}: is this incident coming back?"
+                    ]
+                }
             )
-            if recent:
-                plan = plan.model_copy(
-                    update={
-                        "notices": [
-                            f"{len(recent)} action(s) already ran on {self.resource} in the last"
-                            f" {policy.budget_window_seconds // 60} min, the latest at"
-                            f" {recent[0]:%Y-%m-%d %H:%M:%S %Z}: is this incident coming back?"
-                        ]
-                    }
-                )
 
         try:
             decision = request_approval(
@@ -424,6 +446,19 @@ class IncidentRun:
                 )
         except LockTimeout as exc:
             return self.escalate(f"not attempted: {exc}", actions=_not_executed(plan))
+        except StoreUnavailable as exc:
+            if self.executed:
+                raise  # after an action: the run's wrapper reports what was done (`broke`)
+            return self._store_down(exc, plan)
+
+    def _store_down(self, exc: StoreUnavailable, plan: Plan) -> Outcome:
+        """Fail closed: the kill switch, the budget and the lock cannot be checked."""
+        return self.escalate(
+            f"not attempted: {exc}; the kill switch, the action budget and the resource lock"
+            " live there, so nothing was changed",
+            status="failed",
+            actions=_not_executed(plan),
+        )
 
     def _act_and_verify(
         self,

@@ -143,6 +143,8 @@ class Outcome(BaseModel):
     actions: list[ActionResult] = Field(default_factory=list)
     verified: bool = False
     summary: str = ""
+    # Timeline entries kept on disk because the incident store was unreachable (core/journal.py).
+    timeline_spooled: int = 0
 
     @property
     def exit_code(self) -> int:

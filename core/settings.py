@@ -8,6 +8,7 @@ with one line naming the variable, which the CLI turns into exit code 2.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -164,6 +165,8 @@ class Settings(BaseSettings):
     remediation_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     remediation_redis_prefix: str = Field(default="remediate:", min_length=1)
     remediation_environment: str = Field(default="production", min_length=1)
+    # Where a run keeps its record while the store is unreachable (default ~/.remediate/spool).
+    remediation_spool_dir: Path | None = None
     incident_owner: str = "@on-call"
 
     # The approval gate.

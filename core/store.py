@@ -62,7 +62,12 @@ def _ensure_database(url: str) -> None:
     with _connect(_with_database(url, "postgres")) as admin:
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            # UTF8 whatever the server's default (SQL_ASCII on a cluster made without a locale).
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} ENCODING 'UTF8' TEMPLATE template0").format(
+                    sql.Identifier(name)
+                )
+            )
 
 
 def migrate(url: str) -> None:
@@ -121,13 +126,27 @@ class Store:
                 self._conn.close()
                 self._conn = None
 
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the incident store is unreachable (REMEDIATION_DATABASE_URL"
+            f" {redact_url(self._url)}: {_reason(exc)})"
+        )
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = _connect(self._url.get_secret_value())
+        return self._conn
+
     @contextmanager
     def _cursor(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        """A cursor on the store's connection; a lost or refused connection is `StoreUnavailable`
+        (the next call connects again)."""
         with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = _connect(self._url.get_secret_value())
-            with self._conn.cursor(row_factory=dict_row) as cursor:
-                yield cursor
+            try:
+                with self._connection().cursor(row_factory=dict_row) as cursor:
+                    yield cursor
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise self._unavailable(exc) from None
 
     # Incidents and their timeline.
 
@@ -183,25 +202,24 @@ class Store:
     def record_once(self, incident_id: str, kind: str, *, detail: str = "") -> bool:
         """Record `kind` unless the incident has one already (False then); safe across processes."""
         with self._lock:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                self._conn = _connect(self._url.get_secret_value())
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                cur.execute(
-                    "SELECT pg_advisory_xact_lock(%s)",
-                    (zlib.crc32(f"{incident_id}:{kind}".encode()),),
-                )
-                cur.execute(
-                    "SELECT 1 FROM incident_events WHERE incident_id = %s AND kind = %s",
-                    (incident_id, kind),
-                )
-                if cur.fetchone():
-                    return False
-                cur.execute(
-                    """INSERT INTO incident_events (incident_id, kind, detail, data)
-                       VALUES (%s, %s, %s, '{}')""",
-                    (incident_id, kind, detail),
-                )
-        return True
+            try:
+                conn = self._connection()
+                with conn.transaction(), conn.cursor() as cur:
+                    return _record_once(cur, incident_id, kind, detail=detail)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise self._unavailable(exc) from None
+
+    def apply_journal(self, entries: list[dict[str, Any]]) -> None:
+        """Write what a run kept while the store was unreachable (`core.journal`), in order and
+        in one transaction, with the times they happened."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction(), conn.cursor() as cur:
+                    for entry in entries:
+                        _apply(cur, entry)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise self._unavailable(exc) from None
 
     def incident(self, incident_id: str) -> Incident | None:
         with self._cursor() as cur:
@@ -365,7 +383,10 @@ class Store:
         PostgreSQL itself if the process dies, so a crashed run never leaves a resource locked.
         """
         key = zlib.crc32(f"remediate:{resource}".encode())
-        conn = _connect(self._url.get_secret_value(), application_name="remediate:lock")
+        try:
+            conn = _connect(self._url.get_secret_value(), application_name="remediate:lock")
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(exc) from None
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -397,6 +418,85 @@ class Store:
             )
             row = cur.fetchone()
         return dict(row["data"]) if row else None
+
+
+def _record_once(cur: psycopg.Cursor[Any], incident_id: str, kind: str, *, detail: str) -> bool:
+    cur.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"{incident_id}:{kind}".encode()),))
+    cur.execute(
+        "SELECT 1 FROM incident_events WHERE incident_id = %s AND kind = %s", (incident_id, kind)
+    )
+    if cur.fetchone():
+        return False
+    cur.execute(
+        "INSERT INTO incident_events (incident_id, kind, detail, data) VALUES (%s, %s, %s, '{}')",
+        (incident_id, kind, detail),
+    )
+    return True
+
+
+def _apply(cur: psycopg.Cursor[Any], entry: dict[str, Any]) -> None:
+    """One journal entry (see `core.journal`) as the store write it stands for."""
+    op, at = entry["op"], entry["at"]
+    if op == "open":
+        i = entry["incident"]
+        cur.execute(
+            """INSERT INTO incidents (id, runbook, severity, status, resource, title, flow_run_id,
+                                      requested_by, opened_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING""",
+            (
+                i["id"],
+                i["runbook"],
+                i["severity"],
+                i["status"],
+                i["resource"],
+                i["title"],
+                i["flow_run_id"],
+                i["requested_by"],
+                i["opened_at"],
+            ),
+        )
+    elif op in {"event", "once"}:
+        if op == "once":
+            cur.execute(
+                "SELECT 1 FROM incident_events WHERE incident_id = %s AND kind = %s",
+                (entry["incident_id"], entry["kind"]),
+            )
+            if cur.fetchone():
+                return
+        cur.execute(
+            """INSERT INTO incident_events (incident_id, kind, actor, resource, detail, data, at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s)""",
+            (
+                entry["incident_id"],
+                entry["kind"],
+                entry.get("actor"),
+                entry.get("resource"),
+                entry.get("detail", ""),
+                Jsonb(entry.get("data") or {}),
+                at,
+            ),
+        )
+    elif op == "status":
+        cur.execute(
+            """UPDATE incidents SET status = %s,
+                      closed_at = CASE WHEN %s THEN %s::timestamptz ELSE closed_at END
+               WHERE id = %s""",
+            (entry["status"], entry["close"], at, entry["incident_id"]),
+        )
+    elif op == "severity":
+        cur.execute(
+            "UPDATE incidents SET severity = %s WHERE id = %s",
+            (entry["severity"], entry["incident_id"]),
+        )
+    elif op == "postmortem":
+        cur.execute(
+            """INSERT INTO postmortems (incident_id, markdown, written_at) VALUES (%s, %s, %s)
+               ON CONFLICT (incident_id) DO UPDATE SET markdown = EXCLUDED.markdown,
+                   written_at = EXCLUDED.written_at""",
+            (entry["incident_id"], entry["markdown"], at),
+        )
+    else:
+        raise ValueError(f"unknown journal entry {op!r}")
 
 
 def _incident(row: dict[str, Any]) -> Incident:

@@ -5,7 +5,8 @@ approval. A run can die, though (its process killed while paused: PREFECT-NOTES.
 nothing would. Every `WATCHDOG_INTERVAL_SECONDS` this flow reads the open incidents in the store
 and escalates each one past its target that has not been escalated for it yet, with the same
 checklist, messages and page as the run's own clock (one `target-missed` per incident, whoever
-gets there first).
+gets there first). First it writes to the store what runs kept on disk while it was unreachable
+(`core/journal.py`), so the incidents it reads are complete.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from core import lifecycle
 from core.comms import IncidentComms
+from core.journal import replay_spool
 from core.settings import load_settings
 from core.store import Store
 
@@ -25,6 +27,7 @@ FLOW = "incident-watchdog"
 
 class WatchdogReport(BaseModel):
     open_incidents: int = 0
+    replayed_entries: int = 0
     escalated: list[str] = Field(default_factory=list)
 
 
@@ -33,8 +36,8 @@ def incident_watchdog() -> WatchdogReport:
     """Escalate every open incident past its resolution target that nobody escalated yet."""
     settings = load_settings()
     store = Store.open(settings.remediation_database_url)
+    report = WatchdogReport(replayed_entries=replay_spool(settings, store=store))
     now = store.now()
-    report = WatchdogReport()
     for incident in store.incidents(open_only=True, limit=1000):
         report.open_incidents += 1
         targets = lifecycle.targets_for(incident.runbook, incident.severity, settings)
@@ -48,6 +51,7 @@ def incident_watchdog() -> WatchdogReport:
         report.escalated.append(incident.id)
     print(
         f"incident watchdog: {report.open_incidents} open incident(s),"
-        f" {len(report.escalated)} escalated now"
+        f" {len(report.escalated)} escalated now, {report.replayed_entries} spooled timeline"
+        " entries written"
     )
     return report

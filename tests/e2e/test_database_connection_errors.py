@@ -7,8 +7,6 @@ stopping its container reproduces seed 000's "could not connect to server".
 from __future__ import annotations
 
 import json
-import socket
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,56 +15,26 @@ import docker
 import psycopg
 import pytest
 
-from drills import ASSETS
 from drills.sandbox import reachable
 from flows.database_connection_errors import database_connection_errors
-from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
+from tests.e2e.conftest import (
+    DOCKER_HOST,
+    answer,
+    paused_run,
+    postgres_container,
+    start,
+    wait_reachable,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-SCRIPT = ASSETS / "postgres.sh"
-HOST_DIRS = [
-    "/usr/lib/postgresql",
-    "/usr/share/postgresql",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/etc/passwd",
-    "/etc/group",
-]
 CANARY = "db-password-canary-51f2"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def db(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     engine = docker.DockerClient(base_url=DOCKER_HOST)
-    project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
-    container = engine.containers.run(
-        "localhost/remediate-test:3",
-        ["/bin/sh", "/postgres.sh"],
-        detach=True,
-        network_mode="host",
-        user="postgres",
-        environment={"PGPORT": str(port)},
-        volumes={
-            **{d: {"bind": d, "mode": "ro"} for d in HOST_DIRS},
-            str(SCRIPT): {"bind": "/postgres.sh", "mode": "ro"},
-        },
-        labels={
-            "com.docker.compose.project": project,
-            "com.docker.compose.service": "db",
-            "remediate.test": "1",
-        },
-    )
-    url = f"postgresql://postgres:{CANARY}@127.0.0.1:{port}/postgres"
-    deadline = time.monotonic() + 60
-    while not reachable(url):
-        assert time.monotonic() < deadline, container.logs()[-2000:]
-        time.sleep(0.3)
+    project = f"rt-{uuid.uuid4().hex[:8]}"
+    container, url = postgres_container(engine, password=CANARY, project=project)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)")
     for name, value in {
@@ -76,7 +44,7 @@ def db(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     }.items():
         monkeypatch.setenv(name, value)
     container.reload()
-    yield {"container": container, "url": url, "port": port}
+    yield {"container": container, "url": url, "port": int(url.rsplit(":", 1)[1].split("/")[0])}
     container.remove(force=True)
     engine.close()
 
@@ -172,10 +140,7 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
     events = kinds(store, outcome.incident_id)
     assert "acted" not in events and "escalated" in events
     db["container"].start()
-    deadline = time.monotonic() + 60
-    while not reachable(url):
-        assert time.monotonic() < deadline
-        time.sleep(0.3)
+    wait_reachable(url, db["container"])
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
 
