@@ -12,38 +12,14 @@ Prints medians, the flow/bare ratio, the orchestration overhead and the overhead
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ADMIN, bench_environment, url
 
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
+import psycopg  # isort: skip
 
-ADMIN = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 TASKS_PER_RUN = 5  # read-activity x3 (detect, re-check, verify), terminate, probe
-
-
-def url(db: str) -> str:
-    return ADMIN.rsplit("/", 1)[0] + f"/{db}"
-
-
-def admin(statement: sql.Composable) -> None:
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def open_idle(db: str, n: int) -> list[psycopg.Connection]:
@@ -111,33 +87,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=50)
     args = parser.parse_args()
 
-    home = tempfile.mkdtemp(prefix="bench-prefect-")
-    port = free_port()
-    os.environ.update(
-        {
-            "PREFECT_HOME": home,
-            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-            "REMEDIATION_COOLDOWN_SECONDS": "0",
-            "REMEDIATION_BUDGET_MAX": "100000",
-        }
-    )
-    suffix = uuid.uuid4().hex[:8]
-    server_db, store_db, target_db = (f"bench_{k}_{suffix}" for k in ("prefect", "store", "target"))
-    for name in (server_db, store_db, target_db):
-        admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    os.environ["REMEDIATION_DATABASE_URL"] = url(store_db)
-    os.environ["TARGET_DATABASE_URL"] = url(target_db)
+    with bench_environment() as names:
+        target_db = names["target"]
+        from core.drills import threshold_below
+        from core.prefect_api import run_settings
 
-    from core.drills import threshold_below
-    from core.prefect_api import run_settings, start_server, wait_healthy
-
-    server = start_server(
-        port=port, log_path=Path(home) / "server.log", database_url=url(server_db), ui=False
-    )
-    try:
-        if not wait_healthy(os.environ["PREFECT_API_URL"], timeout=120, process=server):
-            sys.exit("the Prefect server did not start")
         settings = run_settings()  # once per process, as `remediate run` does
         settings.__enter__()
         from flows.connection_pool_exhausted import connection_pool_exhausted
@@ -181,11 +135,6 @@ def main() -> None:
             f"  {TASKS_PER_RUN} tasks of the runbook   {per_task * TASKS_PER_RUN * 1000:8.1f} ms;"
             " the rest: flow run, plan artifact, store writes"
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        for name in (server_db, store_db, target_db):
-            admin(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 if __name__ == "__main__":

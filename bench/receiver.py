@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -36,10 +35,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
 import redis  # noqa: E402
-from connection_pool import ADMIN, admin, free_port, url  # noqa: E402
-from psycopg import sql  # noqa: E402
+from common import bench_environment, free_port  # noqa: E402
 
 TOKEN = "bench-token"
 ALERT = json.loads((ROOT / "tests" / "fixtures" / "alerts" / "alertmanager.json").read_text())
@@ -323,6 +320,38 @@ def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[floa
     return bare_times[1:], flow_times[1:]
 
 
+def run(args: argparse.Namespace, home: str, prefix: str) -> None:
+    t = throughput(args, home, prefix)
+    print(f"throughput: {t}", flush=True)
+    b, f = latency(args, home, prefix)
+    print(f"\nreceiver on this machine ({THREADS} client threads; figures in alerts per second)")
+    print(
+        f"  storm of {args.storm} identical alerts   {t['storm']:8.0f}/s  -> 1 run"
+        f"   (bare Redis SET NX {t['floor_storm']:8.0f}/s; ratio"
+        f" {t['floor_storm'] / t['storm']:.1f} x)"
+    )
+    if "wrk_rate" in t:
+        print(
+            f"  wrk, 10 s of identical alerts: {t['wrk_requests']:.0f} requests,"
+            f" {t['wrk_rate']:.0f}/s, {t['wrk_runs']:.0f} run(s) started,"
+            f" {t['wrk_non_2xx']:.0f} non-2xx"
+        )
+    print(
+        f"  {args.distinct} distinct alerts, a run each  {t['distinct']:8.0f}/s"
+        f"   (bare create_flow_run {t['floor_distinct']:8.0f}/s; ratio"
+        f" {t['floor_distinct'] / t['distinct']:.1f} x)"
+    )
+    p50_f, p50_b = statistics.median(f), statistics.median(b)
+    print(
+        f"\nalert to verified fix: rate-limiter, {args.buckets} stuck buckets, {args.rounds}"
+        " rounds"
+        " (warm-up excluded)"
+    )
+    print(f"  bare commands of the fix   p50 {p50_b * 1000:8.1f} ms")
+    print(f"  through remediate serve    p50 {p50_f * 1000:8.1f} ms   max {max(f) * 1000:.1f} ms")
+    print(f"  orchestration share        {(p50_f - p50_b) / p50_f:8.0%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--storm", type=int, default=2000)
@@ -331,79 +360,14 @@ def main() -> None:
     parser.add_argument("--buckets", type=int, default=200)
     args = parser.parse_args()
 
-    home = tempfile.mkdtemp(prefix="bench-receiver-")
-    port = free_port()
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    os.environ.update(
-        {
-            "PREFECT_HOME": home,
-            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-            "PREFECT_LOGGING_LEVEL": "WARNING",
-            "REMEDIATION_COOLDOWN_SECONDS": "0",
-            "REMEDIATION_BUDGET_MAX": "100000",
-            "ALERT_WEBHOOK_TOKEN": TOKEN,
-            "REMEDIATION_REDIS_PREFIX": prefix,
-        }
-    )
-    suffix = uuid.uuid4().hex[:8]
-    server_db, store_db, target_db = (f"bench_{k}_{suffix}" for k in ("prefect", "store", "target"))
-    for name in (server_db, store_db, target_db):
-        admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    os.environ["REMEDIATION_DATABASE_URL"] = url(store_db)
-    os.environ["TARGET_DATABASE_URL"] = url(target_db)
-
-    from core.prefect_api import start_server, wait_healthy
-
-    server = start_server(
-        port=port, log_path=Path(home) / "server.log", database_url=url(server_db), ui=False
-    )
-    try:
-        if not wait_healthy(os.environ["PREFECT_API_URL"], timeout=120, process=server):
-            sys.exit("the Prefect server did not start")
-        t = throughput(args, home, prefix)
-        print(f"throughput: {t}", flush=True)
-        b, f = latency(args, home, prefix)
-        print(
-            f"\nreceiver on this machine ({THREADS} client threads; figures in alerts per second)"
-        )
-        print(
-            f"  storm of {args.storm} identical alerts   {t['storm']:8.0f}/s  -> 1 run"
-            f"   (bare Redis SET NX {t['floor_storm']:8.0f}/s; ratio"
-            f" {t['floor_storm'] / t['storm']:.1f} x)"
-        )
-        if "wrk_rate" in t:
-            print(
-                f"  wrk, 10 s of identical alerts: {t['wrk_requests']:.0f} requests,"
-                f" {t['wrk_rate']:.0f}/s, {t['wrk_runs']:.0f} run(s) started,"
-                f" {t['wrk_non_2xx']:.0f} non-2xx"
-            )
-        print(
-            f"  {args.distinct} distinct alerts, a run each  {t['distinct']:8.0f}/s"
-            f"   (bare create_flow_run {t['floor_distinct']:8.0f}/s; ratio"
-            f" {t['floor_distinct'] / t['distinct']:.1f} x)"
-        )
-        p50_f, p50_b = statistics.median(f), statistics.median(b)
-        print(
-            f"\nalert to verified fix: rate-limiter, {args.buckets} stuck buckets, {args.rounds}"
-            " rounds"
-            " (warm-up excluded)"
-        )
-        print(f"  bare commands of the fix   p50 {p50_b * 1000:8.1f} ms")
-        print(
-            f"  through remediate serve    p50 {p50_f * 1000:8.1f} ms   max {max(f) * 1000:.1f} ms"
-        )
-        print(f"  orchestration share        {(p50_f - p50_b) / p50_f:8.0%}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-        for key in r.scan_iter(match=f"{prefix}*"):
-            r.delete(key)
-        for name in (server_db, store_db, target_db):
-            with psycopg.connect(ADMIN, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-                )
+    with bench_environment(ALERT_WEBHOOK_TOKEN=TOKEN, REMEDIATION_REDIS_PREFIX=prefix) as names:
+        try:
+            run(args, names["home"], prefix)
+        finally:
+            r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+            for key in r.scan_iter(match=f"{prefix}*"):
+                r.delete(key)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """Benchmarks: health-sweep across 1, 10 and 50 target databases, and bulk remediation plans
-(thousands of stuck rate-limit buckets, every idle session the server allows) against the bare
-commands, each floor measured in the same run.
+(thousands of stuck rate-limit buckets; every idle session the shared server allows, and hundreds
+on a PostgreSQL server of its own in a container) against the bare commands, each floor measured
+in the same run.
 
-    .venv/bin/python bench/sweep_and_bulk.py [--rounds 3] [--buckets 5000]
+    .venv/bin/python bench/sweep_and_bulk.py [--rounds 3] [--buckets 5000] [--sessions 400]
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from common import ADMIN, bench_environment, create_db, drop_db, median_of, timed, url
 
@@ -96,34 +99,31 @@ def bulk_buckets(n: int, rounds: int) -> tuple[float, float]:
         r.close()
 
 
-def bulk_sessions(target: str, rounds: int) -> tuple[int, float, float]:
-    """connection-pool-exhausted terminating every idle session the server has room for."""
+def bulk_sessions(admin: str, target_url: str, n: int, rounds: int) -> tuple[float, float]:
+    """connection-pool-exhausted terminating `n` idle sessions of `target_url`'s database, against
+    one `pg_terminate_backend` over the same pids."""
     from core.drills import threshold_below
     from core.prefect_api import run_settings
     from flows.connection_pool_exhausted import connection_pool_exhausted
 
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT current_setting('max_connections')::int - (SELECT count(*) FROM"
-            " pg_stat_activity WHERE backend_type = 'client backend')"
-        ).fetchone()
-    n = max(10, int(row[0]) - 15) if row else 50  # leave room for the server, store and flow
+    database = target_url.rsplit("/", 1)[1]
+    os.environ["TARGET_DATABASE_URL"] = target_url
 
     def open_idle() -> list[psycopg.Connection]:
-        conns = [psycopg.connect(url(target), autocommit=True) for _ in range(n)]
+        conns = [psycopg.connect(target_url, autocommit=True) for _ in range(n)]
         time.sleep(0.1)
         return conns
 
     def bare() -> float:
         conns = open_idle()
         started = time.perf_counter()
-        with psycopg.connect(url(target), autocommit=True) as conn:
+        with psycopg.connect(target_url, autocommit=True) as conn:
             pids = [
                 r[0]
                 for r in conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = %s AND state = 'idle'"
                     " AND pid <> pg_backend_pid()",
-                    (target,),
+                    (database,),
                 )
             ]
             conn.execute("SELECT pg_terminate_backend(p) FROM unnest(%s::int[]) p", (pids,))
@@ -134,7 +134,7 @@ def bulk_sessions(target: str, rounds: int) -> tuple[int, float, float]:
 
     def flow() -> float:
         conns = open_idle()
-        limit = threshold_below(n, admin_url=ADMIN)
+        limit = threshold_below(n, admin_url=admin)
         started = time.perf_counter()
         with run_settings():
             outcome = connection_pool_exhausted(
@@ -142,18 +142,56 @@ def bulk_sessions(target: str, rounds: int) -> tuple[int, float, float]:
             )
         elapsed = time.perf_counter() - started
         assert outcome.status == "resolved", outcome.summary
-        assert len(outcome.actions[0].targets) == n
+        assert len(outcome.actions[0].targets) == n, outcome.actions[0].targets
         for c in conns:
             c.close()
         return elapsed
 
-    return n, median_of(rounds, bare), median_of(rounds, flow)
+    return median_of(rounds, bare), median_of(rounds, flow)
+
+
+def room_for_sessions() -> int:
+    """Idle sessions the shared server has room for, leaving some for the server, store, flow."""
+    with psycopg.connect(ADMIN, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('max_connections')::int - (SELECT count(*) FROM"
+            " pg_stat_activity WHERE backend_type = 'client backend')"
+        ).fetchone()
+    return max(10, int(row[0]) - 15) if row else 50
+
+
+@contextmanager
+def big_server(max_connections: int) -> Iterator[str]:
+    """A PostgreSQL server of its own, in a container (`drills.sandbox.postgres_server`), with
+    room for hundreds of sessions; yields its admin URL."""
+    import docker
+
+    from drills.sandbox import DOCKER_HOST, IMAGE, free_port, postgres_server, reachable
+
+    engine = docker.DockerClient(base_url=DOCKER_HOST)
+    port = free_port()
+    server = postgres_server(port, max_connections=max_connections)
+    container = engine.containers.run(
+        IMAGE, server.pop("command"), detach=True, network_mode="host", **server
+    )
+    admin = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        deadline = time.monotonic() + 60
+        while not reachable(admin):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the container server did not start: {container.logs()[-500:]}")
+            time.sleep(0.3)
+        yield admin
+    finally:
+        container.remove(force=True)
+        engine.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--buckets", type=int, default=5000)
+    parser.add_argument("--sessions", type=int, default=400)
     args = parser.parse_args()
     env = {
         "REMEDIATION_MAX_BLAST_RADIUS": str(args.buckets * 2),
@@ -163,7 +201,10 @@ def main() -> None:
         os.environ["SWEEP_CONCURRENCY"] = os.environ.get("SWEEP_CONCURRENCY", "8")
         sweep = sweep_scaling(args.rounds)
         bare_b, flow_b = bulk_buckets(args.buckets, args.rounds)
-        n, bare_s, flow_s = bulk_sessions(names["target"], args.rounds)
+        n = room_for_sessions()
+        bare_s, flow_s = bulk_sessions(ADMIN, url(names["target"]), n, args.rounds)
+        with big_server(args.sessions + 60) as admin:
+            big_bare, big_flow = bulk_sessions(admin, admin, args.sessions, args.rounds)
     print(f"\nhealth-sweep, {len(SWEPT)} database runbooks per database, medians of {args.rounds}")
     for k, v in sweep.items():
         print(f"  {k:2d} database(s)   {v * 1000:8.0f} ms   ({v / sweep[1]:.1f} x one database)")
@@ -173,10 +214,11 @@ def main() -> None:
         f"  {args.buckets} stuck buckets: bare {bare_b * 1000:8.0f} ms, rate-limiter"
         f" {flow_b * 1000:8.0f} ms ({flow_b / bare_b:.1f} x)"
     )
-    print(
-        f"  {n} idle sessions: bare {bare_s * 1000:8.0f} ms, connection-pool-exhausted"
-        f" {flow_s * 1000:8.0f} ms ({flow_s / bare_s:.1f} x)"
-    )
+    for count, b, f in ((n, bare_s, flow_s), (args.sessions, big_bare, big_flow)):
+        print(
+            f"  {count} idle sessions: bare {b * 1000:8.0f} ms, connection-pool-exhausted"
+            f" {f * 1000:8.0f} ms ({f / b:.1f} x)"
+        )
 
 
 if __name__ == "__main__":

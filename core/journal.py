@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ __all__ = ["JournaledStore", "replay_spool", "spool_dir"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 LOCK_FILE = ".lock"
+RETRY_SECONDS = 5.0  # after a failure, writes go straight to the spool for this long
 
 
 def spool_dir(settings: Settings) -> Path:
@@ -108,6 +110,7 @@ class JournaledStore(Store):
         self._incidents: dict[str, Incident] = {}
         self._events: dict[str, list[TimelineEvent]] = {}
         self._postmortems: dict[str, str] = {}
+        self._retry_at = 0.0  # monotonic time before which the store is not tried again
 
     @classmethod
     def for_run(cls, settings: Settings) -> JournaledStore:
@@ -117,6 +120,7 @@ class JournaledStore(Store):
             Store.open(settings.remediation_database_url)
             store._ready = True
         except StoreUnavailable as exc:
+            store._down()
             log.warning("%s; the run's record is kept in %s until it is back", exc, store.spool)
         return store
 
@@ -134,24 +138,36 @@ class JournaledStore(Store):
                 os.fsync(handle.fileno())
         self.spooled += 1
 
+    def _down(self) -> None:
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
+    def _reachable(self) -> bool:
+        """Whether to try the store now: nothing spooled is left behind, and no recent failure
+        (an unreachable host costs a connect timeout per try)."""
+        return self.flush() and time.monotonic() >= self._retry_at
+
     def flush(self) -> bool:
         """Replay this handle's spooled entries; True when nothing is left spooled."""
-        if not self.spooled:
+        with self._lock:
+            if not self.spooled:
+                return True
+            if time.monotonic() < self._retry_at:
+                return False
+            try:
+                if not self._ready:
+                    Store.open(self._url)
+                    self._ready = True
+                with _locked(self.spool):
+                    for incident_id in {*self._incidents, *self._events}:
+                        path = self._file(incident_id)
+                        if path.exists():
+                            _replay_file(self, path)
+            except StoreUnavailable:
+                self._down()
+                return False
+            log.warning("the incident store is back: %d kept entries written", self.spooled)
+            self.spooled = 0
             return True
-        try:
-            if not self._ready:
-                Store.open(self._url)
-                self._ready = True
-            with _locked(self.spool):
-                for incident_id in list(self._incidents) + list(self._events):
-                    path = self._file(incident_id)
-                    if path.exists():
-                        _replay_file(self, path)
-        except StoreUnavailable:
-            return False
-        log.warning("the incident store is back: %d kept entries written", self.spooled)
-        self.spooled = 0
-        return True
 
     def _write(
         self, incident_id: str, entry: dict[str, Any], write: Callable[[], T], fallback: T
@@ -159,10 +175,11 @@ class JournaledStore(Store):
         """`write()` to the store, in order after anything spooled; else spool `entry`."""
         entry = {**entry, "incident_id": incident_id, "at": _now().isoformat()}
         with self._lock:  # the notifier's threads write too
-            if self.flush():
+            if self._reachable():
                 try:
                     return write()
                 except StoreUnavailable as exc:
+                    self._down()
                     log.warning("%s; kept in the spool: %s", exc, entry["op"])
             self._spool(incident_id, entry)
             return fallback
@@ -301,30 +318,32 @@ class JournaledStore(Store):
 
     def incident(self, incident_id: str) -> Incident | None:
         try:
-            if self.flush():
+            if self._reachable():
                 return super().incident(incident_id)
         except StoreUnavailable:
-            pass
+            self._down()
         return self._incidents.get(incident_id)
 
     def timeline(self, incident_id: str) -> list[TimelineEvent]:
         try:
-            if self.flush():
+            if self._reachable():
                 return super().timeline(incident_id)
         except StoreUnavailable:
-            pass
+            self._down()
         return list(self._events.get(incident_id, []))
 
     def postmortem(self, incident_id: str) -> str | None:
         try:
-            if self.flush():
+            if self._reachable():
                 return super().postmortem(incident_id)
         except StoreUnavailable:
-            pass
+            self._down()
         return self._postmortems.get(incident_id)
 
     def now(self) -> datetime:
         try:
-            return super().now()
+            if self._reachable():
+                return super().now()
         except StoreUnavailable:
-            return _now()
+            self._down()
+        return _now()

@@ -26,7 +26,15 @@ from psycopg import sql
 
 from core.settings import ConfigError
 
-__all__ = ["ADMIN_URL", "DrillUnavailable", "Sandbox", "World", "git", "reachable"]
+__all__ = [
+    "ADMIN_URL",
+    "DrillUnavailable",
+    "Sandbox",
+    "World",
+    "git",
+    "postgres_server",
+    "reachable",
+]
 
 ADMIN_URL = os.environ.get("DRILL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DRILL_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -55,6 +63,36 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+PG_HOST_DIRS = [
+    "/usr/lib/postgresql",
+    "/usr/share/postgresql",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/etc/passwd",
+    "/etc/group",
+]
+
+
+def postgres_server(port: int, *, max_connections: int | None = None) -> dict[str, Any]:
+    """The `containers.run` arguments (command first) of a real PostgreSQL server on
+    127.0.0.1:`port`, from this machine's own binaries mounted read-only into the test image; its
+    data survives a stop and a start (`drills/assets/postgres.sh`)."""
+    from drills import ASSETS
+
+    environment = {"PGPORT": str(port)}
+    if max_connections is not None:
+        environment["PG_MAX_CONNECTIONS"] = str(max_connections)
+    return {
+        "command": ["/bin/sh", "/postgres.sh"],
+        "user": "postgres",
+        "environment": environment,
+        "volumes": {
+            **{d: {"bind": d, "mode": "ro"} for d in PG_HOST_DIRS},
+            str(ASSETS / "postgres.sh"): {"bind": "/postgres.sh", "mode": "ro"},
+        },
+    }
 
 
 def reachable(url: str) -> bool:

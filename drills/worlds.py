@@ -27,6 +27,7 @@ from drills.sandbox import (
     World,
     free_port,
     git,
+    postgres_server,
     reachable,
     wait_until,
 )
@@ -212,28 +213,11 @@ def tables_missing_after_migration(sb: Sandbox) -> World:
 
 # Seed 000: "could not connect to server": the database container stopped.
 
-PG_HOST_DIRS = [
-    "/usr/lib/postgresql",
-    "/usr/share/postgresql",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/etc/passwd",
-    "/etc/group",
-]
-
 
 def database_connection_errors(sb: Sandbox) -> World:
     port = free_port()
-    container = sb.container(
-        ["/bin/sh", "/postgres.sh"],
-        service="db",
-        user="postgres",
-        environment={"PGPORT": str(port)},
-        volumes={
-            **{d: {"bind": d, "mode": "ro"} for d in PG_HOST_DIRS},
-            str(ASSETS / "postgres.sh"): {"bind": "/postgres.sh", "mode": "ro"},
-        },
-    )
+    server = postgres_server(port)
+    container = sb.container(server.pop("command"), service="db", **server)
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     wait_until(lambda: reachable(url), timeout=60, what="the database container did not answer")
     container.stop(timeout=5)

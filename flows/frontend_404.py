@@ -84,6 +84,7 @@ def frontend_404(
     *,
     deep_links: list[str] | None = None,
     stop_timeout_seconds: int = 10,
+    verify_timeout_seconds: float = 30,
     dry_run: bool = False,
     auto_approve: bool = False,
     requested_by: str | None = None,
@@ -182,7 +183,7 @@ def frontend_404(
                 detail="; ".join(bad) or f"{len(after)} deep link(s) serve the app shell",
             )
 
-        return [wait_until_ok(links_ok, timeout=30)]
+        return [wait_until_ok(links_ok, timeout=verify_timeout_seconds)]
 
     return run.carry_out(
         plan,

@@ -2,8 +2,9 @@
 deduplicate, start the runbook's deployment, and answer 202 at once with the flow run ids.
 
 Bad input is always a 4xx with a one-line `error` (401 unauthenticated, 413 too large, 422 naming
-the field, 404 unknown route); the only 5xx is a 503 when the Prefect server cannot take a run, so
-that the sender retries and nothing is lost. Signed approval links are answered here too.
+the field, 404 unknown route); the only 5xx is a 503 when the Prefect server cannot take a run (or
+another request's run of the same incident is still not created after a wait), so that the sender
+retries and nothing is lost. Signed approval links are answered here too.
 """
 
 from __future__ import annotations

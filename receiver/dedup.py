@@ -97,6 +97,22 @@ class Deduplicator:
         run_id = str(held)
         return Claim(new=False, flow_run_id=None if run_id.startswith(PENDING) else run_id)
 
+    def wait_for_run(self, key: str, *, timeout: float) -> str | None:
+        """The run id a claim in progress gets within `timeout` (None: still none, or released)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                held = self._client.get(self._key(key))
+            except redis.RedisError as exc:
+                self._failed(exc)
+                return None
+            if held is None:
+                return None
+            if not str(held).startswith(PENDING):
+                return str(held)
+            time.sleep(0.02)
+        return None
+
     def remember(self, key: str, flow_run_id: str) -> None:
         if not self._available():
             return

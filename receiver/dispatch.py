@@ -24,6 +24,7 @@ from receiver.starter import DeploymentStarter, Starter, StartFailed
 __all__ = ["Accepted", "Dispatcher", "Metrics", "Rejected"]
 
 log = logging.getLogger("remediate.receiver")
+PENDING_WAIT_SECONDS = 2.0  # how long a duplicate waits for the id of a run being created
 
 
 class Rejected(Exception):
@@ -135,9 +136,6 @@ class Dispatcher:
                 result.resolved += 1
                 continue
             run_id = self.start(alert, routed)
-            if run_id is None:
-                result.deduplicated += 1
-                continue
             if run_id.startswith("dup:"):
                 result.deduplicated += 1
                 result.flow_run_ids.append(run_id.removeprefix("dup:"))
@@ -146,14 +144,24 @@ class Dispatcher:
             result.flow_run_ids.append(run_id)
         return result
 
-    def start(self, alert: Alert, routed: Routed) -> str | None:
-        """Start the routed run unless its incident already runs: the new run's id, `dup:ID` for
-        a duplicate whose run is known, None for a duplicate whose run is still being created."""
+    def start(self, alert: Alert, routed: Routed) -> str:
+        """Start the routed run unless its incident already runs: the new run's id, or `dup:ID`
+        for a duplicate (503 `Rejected` when that run is still being created after a wait)."""
         key = routed.dedup_key
         claim = self.dedup.claim(key)
         if not claim.new:
             self.metrics.deduplicated.inc()
-            return f"dup:{claim.flow_run_id}" if claim.flow_run_id else None
+            # Another request is creating the run: wait for its id rather than acknowledge an
+            # alert whose run may never come (its receiver killed mid-way); a 503 makes the
+            # sender retry, by when the run exists or the claim is stale and taken over.
+            run_id = claim.flow_run_id or self.dedup.wait_for_run(key, timeout=PENDING_WAIT_SECONDS)
+            if run_id is None:
+                raise Rejected(
+                    503,
+                    "run-pending",
+                    "the run of this incident is still being created elsewhere; retry",
+                )
+            return f"dup:{run_id}"
         if claim.degraded:
             self.metrics.degraded.labels("redis").inc()
         # Redeliveries of one occurrence within one dedup window share an idempotency key, so

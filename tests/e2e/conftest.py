@@ -110,49 +110,28 @@ def kinds(store: Store, incident_id: str | None) -> list[str]:
 
 DOCKER_HOST = "unix:///run/podman/podman.sock"
 POOLER_SCRIPT = ASSETS / "pooler.sh"
-POSTGRES_SCRIPT = ASSETS / "postgres.sh"
-HOST_DIRS = [
-    "/usr/lib/postgresql",
-    "/usr/share/postgresql",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib64",
-    "/etc/passwd",
-    "/etc/group",
-]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres_container(
     engine: docker.DockerClient, *, password: str, project: str, service: str = "db"
 ) -> tuple[Any, str]:
-    """A real PostgreSQL server in a compose-labelled container of the test image (this
-    machine's binaries, mounted read-only; its data survives a stop and start), once it answers:
-    the container and its URL."""
+    """A real PostgreSQL server in a compose-labelled container of the test image (its data
+    survives a stop and start), once it answers: the container and its URL."""
+    from drills.sandbox import free_port, postgres_server
 
     port = free_port()
+    server = postgres_server(port)
     container = engine.containers.run(
         "localhost/remediate-test:3",
-        ["/bin/sh", "/postgres.sh"],
+        server.pop("command"),
         detach=True,
         network_mode="host",
-        user="postgres",
-        environment={"PGPORT": str(port)},
-        volumes={
-            **{d: {"bind": d, "mode": "ro"} for d in HOST_DIRS},
-            str(POSTGRES_SCRIPT): {"bind": "/postgres.sh", "mode": "ro"},
-        },
         labels={
             "com.docker.compose.project": project,
             "com.docker.compose.service": service,
             "remediate.test": "1",
         },
+        **server,
     )
     url = f"postgresql://postgres:{password}@127.0.0.1:{port}/postgres"
     wait_reachable(url, container)

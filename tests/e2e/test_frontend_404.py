@@ -74,7 +74,7 @@ def test_deep_links_fixed_by_a_restart_after_the_redeploy(site: dict[str, Any]) 
 
 
 def test_restart_without_a_fixed_deploy_escalates(site: dict[str, Any]) -> None:
-    outcome = frontend_404(auto_approve=True, stop_timeout_seconds=1)
+    outcome = frontend_404(auto_approve=True, stop_timeout_seconds=1, verify_timeout_seconds=3)
     assert outcome.status == "escalated" and "verification failed" in outcome.summary
     assert httpx.get(f"{site['url']}/dashboard").status_code == 404
 

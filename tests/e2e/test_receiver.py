@@ -171,8 +171,8 @@ def test_a_claim_left_by_a_receiver_killed_before_its_run_is_taken_over(
     live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID], receiver_env: Any
 ) -> None:
     """A receiver killed between claiming an alert in Redis and creating its run leaves a claim
-    with no run: a redelivery soon after is a duplicate still being created; once the claim is
-    stale, the next one starts the run, so the alert is not lost for the dedup window."""
+    with no run: a redelivery soon after waits for that run, then gets a 503 to retry (never a
+    202 for an alert with no run); once the claim is stale, the next one starts the run."""
     import redis
 
     from receiver.dedup import STALE_CLAIM_SECONDS
@@ -192,8 +192,9 @@ def test_a_claim_left_by_a_receiver_killed_before_its_run_is_taken_over(
         prefect.delete_flow_run(uuid.UUID(run_id))  # as if it had never been created
     now_ms = int(client.time()[0]) * 1000
     client.set(key, f"pending:{now_ms - 1000}", keepttl=True)  # claimed 1 s ago, no run yet
-    fresh = r.post("/alerts/alertmanager", am_payload(database)).json()
-    assert (fresh["accepted"], fresh["deduplicated"], fresh["flow_run_ids"]) == (0, 1, [])
+    fresh = r.post("/alerts/alertmanager", am_payload(database))  # waits for the run, in vain
+    assert (fresh.status_code, fresh.headers["Retry-After"]) == (503, "10"), fresh.text
+    assert "still being created" in fresh.json()["error"]
     stale_ms = now_ms - int(STALE_CLAIM_SECONDS * 1000) - 1000
     client.set(key, f"pending:{stale_ms}", keepttl=True)  # the claimer is long dead
     taken = r.post("/alerts/alertmanager", am_payload(database)).json()

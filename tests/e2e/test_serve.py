@@ -256,7 +256,7 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
     from prefect.client.orchestration import get_client
 
     healthy = {"params": {"usage_threshold": 0.99}}  # each database's run ends `healthy`
-    databases = [make_database() for _ in range(24)]
+    databases = [make_database() for _ in range(16)]
     headers = {"Authorization": f"Bearer {TOKEN}"}
     process, url, _ = start_serve(healthy, tmp_path, auto_approve=False)
     answered: dict[str, list[str]] = {}
@@ -275,7 +275,7 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
                 unanswered.append(database)
                 return
             answered[database] = response.json()["flow_run_ids"]
-            if len(answered) == 8:
+            if len(answered) == 6:
                 process.kill()  # SIGKILL: no shutdown, no Crashed marks
 
     try:
@@ -284,7 +284,7 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
     finally:
         process.kill()
         process.wait()
-    assert len(answered) >= 8 and unanswered, (len(answered), len(unanswered))
+    assert len(answered) >= 6 and unanswered, (len(answered), len(unanswered))
     assert all(len(ids) == 1 for ids in answered.values()), answered
 
     again = tmp_path / "again"
