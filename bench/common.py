@@ -59,6 +59,21 @@ def timed(call: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
+def expire_unbounded(r: Any, pattern: str, seconds: int) -> None:
+    """The bare rate-limiter fix, as an engineer would type it: SCAN the buckets, read their TTLs
+    in one pipeline, EXPIRE those without one in another."""
+    keys = list(r.scan_iter(match=pattern, count=1000))
+    with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.ttl(key)
+        ttls = pipe.execute()
+    with r.pipeline(transaction=False) as pipe:
+        for key, ttl in zip(keys, ttls, strict=True):
+            if ttl == -1:
+                pipe.expire(key, seconds)
+        pipe.execute()
+
+
 def parallel(n: int, call: Callable[[int], Any], workers: int = 8) -> list[Any]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(call, range(n)))

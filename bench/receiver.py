@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
 import redis  # noqa: E402
-from common import bench_environment, free_port  # noqa: E402
+from common import bench_environment, expire_unbounded, free_port  # noqa: E402
 
 TOKEN = "bench-token"
 ALERT = json.loads((ROOT / "tests" / "fixtures" / "alerts" / "alertmanager.json").read_text())
@@ -217,16 +217,7 @@ def stuck_buckets(r: redis.Redis, prefix: str, n: int) -> None:
 def bare_fix(r: redis.Redis, prefix: str, window: int) -> float:
     """What an engineer would type: SCAN the buckets, EXPIRE those without a TTL, SCAN again."""
     started = time.perf_counter()
-    keys = list(r.scan_iter(match=f"{prefix}ratelimit:*", count=1000))
-    with r.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.ttl(key)
-        ttls = pipe.execute()
-    with r.pipeline(transaction=False) as pipe:
-        for key, ttl in zip(keys, ttls, strict=True):
-            if ttl == -1:
-                pipe.expire(key, window)
-        pipe.execute()
+    expire_unbounded(r, f"{prefix}ratelimit:*", window)
     left = [k for k in r.scan_iter(match=f"{prefix}ratelimit:*", count=1000) if r.ttl(k) == -1]
     assert not left
     return time.perf_counter() - started

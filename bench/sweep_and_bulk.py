@@ -15,7 +15,16 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from common import ADMIN, bench_environment, create_db, drop_db, median_of, timed, url
+from common import (
+    ADMIN,
+    bench_environment,
+    create_db,
+    drop_db,
+    expire_unbounded,
+    median_of,
+    timed,
+    url,
+)
 
 import psycopg  # isort: skip
 import redis  # isort: skip
@@ -67,16 +76,7 @@ def bulk_buckets(n: int, rounds: int) -> tuple[float, float]:
     def bare() -> float:
         stuck()
         started = time.perf_counter()
-        keys = list(r.scan_iter(match=f"{prefix}ratelimit:*", count=1000))
-        with r.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.ttl(key)
-            ttls = pipe.execute()
-        with r.pipeline(transaction=False) as pipe:
-            for key, ttl in zip(keys, ttls, strict=True):
-                if ttl == -1:
-                    pipe.expire(key, 60)
-            pipe.execute()
+        expire_unbounded(r, f"{prefix}ratelimit:*", 60)
         return time.perf_counter() - started
 
     def flow() -> float:

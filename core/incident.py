@@ -268,12 +268,13 @@ class IncidentRun:
     def broke(self, exc: Exception) -> Outcome:
         """The run raised after opening its incident: record it and hand it to a person now."""
         monitoring.capture_exception(exc)
-        get_run_logger().error("the run broke %s: %s", self.phase, _first_line(exc))
+        error = _first_line(exc)
+        get_run_logger().error("the run broke %s: %s", self.phase, error)
         done = "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in self.executed)
         changed = f"done before it broke: {done}" if self.executed else "nothing was changed"
-        self._record("run-broke", detail=f"{self.phase}: {_first_line(exc)}", phase=self.phase)
+        self._record("run-broke", detail=f"{self.phase}: {error}", phase=self.phase)
         return self.escalate(
-            f"the run broke {self.phase} ({_first_line(exc)}); {changed}",
+            f"the run broke {self.phase} ({error}); {changed}",
             status="failed",
             actions=self.executed,
         )
@@ -389,7 +390,7 @@ class IncidentRun:
             return self._store_down(exc, plan)
         if refused:
             return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
-        if not automatic and recent:
+        if recent:  # only asked for when a person approves
             plan = plan.model_copy(
                 update={
                     "notices": [

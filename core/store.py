@@ -420,7 +420,9 @@ class Store:
         return dict(row["data"]) if row else None
 
 
-def _record_once(cur: psycopg.Cursor[Any], incident_id: str, kind: str, *, detail: str) -> bool:
+def _record_once(
+    cur: psycopg.Cursor[Any], incident_id: str, kind: str, *, detail: str, at: Any = None
+) -> bool:
     cur.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"{incident_id}:{kind}".encode()),))
     cur.execute(
         "SELECT 1 FROM incident_events WHERE incident_id = %s AND kind = %s", (incident_id, kind)
@@ -428,8 +430,9 @@ def _record_once(cur: psycopg.Cursor[Any], incident_id: str, kind: str, *, detai
     if cur.fetchone():
         return False
     cur.execute(
-        "INSERT INTO incident_events (incident_id, kind, detail, data) VALUES (%s, %s, %s, '{}')",
-        (incident_id, kind, detail),
+        """INSERT INTO incident_events (incident_id, kind, detail, data, at)
+           VALUES (%s, %s, %s, '{}', COALESCE(%s::timestamptz, clock_timestamp()))""",
+        (incident_id, kind, detail, at),
     )
     return True
 
@@ -455,14 +458,11 @@ def _apply(cur: psycopg.Cursor[Any], entry: dict[str, Any]) -> None:
                 i["opened_at"],
             ),
         )
-    elif op in {"event", "once"}:
-        if op == "once":
-            cur.execute(
-                "SELECT 1 FROM incident_events WHERE incident_id = %s AND kind = %s",
-                (entry["incident_id"], entry["kind"]),
-            )
-            if cur.fetchone():
-                return
+    elif op == "once":
+        _record_once(
+            cur, entry["incident_id"], entry["kind"], detail=entry.get("detail", ""), at=at
+        )
+    elif op == "event":
         cur.execute(
             """INSERT INTO incident_events (incident_id, kind, actor, resource, detail, data, at)
                VALUES (%s, %s, %s, %s, %s, %s, %s)""",
