@@ -14,7 +14,7 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from core import lifecycle
+from core import catalogue, lifecycle
 from core.comms import IncidentComms
 from core.journal import replay_spool
 from core.settings import load_settings
@@ -28,6 +28,8 @@ FLOW = "incident-watchdog"
 class WatchdogReport(BaseModel):
     open_incidents: int = 0
     replayed_entries: int = 0
+    # Incidents it cannot handle (a runbook no longer in the catalogue), with the reason.
+    skipped: list[str] = Field(default_factory=list)
     escalated: list[str] = Field(default_factory=list)
 
 
@@ -40,6 +42,9 @@ def incident_watchdog() -> WatchdogReport:
     now = store.now()
     for incident in store.incidents(open_only=True, limit=1000):
         report.open_incidents += 1
+        if incident.runbook not in catalogue.CATALOGUE:  # one odd incident stops no other
+            report.skipped.append(f"{incident.id}: unknown runbook {incident.runbook!r}")
+            continue
         targets = lifecycle.targets_for(incident.runbook, incident.severity, settings)
         if now < incident.opened_at + targets.resolution:
             continue
@@ -52,6 +57,6 @@ def incident_watchdog() -> WatchdogReport:
     print(
         f"incident watchdog: {report.open_incidents} open incident(s),"
         f" {len(report.escalated)} escalated now, {report.replayed_entries} spooled timeline"
-        " entries written"
+        " entries written" + "".join(f"; skipped {line}" for line in report.skipped)
     )
     return report

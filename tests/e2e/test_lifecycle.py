@@ -246,9 +246,13 @@ def test_the_watchdog_escalates_an_orphaned_incident_once(
         title="Rate limiter",
     )
     store.record(orphan.id, "approval-asked", detail="waiting for an approver")
+    retired = store.open_incident(
+        runbook="retired-runbook", severity="P2", resource="elsewhere", title="Gone"
+    )
     time.sleep(1.5)
     report = incident_watchdog()
     assert orphan.id in report.escalated
+    assert f"{retired.id}: unknown runbook 'retired-runbook'" in report.skipped
     again = incident_watchdog()
     assert orphan.id not in again.escalated
     kinds = [e.kind for e in store.timeline(orphan.id)]
@@ -257,3 +261,4 @@ def test_the_watchdog_escalates_an_orphaned_incident_once(
     assert escalated.data["level"] == "L2"  # seed 002: rate limiter → L2 notified
     assert any(t.startswith("🔺 INCIDENT ESCALATED") for t in texts(channels["slack"]))
     store.close_incident(orphan.id, status="escalated")
+    store.close_incident(retired.id, status="escalated")
