@@ -45,6 +45,8 @@ os.environ.update(
         "PREFECT_HOME": _HOME,
         "PREFECT_API_URL": f"http://127.0.0.1:{_PORT}/api",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # The server's scheduler looks for schedules to fill every 10 s (60 s by default).
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "10",
         "PREFECT_LOGGING_LEVEL": "WARNING",
         "REMEDIATE_HOME": _HOME,
     }

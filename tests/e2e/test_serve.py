@@ -26,7 +26,11 @@ REMEDIATE = str(Path(sys.executable).with_name("remediate"))
 
 
 def start_serve(
-    w: dict[str, Any], tmp_path: Path, *, auto_approve: bool
+    w: dict[str, Any],
+    tmp_path: Path,
+    *,
+    auto_approve: bool,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`remediate serve` with a route for the world's alert (and auto-approval of the fix if
     asked), once its receiver answers: the process, its URL and its log."""
@@ -54,6 +58,7 @@ def start_serve(
         "ALERT_ROUTES_FILE": str(routes),
         "SWEEP_INTERVAL_SECONDS": "3600",
         "REMEDIATE_HOME": str(tmp_path / "home"),
+        **(extra_env or {}),
     }
     if auto_approve:
         env["AUTO_APPROVE"] = "connection-pool-exhausted:terminate-idle-sessions:*"
@@ -315,4 +320,53 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
     finally:
         process.kill()
         process.wait()
+    assert "Traceback" not in log.read_text()
+
+
+def test_the_health_sweep_schedule_fires_under_serve(
+    receiver_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A schedule registered is not a schedule firing: with SWEEP_INTERVAL_SECONDS=20 the Prefect
+    server's own scheduler creates `health-sweep` runs and serve's runner completes one within two
+    minutes. (SQLAlchemy 2.1 once stopped Prefect's scheduler with every registration intact.)"""
+    from datetime import datetime, timezone
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
+
+    began = datetime.now(timezone.utc)
+    healthy = {"params": {"usage_threshold": 0.99}}
+    process, _, log = start_serve(
+        healthy, tmp_path, auto_approve=False, extra_env={"SWEEP_INTERVAL_SECONDS": "20"}
+    )
+    try:
+        deadline = time.monotonic() + 150
+        with get_client(sync_client=True) as client:
+            while True:
+                runs = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(
+                        name=DeploymentFilterName(any_=["health-sweep"])
+                    ),
+                    flow_run_filter=FlowRunFilter(
+                        expected_start_time=FlowRunFilterExpectedStartTime(after_=began)
+                    ),
+                )
+                done = [
+                    r
+                    for r in runs
+                    if r.auto_scheduled and r.state_type and r.state_type.value == "COMPLETED"
+                ]
+                if done:
+                    break
+                states = [(r.auto_scheduled, r.state_name) for r in runs]
+                assert time.monotonic() < deadline, (states, log.read_text()[-3000:])
+                time.sleep(2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=60)
     assert "Traceback" not in log.read_text()
