@@ -38,7 +38,7 @@ import httpx  # noqa: E402
 import redis  # noqa: E402
 from common import bench_environment, expire_unbounded, free_port  # noqa: E402
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-0123456789"
 ALERT = json.loads((ROOT / "tests" / "fixtures" / "alerts" / "alertmanager.json").read_text())
 THREADS = 32
 

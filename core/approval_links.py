@@ -1,10 +1,12 @@
 """Signed, expiring, single-use approval links: an approval given from a chat message.
 
-A link names one flow run and an expiry, signed with HMAC-SHA256 under `APPROVAL_LINK_SECRET`.
-Opening it shows the plan's summary and a form (a GET never acts: chat unfurlers open links); the
-form's POST carries the approver's name and the answer. The receiver checks the signature and the
-expiry, refuses a name off the approver list, and marks the link's nonce used in the store before
-it resumes the run, so a link answers once.
+A link names one flow run, the digest of the one plan it answers, the approver it was made for
+and an expiry, signed with HMAC-SHA256 under `APPROVAL_LINK_SECRET`. With `APPROVERS` set there
+is one link per approver, and the page answers as that approver: the name is never typed (a link
+proves only that its holder had it, so its answers are recorded `verified: false`). Opening it
+shows the plan (a GET never acts: chat unfurlers open links); the form's POST carries the answer.
+The receiver checks the signature and the expiry, and marks the link's nonce used in the store
+before it resumes the run, so a link answers once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-__all__ = ["LinkClaims", "LinkError", "approval_link", "sign", "verify"]
+__all__ = ["LinkClaims", "LinkError", "approval_link", "link_approvers", "sign", "verify"]
 
 
 class LinkError(Exception):
@@ -33,6 +35,9 @@ class LinkClaims:
     summary: str
     expires_at: float
     nonce: str
+    plan_digest: str = ""
+    # The approver the link was made for ("": any holder, when no APPROVERS list is set).
+    approver: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -56,6 +61,8 @@ def sign(
     summary: str,
     ttl_seconds: float,
     now: float | None = None,
+    plan_digest: str = "",
+    approver: str = "",
 ) -> str:
     claims = {
         "run": flow_run_id,
@@ -63,6 +70,8 @@ def sign(
         "sum": summary[:200],
         "exp": round((now if now is not None else time.time()) + ttl_seconds),
         "n": secrets.token_urlsafe(12),
+        "d": plan_digest,
+        "w": approver,
     }
     payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
     return f"{payload}.{_mac(secret, payload)}"
@@ -84,6 +93,8 @@ def verify(secret: SecretStr, token: str, *, now: float | None = None) -> LinkCl
             summary=str(claims["sum"]),
             expires_at=float(claims["exp"]),
             nonce=str(claims["n"]),
+            plan_digest=str(claims.get("d", "")),
+            approver=str(claims.get("w", "")),
         )
     except (ValueError, KeyError, TypeError):
         raise LinkError("this approval link is malformed") from None
@@ -100,6 +111,8 @@ def approval_link(
     incident_id: str,
     summary: str,
     ttl_seconds: float,
+    plan_digest: str = "",
+    approver: str = "",
 ) -> str:
     token = sign(
         secret,
@@ -107,5 +120,16 @@ def approval_link(
         incident_id=incident_id,
         summary=summary,
         ttl_seconds=ttl_seconds,
+        plan_digest=plan_digest,
+        approver=approver,
     )
     return f"{base_url.rstrip('/')}/approvals/{token}"
+
+
+def link_approvers(approvers: list[str]) -> list[str]:
+    """Whom links are made for: each approver a link can stand for (not Slack users, who answer
+    with the message's buttons), or one link for any holder ("") when no list is set."""
+    named = [a for a in approvers if not a.startswith("slack:")]
+    if approvers and not named:
+        return []
+    return named or [""]

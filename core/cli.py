@@ -198,19 +198,63 @@ def approve(
         require_api()
     except ConfigError as exc:
         _fail(str(exc))
-    from prefect.exceptions import NotPausedError, ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
+    from core.approval import NotWaiting, answer_run
 
     approver = as_name or _user()
     try:
-        resume_flow_run(run_id, run_input={"approve": not deny, "approver": approver, "note": note})
-    except ObjectNotFound:
-        _fail(f"no flow run {flow_run_id}")
-    except NotPausedError:
-        _fail(f"flow run {flow_run_id} is not waiting for an approval", code=1)
+        pending = answer_run(
+            str(run_id), approve=not deny, approver=approver, note=note, channel="cli"
+        )
+    except NotWaiting as exc:
+        _fail(str(exc), code=1)
     except Exception as exc:  # noqa: BLE001 - the server refused; say why in one line
         _fail(f"could not answer flow run {flow_run_id}: {str(exc).splitlines()[0]}", code=1)
-    typer.echo(f"{'declined' if deny else 'approved'} flow run {flow_run_id} as {approver}")
+    verdict = "declined" if deny else "approved"
+    took = _wait_until_taken(str(run_id), pending.key)
+    if took is None:
+        _fail(
+            f"{verdict} flow run {flow_run_id} as {approver}, but the run has not read the answer"
+            f" within {ANSWER_WAIT_SECONDS:.0f} s: its process may be gone, and the plan stays"
+            " unapproved (a recovered run asks again)",
+            code=1,
+        )
+    kind, detail = took
+    if kind == "unknown":
+        _fail(
+            f"{verdict} flow run {flow_run_id} as {approver}, but whether the run read the answer"
+            f" cannot be confirmed ({detail})",
+            code=1,
+        )
+    if kind == "approval-refused":
+        _fail(f"flow run {flow_run_id} refused the answer: {detail}", code=1)
+    typer.echo(f"{verdict} flow run {flow_run_id} as {approver} (plan {pending.plan_digest[:12]})")
+
+
+ANSWER_WAIT_SECONDS = 15.0
+
+
+def _wait_until_taken(flow_run_id: str, key: str) -> tuple[str, str] | None:
+    """What the run made of the answer, read from the store's timeline: None when it has not read
+    it in time; `("unknown", why)` when the store cannot tell."""
+    import time
+
+    from core.approval import taken
+    from core.store import Store
+
+    try:
+        store = Store.open(load_settings().remediation_database_url)
+    except ConfigError as exc:
+        return "unknown", str(exc)
+    deadline = time.monotonic() + ANSWER_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            found = taken(store, flow_run_id, key)
+        except ConfigError as exc:
+            return "unknown", str(exc)
+        if found is not None:
+            return found
+        time.sleep(0.25)
+    return None
 
 
 @app.command()

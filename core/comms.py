@@ -49,6 +49,8 @@ class IncidentComms:
     settings: Settings
     store: Store
     severity: Severity
+    # A dry run tells nobody: no chat message, page, status page change or issue.
+    silent: bool = False
     notifier: notify.Notifier = field(init=False)
     _clock: threading.Timer | None = field(default=None, init=False)
     _paged: bool = field(default=False, init=False)
@@ -57,8 +59,11 @@ class IncidentComms:
         self.notifier = notify.Notifier(self._recorded)
 
     @classmethod
-    def for_incident(cls, incident: Incident, *, settings: Settings, store: Store) -> IncidentComms:
+    def for_incident(
+        cls, incident: Incident, *, settings: Settings, store: Store, silent: bool = False
+    ) -> IncidentComms:
         return cls(
+            silent=silent,
             runbook=catalogue.get(incident.runbook),
             resource=incident.resource,
             incident_id=incident.id,
@@ -92,14 +97,17 @@ class IncidentComms:
 
     # Channels.
 
-    def slack(self, text: str) -> None:
+    def slack(self, text: str, *, blocks: list[dict[str, object]] | None = None) -> None:
         url, attempts = self.settings.slack_webhook_url, self.settings.notify_attempts
-        if url is not None:
-            self.notifier.send("slack", lambda: notify.slack_message(url, text, attempts=attempts))
+        if url is not None and not self.silent:
+            self.notifier.send(
+                "slack",
+                lambda: notify.slack_message(url, text, attempts=attempts, blocks=blocks),
+            )
 
     def page(self, action: str, *, summary: str = "", severity: str | None = None) -> None:
         key = self.settings.pagerduty_routing_key
-        if key is None:
+        if key is None or self.silent:
             return
         if action == "trigger":
             self._paged = True
@@ -126,7 +134,7 @@ class IncidentComms:
     def status_page(self, status: str) -> None:
         s = self.settings
         component = s.statuspage_components.get(self.runbook.component)
-        if not (s.statuspage_url and s.statuspage_api_key and component):
+        if not (s.statuspage_url and s.statuspage_api_key and component) or self.silent:
             return
         base, key = s.statuspage_url, s.statuspage_api_key
         self.notifier.send(
@@ -147,7 +155,8 @@ class IncidentComms:
         if self.severity in PAGED:
             self.page("trigger", summary=f"{self.card.title}: {impact}")
         self.status_page(STATUS_PAGE[self.severity])
-        self.arm_clock(opened_at)
+        if not self.silent:
+            self.arm_clock(opened_at)
 
     def arm_clock(self, opened_at: datetime) -> None:
         """Escalate by itself when the resolution target passes, paused approval or not."""
@@ -286,7 +295,7 @@ class IncidentComms:
 
     def _follow_up(self, *, causes: list[str], resolution: str, prevention: str) -> None:
         s = self.settings
-        if not (s.github_repo and s.github_token):
+        if not (s.github_repo and s.github_token) or self.silent:
             return
         repo, token = s.github_repo, s.github_token
         title = f"Prevent {self.runbook.id} ({', '.join(causes) or 'incident'}) on {self.resource}"

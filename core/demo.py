@@ -117,9 +117,12 @@ class Demo:
                 break
             if incident is not None and not asked:
                 events = store.timeline(incident.id)
-                if any(e.kind == "approval-asked" for e in events):
+                question = next((e for e in events if e.kind == "approval-asked"), None)
+                if question is not None:
                     asked = True
-                    self._ask(run_id, incident.id, settings)
+                    self._ask(
+                        run_id, incident.id, settings, str(question.data.get("plan_digest", ""))
+                    )
             time.sleep(0.3)
         incident = store.incident_for_flow_run(run_id)
         state = f"{incident.id}: {incident.status}" if incident else "none opened"
@@ -130,7 +133,7 @@ class Demo:
             _say(f"  timeline: remediate incident {incident.id}")
         _say("the service keeps running: POST your own alerts, or Ctrl-C to stop")
 
-    def _ask(self, run_id: str, incident_id: str, settings: Any) -> None:
+    def _ask(self, run_id: str, incident_id: str, settings: Any, digest: str) -> None:
         from core import approval_links
 
         _say(f"\nThe run {run_id} waits for an approval of the plan (the Prefect UI shows it).")
@@ -142,6 +145,7 @@ class Demo:
                 incident_id=incident_id,
                 summary="demo: repair the stuck rate-limit buckets",
                 ttl_seconds=settings.approval_timeout_seconds,
+                plan_digest=digest,
             )
             _say(f"  open once: {link}")
         _say(f"  or: remediate approve {run_id}   (--deny to decline)")
@@ -150,9 +154,8 @@ class Demo:
 
     def _prompt(self, run_id: str) -> None:
         import select
-        from uuid import UUID
 
-        from prefect.flow_runs import resume_flow_run
+        from core.approval import answer_run
 
         _say("  or answer here: approve? [y/N]")
         while not self.done.is_set():
@@ -160,10 +163,7 @@ class Demo:
             if ready:
                 yes = sys.stdin.readline().strip().lower() in {"y", "yes"}
                 try:
-                    resume_flow_run(
-                        UUID(run_id),
-                        run_input={"approve": yes, "approver": _person(), "note": "demo"},
-                    )
+                    answer_run(run_id, approve=yes, approver=_person(), note="demo")
                 except Exception as exc:  # noqa: BLE001 - answered elsewhere meanwhile
                     _say(f"  (not taken: {type(exc).__name__})")
                 return

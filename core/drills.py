@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from typing import Any
-from uuid import UUID
 
 import psycopg
 
@@ -178,7 +177,7 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
     from core.prefect_api import ensure_api, run_settings
 
     ensure_api()
-    from prefect.flow_runs import resume_flow_run
+    from core.approval import answer_run
 
     _say(f"== Drill: {runbook.id} ({runbook.severity}, seed {runbook.seed}) ==")
     with _drill_environment(), Sandbox() as sandbox:
@@ -205,18 +204,12 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
             _say(f"  remediate approve {run_id} --deny     (decline)\n")
             if approve_as:
                 _say(f"approving as {approve_as} (--approve-as)")
-                resume_flow_run(
-                    UUID(run_id),
-                    run_input={"approve": True, "approver": approve_as, "note": "drill"},
-                )
+                answer_run(run_id, approve=True, approver=approve_as, note="drill")
             elif interactive:
                 answer = _ask_person(run_id, future)
                 if answer is not None:
                     with suppress(Exception):
-                        resume_flow_run(
-                            UUID(run_id),
-                            run_input={"approve": answer, "approver": _person(), "note": "drill"},
-                        )
+                        answer_run(run_id, approve=answer, approver=_person(), note="drill")
             else:
                 _say("waiting for an answer from another terminal or the Prefect UI…")
         outcome = future.result()

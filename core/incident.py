@@ -19,7 +19,7 @@ from typing import ParamSpec
 from prefect import Flow, flow, get_run_logger, runtime
 
 from core import approval_links, catalogue, lifecycle, monitoring, safety
-from core.approval import ApprovalPolicy, auto_approval_rule, request_approval
+from core.approval import ApprovalPolicy, auto_approval_rule, plan_digest, request_approval
 from core.comms import IncidentComms
 from core.journal import JournaledStore
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
@@ -68,13 +68,42 @@ def _failed(findings: Sequence[Finding]) -> list[str]:
 
 
 def _first_line(exc: BaseException) -> str:
-    """`Type: first line of the message`, short enough for a timeline and a chat message."""
-    text = str(exc).strip()
+    """`Type: first line of the message`, short enough for a timeline and a chat message. A
+    database error is named by its class and SQLSTATE only: its text can carry bound values."""
+    import psycopg
+
+    from core.redact import redact
+
+    if isinstance(exc, psycopg.Error):
+        return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate or 'unknown'})"
+    text = redact(str(exc).strip())
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 P = ParamSpec("P")
 _OPENED: ContextVar[list[IncidentRun] | None] = ContextVar("remediate_opened", default=None)
+
+
+@dataclass(frozen=True)
+class _RunFlags:
+    dry_run: bool = False
+    # `auto_approve=true` arrived as a parameter of a run created through the Prefect API.
+    auto_approve_ignored: bool = False
+
+
+_NO_FLAGS = _RunFlags()
+_FLAGS: ContextVar[_RunFlags] = ContextVar("remediate_run_flags", default=_NO_FLAGS)
+
+
+def _auto_approve_granted() -> bool:
+    """`auto_approve` counts only in a direct call of the flow (`remediate run --auto-approve` in
+    the operator's shell, or Python holding the settings): never for a run created through the
+    Prefect API (the UI, a deployment run, a schedule, an alert), whatever its parameters say."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    return flow_run is not None and flow_run.deployment_id is None
 
 
 def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]]:
@@ -88,6 +117,12 @@ def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]
         def body(*args: P.args, **kwargs: P.kwargs) -> Outcome:
             opened: list[IncidentRun] = []
             token = _OPENED.set(opened)
+            ignored = bool(kwargs.get("auto_approve")) and not _auto_approve_granted()
+            if ignored:
+                kwargs["auto_approve"] = False
+            flags = _FLAGS.set(
+                _RunFlags(dry_run=bool(kwargs.get("dry_run")), auto_approve_ignored=ignored)
+            )
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
@@ -95,6 +130,7 @@ def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]
                     raise
                 return opened[-1].broke(exc)
             finally:
+                _FLAGS.reset(flags)
                 _OPENED.reset(token)
 
         return flow(name=name, log_prints=True)(body)
@@ -154,7 +190,9 @@ class IncidentRun:
             findings=list(findings),
             causes=[],
             flow_run_id=flow_run_id,
-            comms=IncidentComms.for_incident(incident, settings=settings, store=store),
+            comms=IncidentComms.for_incident(
+                incident, settings=settings, store=store, silent=_FLAGS.get().dry_run
+            ),
         )
         targets = lifecycle.targets_for(runbook.id, runbook.severity, settings)
         run._record(
@@ -334,30 +372,54 @@ class IncidentRun:
             self.flow_run_id,
             f": {ui_url}" if ui_url else "",
         )
-        self._notify(
-            notify.approval_requested(
-                self._card,
-                plan=plan,
-                flow_run_id=self.flow_run_id or "?",
-                ui_url=ui_url,
-                timeout_seconds=self.settings.approval_timeout_seconds,
-                link=self._approval_link(plan),
-            )
+        text = notify.approval_requested(
+            self._card,
+            plan=plan,
+            flow_run_id=self.flow_run_id or "?",
+            ui_url=ui_url,
+            timeout_seconds=self.settings.approval_timeout_seconds,
+            links=self._approval_links(plan),
         )
+        self.comms.slack(text, blocks=self._approval_buttons(plan, text))
 
-    def _approval_link(self, plan: Plan) -> str | None:
-        """A signed link to answer from chat, when the receiver's public URL and key are set."""
+    def _approval_buttons(self, plan: Plan, text: str) -> list[dict[str, object]] | None:
+        """Approve/Decline buttons, when the Slack app's signing secret is set (the click comes
+        back to the receiver's /slack/interactions, signed by Slack)."""
         s = self.settings
-        if not (s.receiver_public_url and s.approval_link_secret and self.flow_run_id):
+        if not (s.slack_signing_secret and s.approval_link_secret and self.flow_run_id):
             return None
-        return approval_links.approval_link(
-            s.receiver_public_url,
+        value = approval_links.sign(
             s.approval_link_secret,
             flow_run_id=self.flow_run_id,
             incident_id=self.incident_id,
             summary=plan.summary,
             ttl_seconds=s.approval_timeout_seconds,
+            plan_digest=plan_digest(plan),
         )
+        return notify.approval_blocks(text, plan=plan, value=value)
+
+    def _approval_links(self, plan: Plan) -> list[tuple[str, str]]:
+        """Signed links to answer from chat, one per approver a link can stand for, when the
+        receiver's public URL and key are set: (approver or "", link)."""
+        s = self.settings
+        if not (s.receiver_public_url and s.approval_link_secret and self.flow_run_id):
+            return []
+        return [
+            (
+                who,
+                approval_links.approval_link(
+                    s.receiver_public_url,
+                    s.approval_link_secret,
+                    flow_run_id=self.flow_run_id,
+                    incident_id=self.incident_id,
+                    summary=plan.summary,
+                    ttl_seconds=s.approval_timeout_seconds,
+                    plan_digest=plan_digest(plan),
+                    approver=who,
+                ),
+            )
+            for who in approval_links.link_approvers(s.approvers)
+        ]
 
     # The shared choreography of a destructive remediation.
 
@@ -374,6 +436,13 @@ class IncidentRun:
         """Envelope, approval, lock, re-check, act, verify; returns the run's outcome."""
         policy = safety.SafetyPolicy.from_settings(self.settings)
         approval_policy = ApprovalPolicy.from_settings(self.settings)
+        if _FLAGS.get().auto_approve_ignored:
+            self._record(
+                "auto-approve-ignored",
+                detail="auto_approve=true came as a parameter of a run created through the"
+                " Prefect API: that is not an approval (only AUTO_APPROVE rules and `remediate"
+                " run --auto-approve` are); a person is asked",
+            )
         automatic = auto_approve or auto_approval_rule(approval_policy, plan) is not None
         try:
             refused = safety.refusal(plan, policy=policy, store=self.store, automatic=automatic)
@@ -410,6 +479,7 @@ class IncidentRun:
                 store=self.store,
                 auto_approve=auto_approve,
                 announce=lambda: self._announce_approval(plan),
+                flow_run_id=self.flow_run_id,
             )
         except Exception as exc:  # noqa: BLE001 - e.g. the Prefect server gone for good
             # Waiting for the answer broke (Prefect's client retries ride out a short outage):
@@ -496,9 +566,9 @@ class IncidentRun:
             try:
                 actions = act(current)
             except Exception as exc:  # noqa: BLE001 - a failed action escalates with its reason
-                self._record("action-failed", detail=f"{type(exc).__name__}: {exc}")
+                self._record("action-failed", detail=_first_line(exc))
                 return self.escalate(
-                    f"action failed: {type(exc).__name__}: {exc}",
+                    f"action failed: {_first_line(exc)}",
                     status="failed",
                     actions=_not_executed(plan),
                 )

@@ -52,7 +52,9 @@ def spool_dir(settings: Settings) -> Path:
 @contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """One writer or replayer at a time in the spool, across processes."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    from core.prefect_api import private_dir
+
+    private_dir(directory)
     fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

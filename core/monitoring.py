@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -22,7 +21,7 @@ __all__ = ["capture_exception", "capture_message", "init", "tag_incident"]
 log = logging.getLogger(__name__)
 _initialised: str | None = None
 _secrets: list[str] = []
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+FILTERED = "[Filtered]"  # Sentry's own mark for a scrubbed value
 
 
 def _fragments(raw: str) -> list[str]:
@@ -48,14 +47,19 @@ def _secret_values(settings: Settings) -> list[str]:
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "[Filtered]")
-    return _URL_PASSWORD.sub(r"\1[Filtered]@", text)
+    from core.redact import redact
+
+    return redact(text, secrets, mask=FILTERED)
 
 
 def _before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    """Every string of the event, value by value (a secret with quotes, backslashes or
+    non-ASCII is matched as it is, which `json.dumps` text would not)."""
+    from core.redact import scrub_values
+
     try:
-        cleaned: dict[str, Any] = json.loads(scrub(json.dumps(event, default=str), _secrets))
+        cleaned: dict[str, Any] = scrub_values(event, _secrets, mask=FILTERED)
+        json.dumps(cleaned, default=str)
         return cleaned
     except (TypeError, ValueError):  # an event that cannot be checked is not sent
         return None

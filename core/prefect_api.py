@@ -20,10 +20,31 @@ import httpx
 
 from core.settings import ConfigError
 
-__all__ = ["LOCAL_API_URL", "ensure_api", "require_api", "run_settings", "start_server"]
+__all__ = [
+    "LOCAL_API_URL",
+    "ensure_api",
+    "private_dir",
+    "require_api",
+    "run_settings",
+    "start_server",
+]
 
 LOCAL_API_URL = "http://127.0.0.1:4200/api"
 STATE_DIR = Path(os.environ.get("REMEDIATE_HOME", Path.home() / ".remediate"))
+
+
+def private_dir(path: Path) -> Path:
+    """`path` made if missing, and readable by this user only (0700) even when it existed:
+    the product's state and spool folders hold tokens, signing keys and incident records."""
+    import stat
+
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    # Never a shared folder someone pointed a setting at (a sticky /tmp, another user's).
+    shared = info.st_mode & stat.S_ISVTX or info.st_uid != os.getuid()
+    if info.st_mode & 0o777 != 0o700 and not shared:
+        path.chmod(0o700)
+    return path
 
 
 def _healthy(api_url: str, *, timeout: float = 2.0) -> bool:
@@ -116,7 +137,7 @@ def ensure_api(*, start_timeout: float = 90.0) -> str:
     if _healthy(LOCAL_API_URL):
         _configure(LOCAL_API_URL)
         return LOCAL_API_URL
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(STATE_DIR)
     log_path = STATE_DIR / "prefect-server.log"
     print(f"starting a local Prefect server on {LOCAL_API_URL} (log: {log_path})", file=sys.stderr)
     start_server(port=4200, log_path=log_path)

@@ -35,9 +35,9 @@ def _say(text: str) -> None:
 
 def local_secret(name: str) -> str:
     """A random secret kept in the product's state folder, made the first time it is asked for."""
-    from core.prefect_api import STATE_DIR
+    from core.prefect_api import STATE_DIR, private_dir
 
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(STATE_DIR)
     path = STATE_DIR / name
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -73,6 +73,7 @@ def _own_server() -> subprocess.Popen[bytes] | None:
         STATE_DIR,
         _configure,
         _healthy,
+        private_dir,
         require_api,
         start_server,
         wait_healthy,
@@ -84,7 +85,7 @@ def _own_server() -> subprocess.Popen[bytes] | None:
     if _healthy(LOCAL_API_URL):
         _configure(LOCAL_API_URL)
         return None
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    private_dir(STATE_DIR)
     log_path = STATE_DIR / "prefect-server.log"
     _say(f"starting a Prefect server on {LOCAL_API_URL} (SQLite; log: {log_path})")
     process = start_server(port=4200, log_path=log_path)

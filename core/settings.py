@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ConfigError", "Settings", "load_settings", "redact_url"]
 
 DEFAULT_STORE_URL = "postgresql://postgres@127.0.0.1:5432/remediate"
+# Tokens and signing keys shorter than this are refused: they can be guessed.
+MIN_SECRET_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -128,6 +130,9 @@ class Settings(BaseSettings):
     smtp_ssl: bool = False
     alert_webhook_token: SecretStr | None = None
     sentry_client_secret: SecretStr | None = None
+    # The Slack app's signing secret: approval messages carry buttons, and
+    # POST /slack/interactions takes the clicks (CONTRACT.md, "Approvals from Slack").
+    slack_signing_secret: SecretStr | None = None
 
     # The alert receiver (receiver/).
     # A YAML file of routing rules; unset: the embedded defaults (receiver/routes.yaml).
@@ -174,6 +179,9 @@ class Settings(BaseSettings):
     approval_require_distinct_approver: bool = False
     approval_timeout_seconds: int = Field(default=900, ge=1)
     approval_poll_seconds: float = Field(default=1.0, gt=0, le=10)
+    # With APPROVERS set: whether answers whose channel cannot prove who gave them (the Prefect
+    # UI form, `remediate approve`, signed links) count; off, only Slack clicks do.
+    approval_accept_unverified: bool = True
     # Rules `runbook:action:environment`, `*` matching anything, comma separated.
     auto_approve: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
@@ -203,6 +211,17 @@ class Settings(BaseSettings):
         checked = _check_postgres_url("REMEDIATION_DATABASE_URL", value)
         assert checked is not None
         return checked
+
+    @field_validator("alert_webhook_token", "approval_link_secret", "slack_signing_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            name = (info.field_name or "secret").upper()
+            raise ValueError(
+                f"{name} is too short: at least {MIN_SECRET_LENGTH} characters (for example"
+                " `openssl rand -hex 24`)"
+            )
+        return value
 
     @field_validator("auto_approve")
     @classmethod

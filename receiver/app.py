@@ -18,27 +18,30 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
-from uuid import UUID
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core import approval_links
+from core import approval, approval_links
 from core.models import Alert
 from core.settings import ConfigError, Settings
 from core.store import Store
-from receiver import sources
+from receiver import slack, sources
 from receiver.dispatch import Accepted, Dispatcher, Rejected
 from receiver.routing import Route
 from receiver.starter import Starter
+from tasks import notify
 
 __all__ = ["Receiver", "create_app"]
 
 log = logging.getLogger("remediate.receiver")
+SLACK_WINDOW_SECONDS = 300  # Slack's own advice: refuse requests older than five minutes
+SENTRY_WINDOW_SECONDS = 300
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
@@ -101,7 +104,27 @@ class Receiver:
         if secret is None or not signature:
             return False
         expected = hmac.new(secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-        return hmac.compare_digest(signature.strip().encode(), expected.encode())
+        if not hmac.compare_digest(signature.strip().encode("utf-8", "replace"), expected.encode()):
+            return False
+        # The signature covers the body only: a captured request could be replayed for ever,
+        # so its Sentry-Hook-Timestamp must be recent.
+        stamp = request.headers.get("sentry-hook-timestamp", "").strip()
+        try:
+            age = abs(time.time() - float(stamp))
+        except ValueError:
+            raise Rejected(
+                401, "stale", "unauthenticated: Sentry-Hook-Timestamp is missing"
+            ) from None
+        if age > SENTRY_WINDOW_SECONDS:
+            raise Rejected(401, "stale", "unauthenticated: the Sentry request is too old")
+        return True
+
+    def authenticate_bearer(self, request: Request) -> None:
+        """The bearer token, checked from the headers before any of the body is read."""
+        if not self._bearer_ok(request):
+            raise Rejected(
+                401, "unauthenticated", "unauthenticated: this endpoint needs a bearer token"
+            )
 
     def authenticate(self, request: Request, body: bytes, *, sentry: bool = False) -> None:
         if self._bearer_ok(request) or (sentry and self._sentry_signature_ok(request, body)):
@@ -140,15 +163,20 @@ class Receiver:
             self.metrics.approvals.labels("refused").inc()
             raise Rejected(403, "bad-link", str(exc)) from None
 
-    def answer_link(self, token: str, form: dict[str, str]) -> str:
+    def answer_link(self, token: str, form: dict[str, str]) -> tuple[str, str]:
+        """Carry out a link's answer: (the verdict, who answered)."""
         claims = self.link_claims(token)
-        approver = form.get("approver", "").strip()[:100]
         decision = form.get("decision", "")
-        if not approver:
-            raise Rejected(422, "malformed", "approver: your name is required")
         if decision not in {"approve", "deny"}:
             raise Rejected(422, "malformed", "decision: must be approve or deny")
         allowed = self.settings.approvers
+        # A link made for one approver answers as that approver; a typed name proves nothing.
+        approver = claims.approver or form.get("approver", "").strip()[:100]
+        if not approver:
+            raise Rejected(422, "malformed", "approver: your name is required")
+        if allowed and not claims.approver:
+            self.metrics.approvals.labels("refused").inc()
+            raise Rejected(403, "not-an-approver", "this link was made for no approver")
         if allowed and approver not in allowed:
             self.metrics.approvals.labels("refused").inc()
             raise Rejected(403, "not-an-approver", f"{approver} is not on the approver list")
@@ -162,24 +190,112 @@ class Receiver:
         if not used:
             self.metrics.approvals.labels("reused").inc()
             raise Rejected(409, "used", "this approval link was already used")
-        from prefect.flow_runs import resume_flow_run
-
         try:
-            resume_flow_run(
-                UUID(claims.flow_run_id),
-                run_input={
-                    "approve": decision == "approve",
-                    "approver": approver,
-                    "note": form.get("note", "")[:500] or "answered from a signed link",
-                },
+            approval.answer_run(
+                claims.flow_run_id,
+                approve=decision == "approve",
+                approver=approver,
+                note=form.get("note", "")[:500] or "answered from a signed link",
+                channel="link",
+                proof_secret=self.settings.approval_link_secret,
+                digest=claims.plan_digest or None,
             )
-        except Exception as exc:  # noqa: BLE001 - the run ended or is not waiting any more
+        except approval.NotWaiting as exc:
+            self.metrics.approvals.labels("not-waiting").inc()
+            raise Rejected(409, "not-waiting", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the Prefect server refused or is away
             self.metrics.approvals.labels("not-waiting").inc()
             raise Rejected(
-                409, "not-waiting", f"the run is not waiting for an approval ({type(exc).__name__})"
+                409, "not-waiting", f"the run could not be answered ({type(exc).__name__})"
             ) from None
         self.metrics.approvals.labels(decision).inc()
-        return "approved" if decision == "approve" else "declined"
+        return ("approved" if decision == "approve" else "declined"), approver
+
+    def asked_plan(self, claims: approval_links.LinkClaims) -> dict[str, Any] | None:
+        """The plan the link's question shows (from the incident's timeline), if the store has
+        it."""
+        events = self.dispatch.store_call(lambda: self.store.timeline(claims.incident_id)) or []
+        for event in reversed(events):
+            if event.kind == "approval-asked" and (
+                not claims.plan_digest or event.data.get("plan_digest") == claims.plan_digest
+            ):
+                plan = event.data.get("plan")
+                return plan if isinstance(plan, dict) else None
+        return None
+
+    # Slack interactivity (CONTRACT.md, "Approvals from Slack").
+
+    def verify_slack(self, request: Request, body: bytes, *, now: float | None = None) -> None:
+        """Slack's request signature, before anything else reads the body: 401 otherwise."""
+        secret = self.settings.slack_signing_secret
+        if secret is None:
+            raise Rejected(404, "not-found", "Slack interactivity is not enabled here")
+        stamp = request.headers.get("x-slack-request-timestamp", "")
+        signature = request.headers.get("x-slack-signature", "")
+        if not stamp.isdigit() or not signature:
+            raise Rejected(401, "unauthenticated", "unauthenticated: no Slack signature")
+        if abs((now if now is not None else time.time()) - int(stamp)) > SLACK_WINDOW_SECONDS:
+            raise Rejected(401, "stale", "unauthenticated: the Slack request is too old")
+        base = b"v0:" + stamp.encode() + b":" + body
+        expected = (
+            "v0=" + hmac.new(secret.get_secret_value().encode(), base, hashlib.sha256).hexdigest()
+        )
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+            raise Rejected(401, "unauthenticated", "unauthenticated: bad Slack signature")
+
+    def answer_slack(self, click: slack.Click) -> None:
+        """Carry out a verified click, then tell the channel through `response_url` what came of
+        it (approved by @x at …, or why it was refused). Never raises."""
+        try:
+            text = self._answer_slack(click)
+        except Exception as exc:  # noqa: BLE001 - the click's outcome is always reported
+            log.warning("a Slack approval click failed: %s", type(exc).__name__)
+            text = f"Not taken: the answer could not be given ({type(exc).__name__})."
+        slack.respond(click.response_url, text, attempts=self.settings.notify_attempts)
+
+    def _answer_slack(self, click: slack.Click) -> str:
+        who = f"<@{click.user_id}>"
+        secret = self.settings.approval_link_secret
+        if secret is None:
+            return "Not taken: APPROVAL_LINK_SECRET is not set on the receiver."
+        try:
+            claims = approval_links.verify(secret, click.value)
+        except approval_links.LinkError as exc:
+            self.metrics.approvals.labels("refused").inc()
+            return f"Not taken ({who}): {exc}."
+        approver = f"slack:{click.user_id}"
+        allowed = self.settings.approvers
+        if allowed and approver not in allowed:
+            self.metrics.approvals.labels("refused").inc()
+            reason = f"{approver} is not on the approver list"
+            self.dispatch.store_call(
+                lambda: self.store.record(
+                    claims.incident_id,
+                    "approval-refused",
+                    actor=approver,
+                    detail=f"{reason} (Slack click by @{click.username})",
+                    data={"channel": "slack", "verified": True, "approve": click.approve},
+                )
+            )
+            return f"Not taken: {who} is not on the approver list; the run keeps waiting."
+        try:
+            approval.answer_run(
+                claims.flow_run_id,
+                approve=click.approve,
+                approver=approver,
+                note=f"from Slack by @{click.username}",
+                channel="slack",
+                proof_secret=secret,
+                digest=claims.plan_digest or None,
+            )
+        except approval.NotWaiting as exc:
+            self.metrics.approvals.labels("not-waiting").inc()
+            return f"Not taken ({who}): {exc}."
+        verdict = "approve" if click.approve else "deny"
+        self.metrics.approvals.labels(verdict).inc()
+        at = time.strftime("%H:%M:%S UTC", time.gmtime())
+        done = "Approved" if click.approve else "Declined"
+        return f"{done} by {who} at {at}: {notify.mrkdwn(claims.summary)}"
 
     def close(self) -> None:
         self.dispatch.close()
@@ -191,6 +307,30 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
         f"</head><body><h1>{html.escape(title)}</h1>{body}</body></html>",
         status_code=status,
     )
+
+
+def _plan_html(plan: dict[str, Any] | None, summary: str) -> str:
+    """The plan as the approver should see it; every value escaped."""
+    if plan is None:
+        return f"<p>{html.escape(summary)}</p>"
+    e = html.escape
+    parts = [f"<p><b>{e(str(plan.get('summary', summary)))}</b></p>"]
+    parts += [f"<p><b>Warning:</b> {e(str(n))}</p>" for n in plan.get("notices", [])]
+    for action in plan.get("actions", []):
+        targets = [str(t) for t in action.get("targets", [])]
+        shown = "".join(f"<li><code>{e(t)}</code></li>" for t in targets[:50])
+        more = f"<li>… and {len(targets) - 50} more</li>" if len(targets) > 50 else ""
+        kind = "destructive" if action.get("destructive") else "safe"
+        parts.append(
+            f"<h2>{e(str(action.get('name', '')))} ({kind})</h2>"
+            f"<p>{e(str(action.get('description', '')))}</p>"
+            f"<p>On <code>{e(str(action.get('resource', '')))}</code>; blast radius:"
+            f" {len(targets)} object(s)</p><ul>{shown}{more}</ul>"
+        )
+        statements = [str(x) for x in action.get("statements", [])][:20]
+        if statements:
+            parts.append("<pre>" + e("\n".join(statements)) + "</pre>")
+    return "".join(parts)
 
 
 def create_app(
@@ -239,6 +379,8 @@ def create_app(
         *,
         sentry: bool = False,
     ) -> JSONResponse:
+        if not sentry:
+            receiver.authenticate_bearer(request)
         body = await receiver.read_body(request)
         receiver.authenticate(request, body, sentry=sentry)
         if sentry:
@@ -288,8 +430,8 @@ def create_app(
     @app.post("/alerts", status_code=202, openapi_extra=_schema(sources.GenericAlert))
     async def generic(request: Request) -> JSONResponse:
         """The generic form: runbook, fingerprint, severity, labels, summary; bearer token."""
+        receiver.authenticate_bearer(request)
         body = await receiver.read_body(request)
-        receiver.authenticate(request, body)
         payload = _parse(sources.GenericAlert, body)
         assert isinstance(payload, sources.GenericAlert)
         from core import catalogue
@@ -311,16 +453,23 @@ def create_app(
 
     @app.get("/approvals/{token}", response_class=HTMLResponse)
     async def approval_form(token: str) -> HTMLResponse:
-        """The plan's summary and a form; opening the link changes nothing."""
+        """The plan (actions, targets, blast radius) and a form; opening the link changes
+        nothing."""
         claims = receiver.link_claims(token)
+        plan = await run_in_threadpool(receiver.asked_plan, claims)
         expires = time.strftime("%H:%M:%S UTC", time.gmtime(claims.expires_at))
+        who = (
+            f"<p>You answer as <b>{html.escape(claims.approver)}</b>.</p>"
+            if claims.approver
+            else "<label>Your name <input name='approver' required></label>"
+        )
         return _page(
             "Approval needed",
-            f"<p>{html.escape(claims.summary)}</p>"
-            f"<p>Incident {html.escape(claims.incident_id)}, flow run"
-            f" {html.escape(claims.flow_run_id)}. This link works once, until {expires}.</p>"
-            "<form method='post'><label>Your name <input name='approver' required></label>"
-            " <label>Note <input name='note'></label>"
+            _plan_html(plan, claims.summary)
+            + f"<p>Incident {html.escape(claims.incident_id)}, flow run"
+            f" {html.escape(claims.flow_run_id)}, plan {html.escape(claims.plan_digest[:12])}."
+            f" This link works once, until {expires}.</p>"
+            f"<form method='post'>{who} <label>Note <input name='note'></label>"
             " <button name='decision' value='approve'>Approve</button>"
             " <button name='decision' value='deny'>Decline</button></form>",
         )
@@ -333,7 +482,18 @@ def create_app(
         except (UnicodeDecodeError, ValueError):
             raise Rejected(422, "malformed", "the form could not be read") from None
         form = {name: values[0] for name, values in fields.items() if values}
-        verdict = await run_in_threadpool(receiver.answer_link, token, form)
-        return _page(f"Plan {verdict}", f"<p>Thank you, {html.escape(form['approver'])}.</p>")
+        verdict, who = await run_in_threadpool(receiver.answer_link, token, form)
+        return _page(f"Plan {verdict}", f"<p>Thank you, {html.escape(who)}.</p>")
+
+    @app.post("/slack/interactions")
+    async def slack_interactions(request: Request) -> Response:
+        """Slack's interactivity callback (`block_actions`): the signature is checked first, the
+        answer is given after Slack has its 200, and the message then says what came of it."""
+        body = await receiver.read_body(request)
+        receiver.verify_slack(request, body)
+        click = slack.parse_click(body)
+        if click is None:  # another interaction (a view, a shortcut): nothing to do
+            return Response(status_code=200)
+        return Response(status_code=200, background=BackgroundTask(receiver.answer_slack, click))
 
     return app

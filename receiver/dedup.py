@@ -40,6 +40,15 @@ then
 end
 return held
 """
+# Replace the claim of an ended run with a new pending claim, if it still holds that run: of two
+# requests that both saw the run end, one takes the claim over and starts the next run.
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], 'pending:' .. now, 'EX', ARGV[2])
+return 1
+"""
 STALE_CLAIM_SECONDS = 10.0
 RETRY_AFTER_SECONDS = 5.0
 
@@ -60,6 +69,7 @@ class Deduplicator:
             decode_responses=True,
         )
         self._claim = self._client.register_script(CLAIM)
+        self._take_over = self._client.register_script(TAKE_OVER)
         self._prefix = f"{prefix}alert:"
         self._ttl = ttl_seconds
         self._down_until = 0.0
@@ -112,6 +122,17 @@ class Deduplicator:
                 return str(held)
             time.sleep(0.02)
         return None
+
+    def take_over(self, key: str, ended_run_id: str) -> bool:
+        """Claim the incident again when its claim still names `ended_run_id` (a run that
+        crashed, failed, was cancelled, or completed with its incident open)."""
+        if not self._available():
+            return True  # degraded: Prefect's idempotency key is the guard
+        try:
+            return bool(self._take_over(keys=[self._key(key)], args=[ended_run_id, self._ttl]))
+        except redis.RedisError as exc:
+            self._failed(exc)
+            return True
 
     def remember(self, key: str, flow_run_id: str) -> None:
         if not self._available():

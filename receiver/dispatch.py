@@ -25,6 +25,8 @@ __all__ = ["Accepted", "Dispatcher", "Metrics", "Rejected"]
 
 log = logging.getLogger("remediate.receiver")
 PENDING_WAIT_SECONDS = 2.0  # how long a duplicate waits for the id of a run being created
+ENDED = frozenset({"CRASHED", "FAILED", "CANCELLED", "CANCELLING", "GONE"})
+RUN_STATE_CACHE_SECONDS = 2.0  # a storm of duplicates reads a run's state once in this window
 
 
 class Rejected(Exception):
@@ -111,6 +113,7 @@ class Dispatcher:
         self._starter = starter
         self.metrics = Metrics()
         self.clock = clock
+        self._run_states: dict[str, tuple[bool, float]] = {}
 
     @property
     def starter(self) -> Starter:
@@ -149,25 +152,32 @@ class Dispatcher:
         for a duplicate (503 `Rejected` when that run is still being created after a wait)."""
         key = routed.dedup_key
         claim = self.dedup.claim(key)
+        replaced: str | None = None
         if not claim.new:
-            self.metrics.deduplicated.inc()
             # Another request is creating the run: wait for its id rather than acknowledge an
             # alert whose run may never come (its receiver killed mid-way); a 503 makes the
             # sender retry, by when the run exists or the claim is stale and taken over.
             run_id = claim.flow_run_id or self.dedup.wait_for_run(key, timeout=PENDING_WAIT_SECONDS)
             if run_id is None:
+                self.metrics.deduplicated.inc()
                 raise Rejected(
                     503,
                     "run-pending",
                     "the run of this incident is still being created elsewhere; retry",
                 )
-            return f"dup:{run_id}"
+            # A run that ended without closing its incident swallows no alert: the next one
+            # starts a new run (the ended one's claim is taken over by exactly one request).
+            if not (self._ended(run_id) and self.dedup.take_over(key, run_id)):
+                self.metrics.deduplicated.inc()
+                return f"dup:{run_id}"
+            replaced = run_id
+            log.info("the run %s of this incident ended; a new alert starts a new run", run_id)
         if claim.degraded:
             self.metrics.degraded.labels("redis").inc()
         # Redeliveries of one occurrence within one dedup window share an idempotency key, so
         # Prefect starts one run even without Redis; a new window may start a new run.
         window = int(self.clock() // self.settings.alert_dedup_ttl_seconds)
-        occurrence = f"{alert.starts_at or ''}|{window}"
+        occurrence = f"{alert.starts_at or ''}|{window}|{replaced or ''}"
         idempotency_key = f"alert:{key}:{hashlib.sha256(occurrence.encode()).hexdigest()[:16]}"
         parameters = {**routed.parameters, "requested_by": f"alert:{alert.source}"}
         try:
@@ -185,6 +195,22 @@ class Dispatcher:
         self.metrics.runs_started.labels(routed.runbook).inc()
         self._record(alert, outcome="started", routed=routed, flow_run_id=run_id)
         return run_id
+
+    def _ended(self, run_id: str) -> bool:
+        """Whether the run an incident's claim names has ended with the incident not closed."""
+        now = time.monotonic()
+        cached = self._run_states.get(run_id)
+        if cached is not None and now - cached[1] < RUN_STATE_CACHE_SECONDS:
+            return cached[0]
+        state = getattr(self.starter, "run_state", lambda _: None)(run_id)
+        ended = state in ENDED
+        if state == "COMPLETED":
+            incident = self.store_call(lambda: self.store.incident_for_flow_run(run_id))
+            ended = incident is not None and incident.closed_at is None
+        if len(self._run_states) > 10_000:
+            self._run_states.clear()
+        self._run_states[run_id] = (ended, now)
+        return ended
 
     def _resolved(self, alert: Alert, routed: Routed) -> None:
         key = routed.dedup_key

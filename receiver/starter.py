@@ -26,6 +26,11 @@ class Starter(Protocol):
         self, deployment: str, *, parameters: dict[str, Any], idempotency_key: str, tags: list[str]
     ) -> str: ...
 
+    def run_state(self, flow_run_id: str) -> str | None:
+        """The run's state type (`COMPLETED`, `CRASHED`…), `GONE` when the server has no such
+        run, None when it cannot tell."""
+        ...
+
 
 class DeploymentStarter:
     """Creates flow runs through the Prefect API (`PREFECT_API_URL`).
@@ -102,6 +107,18 @@ class DeploymentStarter:
             else:  # an idempotent repeat of a run that exists (another process's: it recovers)
                 self._executor.release()
         return str(run.id)
+
+    def run_state(self, flow_run_id: str) -> str | None:
+        import httpx
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            run = self._client.read_flow_run(UUID(flow_run_id))
+        except ObjectNotFound:
+            return "GONE"
+        except (httpx.HTTPError, RuntimeError, ValueError):
+            return None
+        return run.state_type.value if run.state_type is not None else None
 
     def close(self) -> None:
         self._client.__exit__(None, None, None)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import tarfile
 from datetime import datetime
 from typing import Any
@@ -244,9 +243,10 @@ def container_logs(service: ComposeService, *, container_id: str, tail: int = 30
 
 
 def _scrub(line: str) -> str:
-    """Log lines may carry a connection string or a password setting: mask the value."""
-    line = re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", line)
-    return re.sub(r"(?i)(password\s*[=:]\s*)\S+", r"\1***", line)[:500]
+    """Log lines may carry a connection string, a token or a password: mask the values."""
+    from core.redact import redact
+
+    return redact(line)[:500]
 
 
 def _running(client: docker.DockerClient, service: ComposeService) -> Any:

@@ -25,10 +25,12 @@ __all__ = [
     "Delivery",
     "IncidentCard",
     "Notifier",
+    "approval_blocks",
     "approval_requested",
     "declare",
     "escalated",
     "github_issue",
+    "mrkdwn",
     "pagerduty_event",
     "resolved",
     "slack_message",
@@ -73,6 +75,7 @@ def approval_requested(
     ui_url: str | None,
     timeout_seconds: int,
     link: str | None = None,
+    links: list[tuple[str, str]] | None = None,
 ) -> str:
     lines = [
         f"⏸️ APPROVAL NEEDED: {card.title} ({card.severity})",
@@ -82,6 +85,12 @@ def approval_requested(
     lines += [f"• {a.name}: {a.blast_radius} object(s) on {a.resource}" for a in plan.actions]
     if link:
         lines.append(f"Answer here (once, before it expires): {link}")
+    for who, url in links or []:
+        lines.append(
+            f"Answer as {who} (once, before it expires): {url}"
+            if who
+            else f"Answer here (once, before it expires): {url}"
+        )
     lines += [
         f"Approve: remediate approve {flow_run_id}",
         f"Decline: remediate approve {flow_run_id} --deny",
@@ -170,10 +179,60 @@ def _send(
     return None, problem
 
 
-def slack_message(webhook_url: SecretStr, text: str, *, attempts: int = 3) -> Delivery:
-    response, why = _send(
-        "POST", webhook_url.get_secret_value(), attempts=attempts, json={"text": text}
+def mrkdwn(text: str) -> str:
+    """Text for Slack's mrkdwn, escaped as Slack asks (`&`, `<`, `>`): a Redis key, a commit
+    subject or a log line holding `<!channel>` or `<https://evil|click>` pings and links nobody."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def approval_blocks(text: str, *, plan: Plan, value: str) -> list[dict[str, object]]:
+    """Block Kit for an approval message: the text, the plan's actions with their blast radius,
+    and Approve/Decline buttons (`action_id` approve / decline, `value` opaque and signed)."""
+    actions = "\n".join(
+        f"• *{mrkdwn(a.name)}*: {a.blast_radius} object(s) on `{mrkdwn(a.resource)}`"
+        for a in plan.actions
     )
+    blocks: list[dict[str, object]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn(text)[:2900]}},
+    ]
+    if actions:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": actions[:2900]}})
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": "remediate-approval",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "approve",
+                    "style": "primary",
+                    "text": {"type": "plain_text", "text": "Approve"},
+                    "value": value,
+                },
+                {
+                    "type": "button",
+                    "action_id": "decline",
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Decline"},
+                    "value": value,
+                },
+            ],
+        }
+    )
+    return blocks
+
+
+def slack_message(
+    webhook_url: SecretStr,
+    text: str,
+    *,
+    attempts: int = 3,
+    blocks: list[dict[str, object]] | None = None,
+) -> Delivery:
+    body: dict[str, object] = {"text": mrkdwn(text)}
+    if blocks:
+        body["blocks"] = blocks
+    response, why = _send("POST", webhook_url.get_secret_value(), attempts=attempts, json=body)
     ok = response is not None and response.status_code < 300
     return Delivery(channel="slack", delivered=ok, detail=text.splitlines()[0] if ok else why)
 

@@ -25,10 +25,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
 
 from core import catalogue
+from core.approval import answer_run
 from core.drills import threshold_below
 from core.models import Outcome
 from core.store import Store
@@ -75,7 +75,8 @@ def paused_run(database: str, timeout: float = 30.0) -> str:
 
 
 def answer(flow_run_id: str, *, approve: bool, approver: str, note: str = "") -> None:
-    resume_flow_run(flow_run_id, run_input={"approve": approve, "approver": approver, "note": note})
+    """As `remediate approve` answers: bound to the plan the run is asking about now."""
+    answer_run(str(flow_run_id), approve=approve, approver=approver, note=note, channel="cli")
 
 
 @pytest.fixture
@@ -267,7 +268,7 @@ def wait_http(url: str, container: Any, timeout: float = 30) -> None:
         time.sleep(0.2)
 
 
-TOKEN = "rt-alert-token-5d1c"
+TOKEN = "rt-alert-token-5d1c-9e2b7f40"
 SENTRY_SECRET = "rt-sentry-client-secret-77a0"
 
 

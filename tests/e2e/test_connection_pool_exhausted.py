@@ -54,7 +54,14 @@ def test_approved_run_terminates_exactly_the_planned_sessions(
         "post-mortem",  # a P1: the draft is written once the run ends
     ]
     answered = events[4]
-    assert answered.actor == "alice" and answered.data == {"approve": True, "note": "pool is full"}
+    assert answered.actor == "alice"
+    assert {k: answered.data[k] for k in ("approve", "note", "channel", "verified")} == {
+        "approve": True,
+        "note": "pool is full",
+        "channel": "cli",
+        "verified": False,  # `remediate approve --as` names, it does not prove
+    }
+    assert answered.data["plan_digest"] == events[3].data["plan_digest"]
     incident = w["store"].incident(outcome.incident_id)
     assert incident.status == "resolved" and incident.closed_at is not None
 

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 import uvicorn
 from prefect.client.orchestration import get_client
+from pydantic import SecretStr
 
 from core.settings import load_settings
 from receiver import create_app
@@ -154,6 +155,63 @@ def test_a_storm_of_1000_identical_alerts_starts_one_run(
     assert r.metric("remediate_alerts_received_total") == 1000
 
 
+def test_a_claim_of_a_run_that_ended_with_its_incident_open_swallows_no_alert(
+    live: Callable[..., LiveReceiver],
+    deployment_ids: dict[str, uuid.UUID],
+    receiver_env: dict[str, str],
+) -> None:
+    """Crashed, failed, cancelled, gone, or completed with its incident still open: the next
+    alert of the incident starts a new run (one, however many arrive at once), instead of being
+    counted a duplicate of a run nobody is executing for the whole dedup window."""
+    from prefect.states import Cancelled, Completed, Crashed
+
+    from core.store import Store
+
+    r = live()
+    database = unique_db()
+    body = json.dumps(am_payload(database)).encode()
+    [first] = r.post("/alerts/alertmanager", body).json()["flow_run_ids"]
+    assert r.post("/alerts/alertmanager", body).json()["deduplicated"] == 1  # still scheduled
+
+    def end(run_id: str, state: Any) -> None:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(uuid.UUID(run_id), state, force=True)
+        time.sleep(2.1)  # past the receiver's short cache of run states
+
+    end(first, Crashed(message="its process was killed"))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = [
+            a.json() for a in pool.map(lambda _: r.post("/alerts/alertmanager", body), range(8))
+        ]
+    assert sum(a["accepted"] for a in answers) == 1, answers
+    [second] = {i for a in answers for i in a["flow_run_ids"]}
+    assert second != first
+
+    end(second, Cancelled())
+    [third] = r.post("/alerts/alertmanager", body).json()["flow_run_ids"]
+    assert third not in {first, second}
+
+    store = Store.open(SecretStr(receiver_env["REMEDIATION_DATABASE_URL"]))
+    store.open_incident(
+        runbook="connection-pool-exhausted",
+        severity="P1",
+        resource=database,
+        title="t",
+        flow_run_id=third,
+    )
+    end(third, Completed())
+    [fourth] = r.post("/alerts/alertmanager", body).json()["flow_run_ids"]
+    assert fourth not in {first, second, third}
+
+    with get_client(sync_client=True) as client:
+        client.delete_flow_run(uuid.UUID(fourth))
+    time.sleep(2.1)
+    [fifth] = r.post("/alerts/alertmanager", body).json()["flow_run_ids"]
+    assert fifth != fourth
+    assert len(runs_for(deployment_ids, database)) == 4  # the fourth was deleted
+    assert r.post("/alerts/alertmanager", body).json()["deduplicated"] == 1
+
+
 def test_with_redis_down_alerts_are_still_taken_and_redeliveries_start_one_run(
     live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
 ) -> None:
@@ -262,15 +320,26 @@ def test_hostile_label_values_start_nothing(
 
 
 def sentry_post(
-    r: LiveReceiver, name: str, resource: str, *, secret: str = SENTRY_SECRET
+    r: LiveReceiver,
+    name: str,
+    resource: str,
+    *,
+    secret: str = SENTRY_SECRET,
+    at: float | None = None,
 ) -> httpx.Response:
+    """As Sentry's integration platform sends a webhook: Sentry-Hook-Signature (HMAC-SHA256 of the
+    body under the client secret) and Sentry-Hook-Timestamp (Unix seconds)."""
     body = (FIXTURES / name).read_bytes()
     signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return r.post(
         "/alerts/sentry",
         body,
         token=None,
-        **{"Sentry-Hook-Resource": resource, "Sentry-Hook-Signature": signature},
+        **{
+            "Sentry-Hook-Resource": resource,
+            "Sentry-Hook-Signature": signature,
+            "Sentry-Hook-Timestamp": str(int(at if at is not None else time.time())),
+        },
     )
 
 
@@ -287,6 +356,9 @@ def test_sentry_needs_a_valid_signature(
     assert sentry_post(r, "sentry_metric_alert.json", "metric_alert").json()["deduplicated"] == 1
     forged = sentry_post(r, "sentry_metric_alert.json", "metric_alert", secret="guess")
     assert forged.status_code == 401
+    # A request captured once and replayed later: signed, but outside the replay window.
+    replayed = sentry_post(r, "sentry_event_alert.json", "event_alert", at=time.time() - 600)
+    assert replayed.status_code == 401 and "too old" in replayed.json()["error"]
     unsigned = r.post(
         "/alerts/sentry",
         (FIXTURES / "sentry_event_alert.json").read_bytes(),
@@ -357,6 +429,8 @@ def test_bad_requests_get_a_clear_4xx_and_start_nothing(
 
     huge = json.dumps({**good, "padding": "x" * 70_000}).encode()
     assert r.post("/alerts/alertmanager", huge).status_code == 413
+    # The token is checked before a byte of the body is buffered: 401, not 413.
+    assert r.post("/alerts/alertmanager", huge, token=None).status_code == 401
 
     def chunks() -> Iterator[bytes]:
         for _ in range(100):
@@ -370,7 +444,7 @@ def test_bad_requests_get_a_clear_4xx_and_start_nothing(
     assert r.client.post("/alerts/nagios", content=b"{}").status_code == 404
     assert r.client.get("/alerts/alertmanager").status_code == 405
     assert runs_for(deployment_ids, database) == []
-    assert r.metric('remediate_alerts_rejected_total{reason="unauthenticated"}') == 3
+    assert r.metric('remediate_alerts_rejected_total{reason="unauthenticated"}') == 4
     assert r.metric('remediate_alerts_rejected_total{reason="too-large"}') == 2
 
 
@@ -426,8 +500,9 @@ def test_a_signed_link_in_the_approval_message_approves_once(
     incident_world: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from core import approval
     from core.approval_links import sign
-    from tests.e2e.conftest import kinds, paused_run, start
+    from tests.e2e.conftest import paused_run, start
     from tests.httpcapture import CaptureServer
     from tests.sessions import pids_alive
 
@@ -450,17 +525,23 @@ def test_a_signed_link_in_the_approval_message_approves_once(
         ):
             assert time.monotonic() < deadline, "no approval message reached Slack"
             time.sleep(0.1)
-        [link] = [
-            line.rsplit(" ", 1)[1]
+        # One link per approver: the page answers as that approver, whatever name is typed.
+        links = {
+            line.split(" ")[2]: line.rsplit(" ", 1)[1]
             for line in asked[0].splitlines()
-            if line.startswith("Answer here")
-        ]
-        path = link.removeprefix(f"http://127.0.0.1:{r.port}")
+            if line.startswith("Answer as ")
+        }
+        assert set(links) == {"alice", "bob"}, asked[0]
+        path = links["alice"].removeprefix(f"http://127.0.0.1:{r.port}")
         assert secret not in asked[0]
 
-        # Opening the link (a chat unfurler does) changes nothing.
+        # Opening the link (a chat unfurler does) changes nothing; the page shows the plan.
         page = r.client.get(path)
         assert page.status_code == 200 and "terminate" in page.text and "<form" in page.text
+        assert (
+            "blast radius: 20 object(s)" in page.text and "You answer as <b>alice</b>" in page.text
+        )
+        assert "name='approver'" not in page.text  # no name to type
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(uuid.UUID(run_id)).state_type.value == "PAUSED"
 
@@ -469,33 +550,50 @@ def test_a_signed_link_in_the_approval_message_approves_once(
                 at, content=form, headers={"content-type": "application/x-www-form-urlencoded"}
             )
 
-        assert post("approver=mallory&decision=approve").status_code == 403  # not an approver
-        token = path.rsplit("/", 1)[1]
-        payload, mac = token.split(".")
-        forged = f"/approvals/{payload}.{mac[:-3]}abc"
-        assert post("approver=alice&decision=approve", forged).status_code == 403
-        expired = sign(
-            load_settings().approval_link_secret,  # type: ignore[arg-type]
+        link_secret = load_settings().approval_link_secret
+        assert link_secret is not None
+        digest = approval.pending_approval_digest(run_id)
+        mallory = sign(
+            link_secret,
             flow_run_id=run_id,
             incident_id="x",
             summary="s",
-            ttl_seconds=-1,
+            ttl_seconds=60,
+            plan_digest=digest,
+            approver="mallory",
         )
-        gone = post("approver=alice&decision=approve", f"/approvals/{expired}")
+        assert post("decision=approve", f"/approvals/{mallory}").status_code == 403
+        unbound = sign(
+            link_secret, flow_run_id=run_id, incident_id="x", summary="s", ttl_seconds=60
+        )
+        refused = post("approver=alice&decision=approve", f"/approvals/{unbound}")
+        assert refused.status_code == 403, "with APPROVERS set, a typed name proves nothing"
+        token = path.rsplit("/", 1)[1]
+        payload, mac = token.split(".")
+        forged = f"/approvals/{payload}.{mac[:-3]}abc"
+        assert post("decision=approve", forged).status_code == 403
+        expired = sign(
+            link_secret, flow_run_id=run_id, incident_id="x", summary="s", ttl_seconds=-1
+        )
+        gone = post("decision=approve", f"/approvals/{expired}")
         assert gone.status_code == 403 and "expired" in gone.text
-        assert post("approver=alice&decision=maybe").status_code == 422
+        assert post("decision=maybe").status_code == 422
         assert pids_alive(w["idle"]) == w["idle"], "nothing acted before a valid answer"
 
-        taken = post("approver=alice&decision=approve&note=from+slack")
+        taken = post("approver=mallory&decision=approve&note=from+slack")
         assert taken.status_code == 200, taken.text
+        assert "Thank you, alice" in taken.text
         outcome = future.result(timeout=60)
         assert outcome.status == "resolved"
         assert outcome.actions[0].approved_by == "alice"
         assert pids_alive(w["idle"]) == set()
         assert pids_alive(w["survivors"]) == w["survivors"]
-        assert "approval-answered" in kinds(w["store"], outcome.incident_id)
+        [answered] = [
+            e for e in w["store"].timeline(outcome.incident_id) if e.kind == "approval-answered"
+        ]
+        assert answered.data["channel"] == "link" and answered.data["verified"] is False
 
-        reused = post("approver=bob&decision=deny")
+        reused = post("decision=deny")
         assert reused.status_code == 409 and "already used" in reused.text
         assert r.metric('remediate_approval_links_total{result="approve"}') == 1
     finally:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +330,7 @@ def test_the_health_sweep_schedule_fires_under_serve(
     """A schedule registered is not a schedule firing: with SWEEP_INTERVAL_SECONDS=20 the Prefect
     server's own scheduler creates `health-sweep` runs and serve's runner completes one within two
     minutes. (SQLAlchemy 2.1 once stopped Prefect's scheduler with every registration intact.)"""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -339,7 +340,7 @@ def test_the_health_sweep_schedule_fires_under_serve(
         FlowRunFilterExpectedStartTime,
     )
 
-    began = datetime.now(timezone.utc)
+    began = datetime.now(UTC)
     healthy = {"params": {"usage_threshold": 0.99}}
     process, _, log = start_serve(
         healthy, tmp_path, auto_approve=False, extra_env={"SWEEP_INTERVAL_SECONDS": "20"}
