@@ -6,11 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from core.models import ActionResult, Finding, PlannedAction
+from core.models import ActionResult, Finding, Plan, PlannedAction
 from tasks import containers
 from tasks.containers import ComposeService, ContainerInfo
 
-__all__ = ["restart_action", "restart_planned", "wait_until_ok"]
+__all__ = [
+    "narrowed_restarts",
+    "recheck_restart",
+    "restart_action",
+    "restart_planned",
+    "wait_until_ok",
+]
 
 
 def restart_action(
@@ -46,6 +52,40 @@ def restart_planned(
         targets=[f"container {c.name}" for c in restarted],
         detail=f"{len(restarted)} container(s) restarted",
     )
+
+
+def narrowed_restarts(approved: Plan, service: ComposeService) -> Plan:
+    """The approved plan with each restart narrowed to the containers still there (a container
+    recreated meanwhile is a new one, which nobody approved restarting)."""
+    present = {c.id for c in containers.find_service(service)}
+    actions = []
+    for action in approved.actions:
+        ids = list(action.params.get("container_ids", []))
+        if not ids:
+            actions.append(action)
+            continue
+        named = [t for t in action.targets if t.startswith("container ")]
+        others = [t for t in action.targets if not t.startswith("container ")]
+        kept = [(i, n) for i, n in zip(ids, named, strict=False) if i in present]
+        actions.append(
+            action.model_copy(
+                update={
+                    "targets": others + [n for _, n in kept],
+                    "params": {**action.params, "container_ids": [i for i, _ in kept]},
+                }
+            )
+        )
+    return approved.model_copy(update={"actions": actions})
+
+
+def recheck_restart(
+    approved: Plan, service: ComposeService, *, still_broken: Callable[[], bool]
+) -> Plan:
+    """The world read again after the approval: nothing to do when the problem went away while
+    the approver read the plan, else the restart narrowed to the containers still there."""
+    if not still_broken():
+        return approved.model_copy(update={"actions": []})
+    return narrowed_restarts(approved, service)
 
 
 def wait_until_ok(

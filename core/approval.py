@@ -341,6 +341,9 @@ class Pending:
     state: str
 
 
+SCHEMA_WAIT_SECONDS = 5.0
+
+
 def pending_approval(client: object, flow_run_id: str) -> Pending:
     """What `flow_run_id` waits for (through a sync Prefect client). Raises `NotWaiting`, naming
     the run's state, when it is not paused on one of this gate's questions."""
@@ -352,7 +355,19 @@ def pending_approval(client: object, flow_run_id: str) -> Pending:
     keyset = state.state_details.run_input_keyset if state is not None else None
     if state is None or not state.is_paused() or not keyset:
         raise NotWaiting(f"flow run {flow_run_id} is not waiting for an approval (it is {name})")
-    schema = client.read_flow_run_input(UUID(flow_run_id), keyset["schema"])  # type: ignore[attr-defined]
+    # Prefect marks the run Paused first and saves the form's schema right after: a question
+    # read in between is not there yet.
+    deadline = time.monotonic() + SCHEMA_WAIT_SECONDS
+    while True:
+        try:
+            schema = client.read_flow_run_input(UUID(flow_run_id), keyset["schema"])  # type: ignore[attr-defined]
+            break
+        except Exception:  # noqa: BLE001 - Prefect's 404 for an input not saved yet
+            if time.monotonic() > deadline:
+                raise NotWaiting(
+                    f"flow run {flow_run_id} is paused but its question cannot be read"
+                ) from None
+            time.sleep(0.1)
     try:
         default = json.loads(schema)["properties"]["plan_digest"]["default"]
     except (ValueError, KeyError, TypeError):

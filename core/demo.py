@@ -30,12 +30,12 @@ def _say(text: str = "") -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _alert() -> bytes:
+def _alert(status: str = "firing") -> bytes:
     return json.dumps(
         {
             "version": "4",
             "groupKey": f'{{}}:{{alertname="{ALERT_NAME}"}}',
-            "status": "firing",
+            "status": status,
             "receiver": "remediate",
             "groupLabels": {"alertname": ALERT_NAME},
             "commonLabels": {"alertname": ALERT_NAME, "severity": "warning"},
@@ -43,7 +43,7 @@ def _alert() -> bytes:
             "externalURL": "http://alertmanager.demo:9093",
             "alerts": [
                 {
-                    "status": "firing",
+                    "status": status,
                     "labels": {"alertname": ALERT_NAME, "severity": "warning"},
                     "annotations": {"summary": "users are rate-limited for good"},
                     "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -96,6 +96,14 @@ class Demo:
         for line in self.world.story:
             _say(line)
         token = os.environ.get("ALERT_WEBHOOK_TOKEN", "")
+        # Whatever an earlier demo left (stopped while its run waited), that incident is over:
+        # its alert resolves first, as Alertmanager's would, so this demo is a new incident.
+        httpx.post(
+            f"{address}/alerts/alertmanager",
+            content=_alert("resolved"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
         answer = httpx.post(
             f"{address}/alerts/alertmanager",
             content=_alert(),

@@ -27,7 +27,7 @@ from core.settings import Settings
 from core.store import LockTimeout, StoreUnavailable
 from tasks import notify
 
-__all__ = ["Detected", "IncidentRun", "detect_only", "runbook_flow"]
+__all__ = ["Detected", "IncidentRun", "detect_only", "runbook_flow", "step_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,20 @@ class _RunFlags:
 
 _NO_FLAGS = _RunFlags()
 _FLAGS: ContextVar[_RunFlags] = ContextVar("remediate_run_flags", default=_NO_FLAGS)
+
+
+_STEP_GATE: ContextVar[Callable[[], str | None] | None] = ContextVar(
+    "remediate_step_gate", default=None
+)
+
+
+def step_refusal() -> str | None:
+    """Called by a runbook's `act` before each step after the first (the pooler restart after
+    the sessions, the upgrade after the version reset…): why it must not run now (the kill switch,
+    read again), or None. A step refused here stops the plan; the run escalates with what was
+    done and what was not."""
+    gate = _STEP_GATE.get()
+    return gate() if gate is not None else None
 
 
 def _auto_approve_granted() -> bool:
@@ -449,10 +463,17 @@ class IncidentRun:
             recent = (
                 []
                 if automatic
-                else self.store.executed_actions(
-                    self.resource,
-                    within_seconds=policy.budget_window_seconds,
-                    automatic_only=False,
+                else sorted(
+                    (
+                        at
+                        for resource in safety.changed_objects(plan)
+                        for at in self.store.executed_actions(
+                            resource,
+                            within_seconds=policy.budget_window_seconds,
+                            automatic_only=False,
+                        )
+                    ),
+                    reverse=True,
                 )
             )
         except StoreUnavailable as exc:
@@ -463,7 +484,8 @@ class IncidentRun:
             plan = plan.model_copy(
                 update={
                     "notices": [
-                        f"{len(recent)} action(s) already ran on {self.resource} in the last"
+                        f"{len(recent)} action(s) already ran on"
+                        f" {', '.join(safety.changed_objects(plan))} in the last"
                         f" {policy.budget_window_seconds // 60} min, the latest at"
                         f" {recent[0]:%Y-%m-%d %H:%M:%S %Z}: is this incident coming back?"
                     ]
@@ -504,9 +526,12 @@ class IncidentRun:
             )
 
         try:
-            with safety.guard(self.resource, policy=policy, store=self.store):
+            with safety.guard(
+                safety.changed_objects(plan), policy=policy, store=self.store
+            ) as locked:
                 return self._act_and_verify(
                     plan,
+                    locked=locked,
                     policy=policy,
                     approver=decision.approver,
                     automatic=decision.auto,
@@ -522,6 +547,20 @@ class IncidentRun:
                 raise  # after an action: the run's wrapper reports what was done (`broke`)
             return self._store_down(exc, plan)
 
+    def _step_gate(
+        self, policy: safety.SafetyPolicy, halted: list[str], locked: Callable[[], bool]
+    ) -> str | None:
+        try:
+            why = safety.kill_switch_refusal(policy, store=self.store)
+        except StoreUnavailable as exc:
+            why = f"the incident store is unreachable ({exc}), so the kill switch cannot be read"
+        if why is None and not locked():
+            why = "the connection holding the resource lock dropped, so the lock is gone"
+        if why is not None:
+            halted.append(why)
+            self._record("step-refused", detail=why)
+        return why
+
     def _store_down(self, exc: StoreUnavailable, plan: Plan) -> Outcome:
         """Fail closed: the kill switch, the budget and the lock cannot be checked."""
         return self.escalate(
@@ -535,6 +574,7 @@ class IncidentRun:
         self,
         plan: Plan,
         *,
+        locked: Callable[[], bool],
         policy: safety.SafetyPolicy,
         approver: str | None,
         automatic: bool,
@@ -563,6 +603,8 @@ class IncidentRun:
             if refused:
                 return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
             self.phase = "while acting"
+            halted: list[str] = []
+            gate = _STEP_GATE.set(lambda: self._step_gate(policy, halted, locked))
             try:
                 actions = act(current)
             except Exception as exc:  # noqa: BLE001 - a failed action escalates with its reason
@@ -572,7 +614,11 @@ class IncidentRun:
                     status="failed",
                     actions=_not_executed(plan),
                 )
+            finally:
+                _STEP_GATE.reset(gate)
             self.executed = [a for a in actions if a.executed]
+            # Each action is recorded on the object it changed: the key of budgets and cooldowns.
+            changed = {a.name: a.resource for a in current.actions if a.destructive}
             for result in actions:
                 result.approved_by = approver
                 if not result.executed:
@@ -583,10 +629,18 @@ class IncidentRun:
                 self._record(
                     "acted",
                     actor=approver,
-                    resource=self.resource,
+                    resource=changed.get(result.name, self.resource),
                     detail=f"{result.name}: {len(result.targets)} target(s)",
                     action=result.model_dump(),
                     automatic=automatic,
+                )
+
+            if halted:
+                done = "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in self.executed)
+                return self.escalate(
+                    f"stopped in the middle of the plan: {halted[0]}; done: {done or 'nothing'};"
+                    " the remaining steps were not run",
+                    actions=actions,
                 )
 
         self.phase = "while verifying"

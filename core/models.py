@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -98,25 +99,51 @@ class Plan(BaseModel):
         return not any(action.targets for action in self.actions)
 
     def to_markdown(self) -> str:
-        lines = [f"## Plan for `{self.runbook}` on `{self.resource}`", ""]
-        lines += [f"> **Warning:** {notice}" for notice in self.notices]
-        lines += ["", self.summary, ""] if self.notices else [self.summary, ""]
+        """The plan for the approver. Every value is escaped: a Redis key, a commit subject or a
+        log line reads as text, never as a link, an image or a heading."""
+        lines = [f"## Plan for {md_code(self.runbook)} on {md_code(self.resource)}", ""]
+        lines += [f"> **Warning:** {md_text(notice)}" for notice in self.notices]
+        summary = md_text(self.summary)
+        lines += ["", summary, ""] if self.notices else [summary, ""]
         for number, action in enumerate(self.actions, start=1):
             marker = " (destructive)" if action.destructive else ""
-            lines += [f"### {number}. `{action.name}`{marker}", "", action.description, ""]
+            lines += [
+                f"### {number}. {md_code(action.name)}{marker}",
+                "",
+                md_text(action.description),
+                "",
+            ]
             lines.append(f"Blast radius: {action.blast_radius} object(s).")
             lines.append("")
             shown = action.details or action.targets
-            lines += [f"- {line}" for line in shown[:50]]
+            lines += [f"- {md_code(line)}" for line in shown[:50]]
             if len(shown) > 50:
                 lines.append(f"- … and {len(shown) - 50} more")
             if action.statements:
-                lines += ["", "```sql", *action.statements, "```"]
+                fence = "````" if any("```" in st for st in action.statements) else "```"
+                lines += ["", f"{fence}sql", *action.statements, fence]
             lines.append("")
         if self.suggestions:
             lines += ["### Suggestions (never applied automatically)", ""]
-            lines += [f"- {suggestion}" for suggestion in self.suggestions]
+            lines += [f"- {md_text(suggestion)}" for suggestion in self.suggestions]
         return "\n".join(lines).rstrip() + "\n"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+!|~])")
+
+
+def md_text(text: str) -> str:
+    """Text for markdown, one line, with every markup character escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def md_code(text: str) -> str:
+    """A value shown as inline code (nothing inside it is markup), whatever backticks it holds."""
+    flat = " ".join(text.replace("\x00", "\\0").split())
+    longest = max((len(m) for m in re.findall(r"`+", flat)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") or longest else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 class ActionResult(BaseModel):

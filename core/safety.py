@@ -13,15 +13,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from core.models import Plan
 from core.settings import Settings
 from core.store import Store
 
-__all__ = ["SafetyPolicy", "guard", "refusal"]
+__all__ = ["SafetyPolicy", "changed_objects", "guard", "kill_switch_refusal", "refusal"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,10 +52,9 @@ def refusal(
 
     `automatic`: the plan runs without a person's approval (auto-approve flag or policy).
     """
-    if policy.kill_switch:
-        return "the kill switch is on (REMEDIATION_KILL_SWITCH)"
-    if store.kill_switch():
-        return "the kill switch is on (remediate kill-switch off to lift it)"
+    switched = kill_switch_refusal(policy, store=store)
+    if switched is not None:
+        return switched
     for action in plan.actions:
         if action.destructive and action.blast_radius > policy.max_blast_radius:
             return (
@@ -65,7 +64,17 @@ def refusal(
     if not automatic:
         return None
     window = max(policy.budget_window_seconds, policy.cooldown_seconds)
-    history = store.executed_actions(plan.resource, within_seconds=window)
+    for resource in changed_objects(plan):
+        why = _budget_refusal(resource, policy=policy, store=store, window=window)
+        if why is not None:
+            return why
+    return None
+
+
+def _budget_refusal(
+    resource: str, *, policy: SafetyPolicy, store: Store, window: float
+) -> str | None:
+    history = store.executed_actions(resource, within_seconds=window)
     now = store.now()
     in_budget_window = [
         at for at in history if (now - at).total_seconds() <= policy.budget_window_seconds
@@ -73,21 +82,45 @@ def refusal(
     if len(in_budget_window) >= policy.budget_max:
         return (
             f"remediation budget spent: {len(in_budget_window)} automatic actions on"
-            f" {plan.resource} in the last {policy.budget_window_seconds} s"
+            f" {resource} in the last {policy.budget_window_seconds} s"
             f" (REMEDIATION_BUDGET_MAX={policy.budget_max})"
         )
     if history:
         since = (now - history[0]).total_seconds()
         if since < policy.cooldown_seconds:
             return (
-                f"cooldown: the last automatic action on {plan.resource} was {since:.0f} s ago"
+                f"cooldown: the last automatic action on {resource} was {since:.0f} s ago"
                 f" (REMEDIATION_COOLDOWN_SECONDS={policy.cooldown_seconds})"
             )
     return None
 
 
+def kill_switch_refusal(policy: SafetyPolicy, *, store: Store) -> str | None:
+    """The kill switch, read now (before a plan and again before each of its steps)."""
+    if policy.kill_switch:
+        return "the kill switch is on (REMEDIATION_KILL_SWITCH)"
+    if store.kill_switch():
+        return "the kill switch is on (remediate kill-switch off to lift it)"
+    return None
+
+
+def changed_objects(plan: Plan) -> list[str]:
+    """What the plan's destructive actions change (a container, a database, a repository),
+    sorted: the keys of its locks, cooldowns and budgets, shared by every runbook that changes
+    the same object (a backend restarted by app-not-starting or by api-500-errors is one)."""
+    return sorted({a.resource for a in plan.actions if a.destructive}) or [plan.resource]
+
+
 @contextmanager
-def guard(resource: str, *, policy: SafetyPolicy, store: Store) -> Iterator[None]:
-    """Hold the resource's lock; raises `core.store.LockTimeout` if another run keeps it."""
-    with store.resource_lock(resource, timeout=policy.lock_timeout_seconds):
-        yield
+def guard(
+    resources: str | list[str], *, policy: SafetyPolicy, store: Store
+) -> Iterator[Callable[[], bool]]:
+    """Hold the lock of every resource (in sorted order, so two runs never deadlock); yields a
+    check that all are still held. Raises `core.store.LockTimeout` if another run keeps one."""
+    names = [resources] if isinstance(resources, str) else sorted(set(resources))
+    with ExitStack() as stack:
+        checks = [
+            stack.enter_context(store.resource_lock(name, timeout=policy.lock_timeout_seconds))
+            for name in names
+        ]
+        yield lambda: all(check() for check in checks)

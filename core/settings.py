@@ -139,6 +139,9 @@ class Settings(BaseSettings):
     alert_routes_file: str | None = None
     alert_dedup_ttl_seconds: int = Field(default=3600, ge=1)
     alert_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # New runs one request may start; the rest are answered 503 + Retry-After, so the sender's
+    # retry starts them (the started ones are then duplicates): a bounded burst, nothing lost.
+    alert_max_runs_per_request: int = Field(default=20, ge=1, le=1000)
     # The base URL people reach the receiver at, for signed approval links in messages.
     receiver_public_url: str | None = None
     approval_link_secret: SecretStr | None = None

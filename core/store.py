@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -376,11 +376,14 @@ class Store:
             )
 
     @contextmanager
-    def resource_lock(self, resource: str, *, timeout: float) -> Iterator[None]:
-        """Hold an advisory lock named after `resource` across every process using this store.
+    def resource_lock(self, resource: str, *, timeout: float) -> Iterator[Callable[[], bool]]:
+        """Hold an advisory lock named after `resource` across every process using this store;
+        yields a check that the lock is still held (its connection still up).
 
         The lock lives on a connection of its own: it is released when the block ends, or by
         PostgreSQL itself if the process dies, so a crashed run never leaves a resource locked.
+        If that connection drops, PostgreSQL releases the lock too: a run checks before each
+        step and stops rather than act unguarded.
         """
         key = zlib.crc32(f"remediate:{resource}".encode())
         try:
@@ -396,7 +399,15 @@ class Store:
                 if time.monotonic() >= deadline:
                     raise LockTimeout(f"another run holds the lock on {resource}")
                 time.sleep(0.1)
-            yield
+
+            def held() -> bool:
+                try:
+                    conn.execute("SELECT 1").fetchone()
+                except psycopg.Error:
+                    return False
+                return not conn.closed
+
+            yield held
         finally:
             conn.close()
 

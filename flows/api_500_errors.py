@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow
+from core.actions import narrowed_restarts
+from core.incident import IncidentRun, runbook_flow, step_refusal
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from flows.auth_server_health import error_lines
@@ -182,10 +183,36 @@ def api_500_errors(
     if dry_run:
         return run.dry_run(plan)
 
+    def recheck(approved: Plan) -> Plan:
+        """After the approval (minutes may have passed): the errors still there, the commit to
+        revert still the newest, the backend's containers narrowed to those still running."""
+        assert settings.app_repo and service is not None
+        if probe("api-5xx-rate-recheck").ok:
+            return approved.model_copy(update={"actions": []})  # the errors stopped
+        newest = git.recent_commits(settings.app_repo, since_hours=since_hours, paths=["."])
+        planned = approved.actions[0].params["sha"]
+        if not newest or newest[0].sha != planned:
+            now = f"{newest[0].sha[:10]} {newest[0].subject}" if newest else "none"
+            raise RuntimeError(
+                f"the newest commit is no longer {planned[:10]} (now: {now}): the deploy to roll"
+                " back has changed since the plan was approved"
+            )
+        return narrowed_restarts(approved, service)
+
     def act(current: Plan) -> list[ActionResult]:
         assert settings.app_repo and service is not None
         params = current.actions[0].params
         new = git.revert_commit(settings.app_repo, sha=params["sha"])
+        if (why := step_refusal()) is not None:
+            return [
+                ActionResult(
+                    name=ROLLBACK,
+                    destructive=True,
+                    executed=True,
+                    targets=current.actions[0].targets,
+                    detail=f"reverted in {new[:10]}; the backend was not restarted: {why}",
+                )
+            ]
         restarted = containers.restart_containers(
             service, container_ids=params["container_ids"], stop_timeout=stop_timeout_seconds
         )
@@ -213,7 +240,7 @@ def api_500_errors(
     return run.carry_out(
         plan,
         auto_approve=auto_approve,
-        recheck=lambda p: p,
+        recheck=recheck,
         act=act,
         verify=verify,
         prevention=PREVENTION,

@@ -15,7 +15,7 @@ import socket
 import time
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow
+from core.incident import IncidentRun, runbook_flow, step_refusal
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, postgres
@@ -207,7 +207,9 @@ def app_not_starting(
     def act(current: Plan) -> list[ActionResult]:
         assert settings.docker_host
         restarted = []
-        for name in current.actions[0].params["services"]:
+        for number, name in enumerate(current.actions[0].params["services"]):
+            if number and step_refusal() is not None:
+                break  # the kill switch: the services restarted so far are reported
             service = ComposeService(
                 docker_host=settings.docker_host, project=project, service=name
             )

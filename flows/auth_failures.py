@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from core.actions import restart_action, restart_planned, wait_until_ok
+from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
 from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
@@ -203,7 +203,9 @@ def auth_failures(
     return run.carry_out(
         plan,
         auto_approve=auto_approve,
-        recheck=lambda p: p,
+        recheck=lambda p: recheck_restart(
+            p, service, still_broken=lambda: not login("login-recheck").ok
+        ),
         act=act,
         verify=verify,
         prevention=PREVENTION,

@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow
+from core.incident import IncidentRun, runbook_flow, step_refusal
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers, postgres
@@ -432,6 +432,11 @@ def connection_pool_exhausted(
                     )
                 )
                 continue
+            if (why := step_refusal()) is not None:
+                results.append(
+                    ActionResult(name=RESTART, destructive=True, executed=False, detail=why)
+                )
+                break
             restarted = containers.restart_containers(
                 pooler,
                 container_ids=action.params["container_ids"],

@@ -182,6 +182,21 @@ def email_delivery(
     if dry_run:
         return run.dry_run(plan)
 
+    def recheck(approved: Plan) -> Plan:
+        """SendGrid read again: only addresses still on the bounce list are removed."""
+        now, _ = sendgrid()
+        if now is None or not now.ok:
+            raise RuntimeError(f"SendGrid cannot be read now: {now.detail if now else 'no key'}")
+        still = set(now.bounces)
+        return approved.model_copy(
+            update={
+                "actions": [
+                    a.model_copy(update={"targets": [t for t in a.targets if t in still]})
+                    for a in approved.actions
+                ]
+            }
+        )
+
     def act(current: Plan) -> list[ActionResult]:
         done = [
             a
@@ -210,7 +225,7 @@ def email_delivery(
     return run.carry_out(
         plan,
         auto_approve=auto_approve,
-        recheck=lambda p: p,
+        recheck=recheck,
         act=act,
         verify=verify,
         prevention=PREVENTION,

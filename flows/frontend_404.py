@@ -18,7 +18,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from core.actions import restart_action, restart_planned, wait_until_ok
+from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
 from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
@@ -188,7 +188,15 @@ def frontend_404(
     return run.carry_out(
         plan,
         auto_approve=auto_approve,
-        recheck=lambda p: p,
+        recheck=lambda p: recheck_restart(
+            p,
+            service,
+            still_broken=lambda: (
+                not all(
+                    page_finding(page, "deep-link").ok for page in fetch_pages(url, paths=links)[1]
+                )
+            ),
+        ),
         act=act,
         verify=verify,
         prevention=PREVENTION,

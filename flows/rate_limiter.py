@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.actions import restart_action, restart_planned, wait_until_ok
+from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
 from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import ConfigError, Settings, load_settings
@@ -171,7 +171,9 @@ def restart_redis(
     return run.carry_out(
         plan,
         auto_approve=auto_approve,
-        recheck=lambda p: p,
+        recheck=lambda p: recheck_restart(
+            p, service, still_broken=lambda: not redis.ping(target).ok
+        ),
         act=act,
         verify=verify,
         prevention=PREVENTION,

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow
+from core.incident import IncidentRun, runbook_flow, step_refusal
 from core.migration_safety import column_name
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
@@ -341,7 +341,12 @@ def tables_missing_after_migration(
 
     def act(current: Plan) -> list[ActionResult]:
         results = []
-        for action in current.actions:
+        for number, action in enumerate(current.actions):
+            if number and (why := step_refusal()) is not None:
+                results.append(
+                    ActionResult(name=action.name, destructive=True, executed=False, detail=why)
+                )
+                break
             if action.name == RESET:
                 done = alembic.reset_version(
                     target, expected=action.params["expected"], to=action.params["to"]

@@ -138,6 +138,14 @@ class Dispatcher:
                 self._resolved(alert, routed)
                 result.resolved += 1
                 continue
+            if result.accepted >= self.settings.alert_max_runs_per_request:
+                raise Rejected(
+                    503,
+                    "over-run-limit",
+                    f"this request would start more than {result.accepted} runs"
+                    " (ALERT_MAX_RUNS_PER_REQUEST); those were started, retry for the rest",
+                    flow_run_ids=result.flow_run_ids,
+                )
             run_id = self.start(alert, routed)
             if run_id.startswith("dup:"):
                 result.deduplicated += 1
@@ -167,9 +175,20 @@ class Dispatcher:
                 )
             # A run that ended without closing its incident swallows no alert: the next one
             # starts a new run (the ended one's claim is taken over by exactly one request).
-            if not (self._ended(run_id) and self.dedup.take_over(key, run_id)):
+            if not self._ended(run_id):
                 self.metrics.deduplicated.inc()
                 return f"dup:{run_id}"
+            if not self.dedup.take_over(key, run_id):
+                # Another request took the ended run's claim over first: its new run is ours.
+                self.metrics.deduplicated.inc()
+                newer = self.dedup.wait_for_run(key, timeout=PENDING_WAIT_SECONDS)
+                if newer is None or newer == run_id:
+                    raise Rejected(
+                        503,
+                        "run-pending",
+                        "the next run of this incident is still being created; retry",
+                    )
+                return f"dup:{newer}"
             replaced = run_id
             log.info("the run %s of this incident ended; a new alert starts a new run", run_id)
         if claim.degraded:

@@ -262,3 +262,19 @@ def test_the_watchdog_escalates_an_orphaned_incident_once(
     assert any(t.startswith("🔺 INCIDENT ESCALATED") for t in texts(channels["slack"]))
     store.close_incident(orphan.id, status="escalated")
     store.close_incident(retired.id, status="escalated")
+
+
+def test_a_dry_run_tells_nobody(
+    incident_world: dict[str, Any], channels: dict[str, CaptureServer]
+) -> None:
+    """A dry run plans and records, and sends no Slack message, page, status-page change or
+    follow-up issue: nobody is woken for a plan that will not run."""
+    w = incident_world
+    outcome = connection_pool_exhausted(**w["params"], dry_run=True)
+    assert outcome.status == "planned"
+    time.sleep(1)  # deliveries go out from background threads
+    for name, server in channels.items():
+        assert server.received == [], f"the dry run told {name}"
+    kinds = [e.kind for e in w["store"].timeline(outcome.incident_id)]
+    assert "planned" in kinds and "notified" not in kinds
+    assert pids_alive(w["idle"]) == w["idle"]

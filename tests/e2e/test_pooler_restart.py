@@ -91,3 +91,43 @@ def test_unreachable_engine_is_evidence_not_a_crash(
     assert outcome.status == "resolved"
     (finding,) = [f for f in outcome.findings if f.check == "pooler"]
     assert not finding.ok and finding.detail.startswith("DOCKER_HOST (unix:///nonexistent")
+
+
+def test_the_kill_switch_turned_on_between_two_steps_stops_the_second(
+    incident_world: dict[str, Any], pooler: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person runs `remediate kill-switch on` while the sessions are being terminated: the
+    pooler restart, the plan's next step, does not run, and the run escalates saying what was
+    done. The switch is read before every step, not once per plan."""
+    from tasks import postgres
+
+    w = incident_world
+    store = w["store"]
+    started = pooler.attrs["State"]["StartedAt"]
+    params = {
+        **w["params"],
+        "usage_threshold": threshold_below(40 + 16, admin_url=PG_ADMIN_URL),
+        "pooler_stop_timeout_seconds": 1,
+    }
+    real = postgres.terminate_idle_sessions
+
+    def terminate_then_switch_off(*args: Any, **kwargs: Any) -> Any:
+        done = real(*args, **kwargs)
+        store.set_kill_switch(True, by="on-call, mid-plan")
+        return done
+
+    monkeypatch.setattr(postgres, "terminate_idle_sessions", terminate_then_switch_off)
+    try:
+        outcome = connection_pool_exhausted(**params, auto_approve=True)
+    finally:
+        store.set_kill_switch(False, by="test")
+    assert outcome.status == "escalated", outcome.summary
+    assert "kill switch" in outcome.summary and "terminate-idle-sessions" in outcome.summary
+    by_name = {a.name: a for a in outcome.actions}
+    assert by_name["terminate-idle-sessions"].executed
+    assert not by_name[RESTART].executed
+    pooler.reload()
+    assert pooler.attrs["State"]["StartedAt"] == started, "the pooler was restarted"
+    assert pids_alive(w["idle"]) == set()
+    kinds = [e.kind for e in store.timeline(outcome.incident_id)]
+    assert "step-refused" in kinds and "verified" not in kinds

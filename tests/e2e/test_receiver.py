@@ -212,6 +212,25 @@ def test_a_claim_of_a_run_that_ended_with_its_incident_open_swallows_no_alert(
     assert r.post("/alerts/alertmanager", body).json()["deduplicated"] == 1
 
 
+def test_one_request_starts_a_bounded_number_of_runs_and_the_retry_the_rest(
+    live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
+) -> None:
+    r = live(alert_max_runs_per_request=3)
+    databases = [unique_db() for _ in range(5)]
+    payload = am_payload(databases[0])
+    payload["alerts"] = [
+        {**payload["alerts"][0], "labels": {**payload["alerts"][0]["labels"], "datname": d}}
+        for d in databases
+    ]
+    first = r.post("/alerts/alertmanager", payload)
+    assert first.status_code == 503 and first.headers["retry-after"]
+    assert len(first.json()["flow_run_ids"]) == 3 and "ALERT_MAX_RUNS_PER_REQUEST" in first.text
+    again = r.post("/alerts/alertmanager", payload)  # Alertmanager retries a 5xx
+    assert again.status_code == 202, again.text
+    assert (again.json()["accepted"], again.json()["deduplicated"]) == (2, 3)
+    assert all(len(runs_for(deployment_ids, d)) == 1 for d in databases)
+
+
 def test_with_redis_down_alerts_are_still_taken_and_redeliveries_start_one_run(
     live: Callable[..., LiveReceiver], deployment_ids: dict[str, uuid.UUID]
 ) -> None:

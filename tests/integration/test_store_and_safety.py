@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 
 import psycopg
 import pytest
@@ -181,3 +182,61 @@ def test_kill_switch_in_the_store(store: Store) -> None:
     finally:
         store.set_kill_switch(False, by="tester")
     assert store.kill_switch() is False
+
+
+def restart_plan(runbook: str, incident_resource: str, container: str) -> Plan:
+    return Plan(
+        runbook=runbook,
+        resource=incident_resource,
+        summary="restart the backend",
+        actions=[
+            PlannedAction(
+                name="restart-backend",
+                destructive=True,
+                resource=container,
+                description="d",
+                targets=["container app-backend-1"],
+            )
+        ],
+    )
+
+
+def test_two_runbooks_changing_one_container_share_its_lock_and_budget(
+    store: Store, store_url: str
+) -> None:
+    """api-500-errors (incident on the API URL) and app-not-starting (incident on the compose
+    project) both restart the backend: one lock, one cooldown, one budget for that container."""
+    backend = f"compose://app-{time.monotonic_ns()}/backend"
+    api = restart_plan("api-500-errors", "http://api.example:8000", backend)
+    compose = restart_plan("app-not-starting", "compose://app", backend)
+    assert safety.changed_objects(api) == safety.changed_objects(compose) == [backend]
+    policy = safety.SafetyPolicy(cooldown_seconds=3600, budget_max=5, lock_timeout_seconds=0.3)
+    other = Store.open(SecretStr(store_url))
+    with safety.guard(safety.changed_objects(api), policy=policy, store=store) as held:
+        assert held()
+        with (
+            pytest.raises(LockTimeout),
+            safety.guard(safety.changed_objects(compose), policy=policy, store=other),
+        ):
+            pass
+    incident = store.open_incident(
+        runbook="api-500-errors", severity="P2", resource="http://api.example:8000", title="t"
+    )
+    store.record(incident.id, "acted", resource=backend, data={"automatic": True})
+    why = safety.refusal(compose, policy=policy, store=store)
+    assert why is not None and "cooldown" in why and backend in why
+
+
+def test_a_lock_whose_connection_dropped_is_seen_as_lost(store: Store, store_url: str) -> None:
+    resource = f"postgres://h:5432/drop-{time.monotonic_ns()}"
+    with store.resource_lock(resource, timeout=1) as held:
+        assert held()
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            key = zlib.crc32(f"remediate:{resource}".encode())  # this lock's key only
+            [(killed,)] = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype ="
+                " 'advisory' AND classid = 0 AND objid = %s::bigint::oid AND objsubid = 1",
+                (key,),
+            ).fetchall()
+        assert killed == 1
+        assert not held(), "a run must not go on acting without its lock"

@@ -158,3 +158,12 @@ def test_short_tokens_and_signing_keys_are_refused() -> None:
         with pytest.raises(ConfigError, match=name.upper()):
             load_settings(**{name: "short"})
     assert load_settings(alert_webhook_token="x" * 16).alert_webhook_token is not None
+
+
+def test_the_plan_markdown_shows_hostile_keys_as_text() -> None:
+    hostile = plan("ratelimit:[click](https://evil.example)", "ratelimit:`code`<img src=x>")
+    hostile = hostile.model_copy(update={"summary": "# not a heading ![x](https://evil/p.png)"})
+    markdown = hostile.to_markdown()
+    assert "- `ratelimit:[click](https://evil.example)`" in markdown
+    assert "- `` ratelimit:`code`<img src=x> ``" in markdown
+    assert "\\# not a heading \\!\\[x\\]\\(https://evil/p.png\\)" in markdown
