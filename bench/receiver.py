@@ -122,8 +122,29 @@ def receiver_process(home: str, port: int) -> tuple[subprocess.Popen[bytes], Pat
         " log_level='warning')"
     )
     log = Path(home) / "receiver.log"
+    # The benchmark's databases exist nowhere: a route of its own names them as targets (an
+    # alert may only name configured ones).
+    routes = Path(home) / "bench-routes.yaml"
+    routes.write_text(
+        json.dumps(
+            {
+                "routes": [
+                    {
+                        "runbook": "connection-pool-exhausted",
+                        "match": {"name": "PostgresqlTooManyConnections"},
+                        "parameters": {"database": "$labels.datname"},
+                        "targets": ["~bench_.*"],
+                    }
+                ]
+            }
+        )
+    )
     process = subprocess.Popen(
-        [sys.executable, "-c", code], cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "ALERT_ROUTES_FILE": str(routes)},
     )
     return process, log
 

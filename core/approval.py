@@ -156,7 +156,7 @@ class ApprovalPolicy:
             poll_seconds=settings.approval_poll_seconds,
             auto_rules=tuple(settings.auto_approve),
             accept_unverified=settings.approval_accept_unverified,
-            proof_secret=settings.approval_link_secret,
+            proof_secret=settings.approval_key,
         )
 
 

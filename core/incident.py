@@ -400,10 +400,11 @@ class IncidentRun:
         """Approve/Decline buttons, when the Slack app's signing secret is set (the click comes
         back to the receiver's /slack/interactions, signed by Slack)."""
         s = self.settings
-        if not (s.slack_signing_secret and s.approval_link_secret and self.flow_run_id):
+        key = s.approval_key
+        if not (s.slack_signing_secret and key and self.flow_run_id):
             return None
         value = approval_links.sign(
-            s.approval_link_secret,
+            key,
             flow_run_id=self.flow_run_id,
             incident_id=self.incident_id,
             summary=plan.summary,

@@ -236,6 +236,21 @@ class Settings(BaseSettings):
                 )
         return rules
 
+    @property
+    def approval_key(self) -> SecretStr | None:
+        """The key that signs Slack button values and the receiver's proofs of a checked answer:
+        APPROVAL_LINK_SECRET, or one derived from SLACK_SIGNING_SECRET when only that is set
+        (every receiver and every process executing runs derives the same)."""
+        if self.approval_link_secret is not None:
+            return self.approval_link_secret
+        if self.slack_signing_secret is None:
+            return None
+        import hashlib
+        import hmac
+
+        raw = self.slack_signing_secret.get_secret_value().encode()
+        return SecretStr(hmac.new(raw, b"remediate-approvals-v1", hashlib.sha256).hexdigest())
+
     def require_target_database(self) -> SecretStr:
         """The guarded database URL, or a ConfigError naming the variable."""
         if self.target_database_url is None:

@@ -197,7 +197,7 @@ class Receiver:
                 approver=approver,
                 note=form.get("note", "")[:500] or "answered from a signed link",
                 channel="link",
-                proof_secret=self.settings.approval_link_secret,
+                proof_secret=self.settings.approval_key,
                 digest=claims.plan_digest or None,
             )
         except approval.NotWaiting as exc:
@@ -255,9 +255,9 @@ class Receiver:
 
     def _answer_slack(self, click: slack.Click) -> str:
         who = f"<@{click.user_id}>"
-        secret = self.settings.approval_link_secret
+        secret = self.settings.approval_key
         if secret is None:
-            return "Not taken: APPROVAL_LINK_SECRET is not set on the receiver."
+            return "Not taken: SLACK_SIGNING_SECRET is not set on the receiver."
         try:
             claims = approval_links.verify(secret, click.value)
         except approval_links.LinkError as exc:

@@ -39,6 +39,18 @@ class Rejected(Exception):
         self.extra = extra
 
 
+def configured_databases(settings: Settings) -> frozenset[str]:
+    """The databases the operator configured: TARGET_DATABASE_URL's and SWEEP_DATABASES."""
+    from urllib.parse import urlsplit
+
+    names = set(settings.sweep_databases)
+    if settings.target_database_url is not None:
+        path = urlsplit(settings.target_database_url.get_secret_value()).path.lstrip("/")
+        if path:
+            names.add(path)
+    return frozenset(names)
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -101,9 +113,10 @@ class Dispatcher:
         extra_routes: Sequence[Route] = (),
     ) -> None:
         self.settings = settings
-        self.router: Router = load_router(settings.alert_routes_file)
+        databases = configured_databases(settings)
+        self.router: Router = load_router(settings.alert_routes_file, databases=databases)
         if extra_routes:  # checked like the file's, and matched before them
-            self.router = Router([*extra_routes, *self.router.routes])
+            self.router = Router([*extra_routes, *self.router.routes], databases=databases)
         self.store = store or Store.open(settings.remediation_database_url)
         self.dedup = Deduplicator(
             settings.remediation_redis_url,
@@ -128,6 +141,14 @@ class Dispatcher:
         for alert in alerts:
             self.metrics.received.labels(alert.source).inc()
             routed = self.router.route(alert)
+            if routed is not None and routed.refused is not None:
+                self._record(alert, outcome="unroutable", routed=routed, detail=routed.refused)
+                self.metrics.unroutable.inc()
+                result.unroutable += 1
+                log.warning(
+                    "alert %s from %s refused: %s", alert.name, alert.source, routed.refused
+                )
+                continue
             if routed is None:
                 self._record(alert, outcome="unroutable")
                 self.metrics.unroutable.inc()

@@ -8,7 +8,10 @@ on the database its `database` (or `datname`) label names, for the runbooks that
 
 A parameter value `$labels.NAME` takes that label's value. Values taken from an alert must look
 like an identifier (letters, digits, `_ . -`, at most 63 characters): an alert never puts quotes,
-paths or URLs into a run's parameters.
+paths or URLs into a run's parameters. An alert chooses only among the targets the operator
+configured: a database it names must be TARGET_DATABASE_URL's, one of SWEEP_DATABASES, or on the
+route's own `targets` list (exact names, or `~regex`); any other is refused (recorded, no run).
+A label never overrides a route's own parameter values.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,8 @@ class Route(BaseModel):
     runbook: str
     match: dict[str, str] = Field(min_length=1)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Databases an alert of this route may name besides the configured ones (`~` for a regex).
+    targets: list[str] = Field(default_factory=list)
 
 
 class RoutesFile(BaseModel):
@@ -57,6 +63,8 @@ class Routed:
     runbook: str
     parameters: dict[str, Any]
     rule: str
+    # Why the alert starts nothing although a rule matched (a target nobody configured).
+    refused: str | None = None
 
     @property
     def dedup_key(self) -> str:
@@ -85,8 +93,9 @@ def _matches(pattern: str, value: str | None) -> bool:
 
 
 class Router:
-    def __init__(self, routes: list[Route]) -> None:
+    def __init__(self, routes: list[Route], *, databases: frozenset[str] = frozenset()) -> None:
         self.routes = routes
+        self.databases = databases
         self._parameters = {
             runbook.id: _flow_parameters(runbook) for runbook in catalogue.CATALOGUE.values()
         }
@@ -140,14 +149,32 @@ class Router:
                 if not SAFE_VALUE.fullmatch(database):
                     return None
                 parameters["database"] = database
-            return Routed(runbook=named, parameters=parameters, rule=f"named runbook {named}")
+            return self._checked(
+                Routed(runbook=named, parameters=parameters, rule=f"named runbook {named}"), ()
+            )
         for number, route in enumerate(self.routes, start=1):
             if all(_matches(p, _value(alert, k)) for k, p in route.match.items()):
                 filled = self._parameters_for(route, alert)
                 if filled is None:
                     continue
-                return Routed(runbook=route.runbook, parameters=filled, rule=f"route {number}")
+                routed = Routed(runbook=route.runbook, parameters=filled, rule=f"route {number}")
+                return self._checked(routed, route.targets)
         return None
+
+    def _checked(self, routed: Routed, extra: Sequence[str]) -> Routed:
+        """The routed alert, refused when it names a database nobody configured."""
+        database = routed.parameters.get("database")
+        if database is None or database in self.databases:
+            return routed
+        if any(_matches(pattern, str(database)) for pattern in extra):
+            return routed
+        return Routed(
+            runbook=routed.runbook,
+            parameters=routed.parameters,
+            rule=routed.rule,
+            refused=f"database {database} is not a configured target (TARGET_DATABASE_URL,"
+            " SWEEP_DATABASES or the route's targets)",
+        )
 
     @staticmethod
     def _parameters_for(route: Route, alert: Alert) -> dict[str, Any] | None:
@@ -172,8 +199,9 @@ def _flow_parameters(runbook: catalogue.Runbook) -> frozenset[str]:
     return frozenset(inspect.signature(runbook.load_flow().fn).parameters)
 
 
-def load_router(path: str | None) -> Router:
-    """The routing rules of `path` (ALERT_ROUTES_FILE), or the embedded defaults."""
+def load_router(path: str | None, *, databases: frozenset[str] = frozenset()) -> Router:
+    """The routing rules of `path` (ALERT_ROUTES_FILE), or the embedded defaults; `databases`:
+    the targets every route may name (the configured ones)."""
     file = Path(path) if path else DEFAULT_ROUTES
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
@@ -187,4 +215,14 @@ def load_router(path: str | None) -> Router:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"ALERT_ROUTES_FILE ({file}): {where}: {first['msg']}") from None
-    return Router(parsed.routes)
+    for number, route in enumerate(parsed.routes, start=1):
+        for pattern in route.targets:
+            if pattern.startswith("~"):
+                try:
+                    re.compile(pattern[1:])
+                except re.error as exc:
+                    raise ConfigError(
+                        f"ALERT_ROUTES_FILE ({file}): route {number}: bad targets regex"
+                        f" {pattern!r}: {exc}"
+                    ) from None
+    return Router(parsed.routes, databases=databases)

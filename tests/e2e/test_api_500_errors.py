@@ -110,3 +110,33 @@ def test_declined_and_timed_out_roll_back_nothing(
     assert api_500_errors().status == "timed-out"
     assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
     assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
+
+
+def test_after_the_approval_the_plan_is_read_again(deployed: dict[str, Any]) -> None:
+    """The approver took their time: a new commit landed while the plan waited, so the commit
+    the plan names is no longer the deploy to roll back; nothing is reverted or restarted. And
+    when the errors have stopped by the time of the answer, there is nothing left to do."""
+    from tests.e2e.conftest import answer, paused_run_where, start
+
+    repo = deployed["repo"]
+    deployed["deploy"](True, "items: read ocr_provider")
+    future = start(flow=api_500_errors, stop_timeout_seconds=1, requested_by="recheck-test")
+    run_id = paused_run_where("requested_by", "recheck-test")
+    (repo / "HOTFIX.md").write_text("a colleague's fix, pushed while the plan waited\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "hotfix landed meanwhile")
+    answer(run_id, approve=True, approver="alice")
+    outcome = future.result(timeout=90)
+    assert outcome.status == "escalated", outcome.summary
+    assert "no longer" in outcome.summary and "hotfix landed meanwhile" in outcome.summary
+    assert git(repo, "log", "-1", "--format=%s").strip() == "hotfix landed meanwhile"
+    assert not any(a.executed for a in outcome.actions)
+
+    future = start(flow=api_500_errors, stop_timeout_seconds=1, requested_by="recheck-test-2")
+    run_id = paused_run_where("requested_by", "recheck-test-2")
+    deployed["deploy"](False, "items: fixed by hand")  # the errors stop before the answer
+    answer(run_id, approve=True, approver="alice")
+    outcome = future.result(timeout=90)
+    assert outcome.status == "resolved", outcome.summary
+    assert "nothing left to change" in outcome.summary
+    assert git(repo, "log", "-1", "--format=%s").strip() == "items: fixed by hand"

@@ -97,8 +97,19 @@ def am_payload(database: str, *, status: str = "firing", **label: str) -> dict[s
     return payload
 
 
+_TARGETS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def configured_targets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The databases this test's alerts may name: an alert chooses only among configured
+    targets, so each test configures its own (SWEEP_DATABASES) before its receiver starts."""
+    _TARGETS[:] = [f"rt_alert_{uuid.uuid4().hex[:8]}" for _ in range(24)]
+    monkeypatch.setenv("SWEEP_DATABASES", ",".join(_TARGETS))
+
+
 def unique_db() -> str:
-    return f"rt_alert_{uuid.uuid4().hex[:8]}"
+    return _TARGETS.pop()
 
 
 def store_alerts(store_url: str, database: str) -> list[dict[str, Any]]:
@@ -336,6 +347,47 @@ def test_hostile_label_values_start_nothing(
         assert response.status_code == 202
         assert response.json()["accepted"] == 0
         assert runs_for(deployment_ids, hostile) == []
+
+
+def test_an_alert_chooses_only_among_configured_targets(
+    live: Callable[..., LiveReceiver],
+    deployment_ids: dict[str, uuid.UUID],
+    receiver_env: dict[str, str],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whoever holds the webhook token cannot point a run at a database nobody configured: not
+    through a route's `$labels`, nor by naming the runbook. A route's own `targets` widen it."""
+    r = live()
+    stranger = "rt_not_configured_db"
+    for body, path in [
+        (am_payload(stranger), "/alerts/alertmanager"),
+        (
+            {
+                "runbook": "connection-pool-exhausted",
+                "fingerprint": "f",
+                "labels": {"database": stranger},
+            },
+            "/alerts",
+        ),
+    ]:
+        answer = r.post(path, body)
+        assert answer.status_code == 202 and answer.json()["unroutable"] == 1, answer.text
+    assert runs_for(deployment_ids, stranger) == []
+    [row, _] = [a for a in store_alerts(receiver_env["REMEDIATION_DATABASE_URL"], stranger)]
+    assert row["outcome"] == "unroutable"
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "routes:\n  - runbook: connection-pool-exhausted\n"
+        "    match: {name: PostgresqlTooManyConnections}\n"
+        "    parameters: {database: $labels.datname}\n"
+        "    targets: ['~rt_tenant_[a-z]+']\n"
+    )
+    monkeypatch.setenv("ALERT_ROUTES_FILE", str(routes))
+    tenant = live()
+    assert tenant.post("/alerts/alertmanager", am_payload("rt_tenant_acme")).json()["accepted"] == 1
+    assert tenant.post("/alerts/alertmanager", am_payload(stranger)).json()["accepted"] == 0
 
 
 def sentry_post(

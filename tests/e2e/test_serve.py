@@ -264,7 +264,8 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
     healthy = {"params": {"usage_threshold": 0.99}}  # each database's run ends `healthy`
     databases = [make_database() for _ in range(16)]
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    process, url, _ = start_serve(healthy, tmp_path, auto_approve=False)
+    configured = {"SWEEP_DATABASES": ",".join(databases)}  # alerts name configured targets only
+    process, url, _ = start_serve(healthy, tmp_path, auto_approve=False, extra_env=configured)
     answered: dict[str, list[str]] = {}
     unanswered: list[str] = []
     lock = Lock()
@@ -295,7 +296,7 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
 
     again = tmp_path / "again"
     again.mkdir()
-    process, url, log = start_serve(healthy, again, auto_approve=False)
+    process, url, log = start_serve(healthy, again, auto_approve=False, extra_env=configured)
     try:
         for database in unanswered:  # the sender's retries
             response = httpx.post(

@@ -209,3 +209,15 @@ def test_forged_tampered_and_expired_links_are_refused() -> None:
     # Found by the fuzzer: a non-ASCII token once raised TypeError (a 500).
     with pytest.raises(approval_links.LinkError, match="bad signature"):
         approval_links.verify(SECRET, "0.\u0080")
+
+
+def test_a_database_nobody_configured_is_refused() -> None:
+    router = load_router(None, databases=frozenset({"app"}))
+    ok = router.route(_alert(name="PostgresqlTooManyConnections", labels={"datname": "app"}))
+    assert ok is not None and ok.refused is None
+    other = router.route(_alert(name="PostgresqlTooManyConnections", labels={"datname": "other"}))
+    assert other is not None and "not a configured target" in str(other.refused)
+    named = router.route(_alert(runbook="connection-pool-exhausted", labels={"database": "other"}))
+    assert named is not None and named.refused is not None
+    default = router.route(_alert(name="PostgresqlTooManyConnections"))
+    assert default is not None and default.refused is None  # the flow's own configured target
