@@ -225,6 +225,20 @@ class IncidentRun:
         return run
 
     @staticmethod
+    def misconfigured(runbook_id: str, *, findings: list[Finding], problem: str) -> Outcome:
+        """The run's own probes do not fit the target (a wrong route, a form sent as JSON): a
+        configuration problem to report, not an incident to remediate. Nothing is opened."""
+        runbook = catalogue.get(runbook_id)
+        get_run_logger().error("%s: %s", runbook.id, problem)
+        return Outcome(
+            runbook=runbook.id,
+            status="failed",
+            severity=runbook.severity,
+            findings=[*findings, Finding(check="probe-configuration", ok=False, detail=problem)],
+            summary=problem,
+        )
+
+    @staticmethod
     def healthy(runbook_id: str, *, findings: list[Finding]) -> Outcome:
         """Every check passed: no incident is opened."""
         runbook = catalogue.get(runbook_id)

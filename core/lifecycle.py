@@ -30,7 +30,8 @@ __all__ = [
 
 # Evidence that raises an incident to P1 and calls people in at once (seed 000's escalation path).
 DATA_LOSS_CAUSES = frozenset({"stamp-without-upgrade", "migrations-not-applied", "buggy-migration"})
-SECURITY_CAUSES = frozenset({"rls-disabled"})
+# RLS switched off, or a policy opening a table to `anon`/`public`: data may be exposed.
+SECURITY_CAUSES = frozenset({"rls-disabled", "access-opened"})
 
 # Seed 000's classification: response targets by severity, in minutes (P4: next business day).
 RESPONSE_MINUTES: dict[str, int] = {"P1": 0, "P2": 60, "P3": 240, "P4": 24 * 60}

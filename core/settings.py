@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
@@ -18,6 +18,20 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = ["ConfigError", "Settings", "load_settings", "redact_url"]
 
 DEFAULT_STORE_URL = "postgresql://postgres@127.0.0.1:5432/remediate"
+# Supabase's own login roles (its services and tooling): their sessions are never a leak to cut.
+SUPABASE_SYSTEM_ROLES = (
+    "supabase_admin",
+    "supabase_auth_admin",
+    "supabase_storage_admin",
+    "supabase_functions_admin",
+    "supabase_realtime_admin",
+    "supabase_replication_admin",
+    "supabase_read_only_user",
+    "supabase_etl_admin",
+    "authenticator",
+    "pgbouncer",
+    "dashboard_user",
+)
 # Tokens and signing keys shorter than this are refused: they can be guessed.
 MIN_SECRET_LENGTH = 16
 
@@ -106,6 +120,12 @@ class Settings(BaseSettings):
     # A known-good probe user for login checks (rls-auth-failure, auth-failures…).
     login_probe_email: str | None = None
     login_probe_password: SecretStr | None = None
+    # The backend's routes; defaults are the FastAPI full-stack template's (API_V1_STR=/api/v1).
+    app_health_path: str = "/api/v1/utils/health-check/"
+    app_login_path: str = "/api/v1/login/access-token"
+    # How the login route takes credentials: `oauth2` (a form with `username` and `password`,
+    # FastAPI's OAuth2PasswordRequestForm, as the template) or `json` (`{"email", "password"}`).
+    app_login_form: Literal["oauth2", "json"] = "oauth2"
     alembic_config: str | None = None
     migrations_dir: str | None = None
     app_repo: str | None = None
@@ -177,6 +197,11 @@ class Settings(BaseSettings):
     remediation_spool_dir: Path | None = None
     incident_owner: str = "@on-call"
 
+    # Roles whose sessions connection-pool-exhausted never terminates (added to every run's own).
+    protected_roles: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(SUPABASE_SYSTEM_ROLES)
+    )
+
     # The approval gate.
     approvers: Annotated[list[str], NoDecode] = Field(default_factory=list)
     approval_require_distinct_approver: bool = False
@@ -196,9 +221,9 @@ class Settings(BaseSettings):
     remediation_max_blast_radius: int = Field(default=500, ge=1)
     remediation_lock_timeout_seconds: float = Field(default=30.0, ge=0)
 
-    _split_csv = field_validator("approvers", "auto_approve", "sweep_databases", mode="before")(
-        _csv
-    )
+    _split_csv = field_validator(
+        "approvers", "auto_approve", "sweep_databases", "protected_roles", mode="before"
+    )(_csv)
     _split_pairs = field_validator(
         "incident_targets", "escalation_contacts", "statuspage_components", mode="before"
     )(_pairs)

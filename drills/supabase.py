@@ -15,10 +15,24 @@ ROLES = ("anon", "authenticated", "service_role")
 ALICE = str(uuid.UUID(int=1))
 BOB = str(uuid.UUID(int=2))
 
+# `auth.uid()` as Supabase has defined it over time (our own text, same behaviour):
+# - "claim-sub": supabase/auth `migrations/tenant/00_init_auth_schema.up.sql` and the Supabase
+#   Postgres image: only `request.jwt.claim.sub`;
+# - "either": supabase/auth `20211202183645_update_auth_uid.up.sql`: `request.jwt.claim.sub`, else
+#   the `sub` of `request.jwt.claims`, empty as NULL;
+# - "claims": only the JSON `request.jwt.claims` (what PostgREST 9+ sets; some projects' own).
+AUTH_UID = {
+    "claim-sub": "SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid",
+    "either": "SELECT nullif(coalesce(current_setting('request.jwt.claim.sub', true),"
+    " (current_setting('request.jwt.claims', true)::jsonb ->> 'sub')), '')::uuid",
+    "claims": "SELECT nullif(current_setting('request.jwt.claims', true)::json ->> 'sub', '')"
+    "::uuid",
+}
+
 SCHEMA = f"""
 CREATE SCHEMA auth;
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
-  SELECT nullif(current_setting('request.jwt.claims', true)::json ->> 'sub', '')::uuid
+  {AUTH_UID["either"]}
 $$;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
 CREATE TABLE users (id uuid PRIMARY KEY, email text NOT NULL, role text NOT NULL DEFAULT 'user');
@@ -68,6 +82,11 @@ def supabase_roles(admin_url: str, *, database_prefix: str = "rt\\_") -> Iterato
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
 
 
-def build(url: str) -> None:
+def build(url: str, *, auth_uid: str = "either") -> None:
+    """The Supabase-shaped schema, with `auth.uid()` in one of Supabase's real shapes."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(SCHEMA)
+        conn.execute(
+            f"CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$"
+            f" {AUTH_UID[auth_uid]} $$"
+        )

@@ -58,9 +58,23 @@ def api_500_errors(
     app_url = settings.app_url
     paths = api_paths or ["/api/items"]
 
+    def token() -> str | None:
+        """Logged in as the probe user when one is set: most of an API is behind its login."""
+        if not (settings.login_probe_email and settings.login_probe_password):
+            return None
+        login = http_probe.probe_login.fn(
+            app_url,
+            path=settings.app_login_path,
+            email=settings.login_probe_email,
+            password=settings.login_probe_password,
+            form=settings.app_login_form,
+        )
+        return login.token
+
     def probe(check: str) -> Finding:
+        bearer = token()
         results = [
-            http_probe.probe_http.fn(app_url, path=p, timeout_seconds=10)
+            http_probe.probe_http.fn(app_url, path=p, timeout_seconds=10, token=bearer)
             for p in paths
             for _ in range(probes_per_path)
         ]

@@ -101,7 +101,7 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
 @runbook_flow(RUNBOOK)
 def auth_failures(
     *,
-    login_path: str = "/auth/login",
+    login_path: str | None = None,
     stop_timeout_seconds: int = 10,
     start_timeout_seconds: float = 60,
     dry_run: bool = False,
@@ -120,8 +120,14 @@ def auth_failures(
     store = Store.open(settings.remediation_database_url)
     service = ComposeService.from_settings(settings, settings.app_service)
 
+    route = login_path or settings.app_login_path
+    attempts: list[http_probe.HttpProbe] = []
+
     def login(check: str) -> Finding:
-        probe = http_probe.probe_login(app_url, path=login_path, email=email, password=password)
+        probe = http_probe.probe_login(
+            app_url, path=route, email=email, password=password, form=settings.app_login_form
+        )
+        attempts.append(probe)
         return Finding(
             check=check, ok=probe.status not in {401, 403} and probe.ok, detail=probe.detail
         )
@@ -136,6 +142,14 @@ def auth_failures(
         else []
     )
     findings = [login("login"), *[c for c in checks if c.check == "secret-key-unchanged"]]
+    if attempts[-1].misconfigured:  # the probe does not fit the app: never a restart
+        return IncidentRun.misconfigured(
+            RUNBOOK,
+            findings=findings,
+            problem=http_probe.misconfiguration(
+                attempts[-1], setting="APP_LOGIN_PATH, APP_LOGIN_FORM"
+            ),
+        )
     if all(f.ok for f in findings):
         if (
             service

@@ -60,6 +60,14 @@ def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resourc
     )
 
 
+def configuration_problem(
+    runbook: str, findings: list[Finding], probe: http_probe.HttpProbe, *, setting: str
+) -> Outcome:
+    return IncidentRun.misconfigured(
+        runbook, findings=findings, problem=http_probe.misconfiguration(probe, setting=setting)
+    )
+
+
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     if not settings.app_url:
         raise ConfigError("APP_URL is not set (the backend's base URL)")
@@ -68,8 +76,8 @@ def preflight(settings: Settings, params: dict[str, Any]) -> None:
 @runbook_flow(RUNBOOK)
 def auth_server_health(
     *,
-    health_path: str = "/health",
-    login_path: str = "/auth/login",
+    health_path: str | None = None,
+    login_path: str | None = None,
     latency_limit_seconds: float = 10,
     healthy_checks: int = 3,
     start_timeout_seconds: float = 60,
@@ -84,24 +92,36 @@ def auth_server_health(
     assert settings.app_url is not None
     app_url = settings.app_url
     timeout = latency_limit_seconds + 2
+    health_route = health_path or settings.app_health_path
+    login_route = login_path or settings.app_login_path
+    probes: list[http_probe.HttpProbe] = []
 
     def health(check: str = "health") -> Finding:
-        probe = http_probe.probe_http(app_url, path=health_path, timeout_seconds=timeout)
+        probe = http_probe.probe_http(app_url, path=health_route, timeout_seconds=timeout)
+        probes.append(probe)
         return health_finding(probe, latency_limit=latency_limit_seconds, check=check)
 
-    # Detect: /health status and latency; a 503 on login.
+    # Detect: the health route's status and latency; a 503 on login.
     findings = [health()]
     if settings.login_probe_email and settings.login_probe_password:
         login = http_probe.probe_login(
             app_url,
-            path=login_path,
+            path=login_route,
             email=settings.login_probe_email,
             password=settings.login_probe_password,
             timeout_seconds=timeout,
+            form=settings.app_login_form,
         )
+        probes.append(login)
         findings.append(Finding(check="login", ok=login.status != 503, detail=login.detail))
     if all(f.ok for f in findings):
         return IncidentRun.healthy(RUNBOOK, findings=findings)
+    wrong = next((p for p in probes if p.misconfigured), None)
+    if wrong is not None:
+        # A 404/405/422 is the probe not fitting the app, never a reason to restart it.
+        return configuration_problem(
+            RUNBOOK, findings, wrong, setting="APP_HEALTH_PATH, APP_LOGIN_PATH, APP_LOGIN_FORM"
+        )
     run = IncidentRun.open(
         RUNBOOK,
         resource=app_url,

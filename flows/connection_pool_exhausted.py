@@ -57,6 +57,10 @@ def skip_reason(
         return "another database"
     if session.superuser and session.application in MAINTENANCE_APPLICATIONS:
         return "superuser maintenance"
+    if session.superuser and session.interactive:
+        return "an interactive superuser session (a person at a console)"
+    if session.advisory_lock:
+        return "holds an advisory lock (a migration or a job's lock would be released)"
     if session.user in protected_roles:
         return "protected role"
     if session.state != "idle":
@@ -322,7 +326,9 @@ def connection_pool_exhausted(
     target = PgTarget.from_settings(settings, database=database)
     pooler = pooler_service(settings)
     idle_seconds = max(0.0, idle_minutes * 60)
-    protected = frozenset(protected_roles or ())
+    # PROTECTED_ROLES (Supabase's system roles by default) holds for every run, alert- and
+    # sweep-started ones included; a run's own list only adds to it.
+    protected = frozenset(settings.protected_roles) | frozenset(protected_roles or ())
 
     # Detect: client connections against max_connections.
     try:

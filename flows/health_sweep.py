@@ -122,8 +122,10 @@ def detect(runbook_id: str, parameters: dict[str, Any]) -> Check:
             status="error",
             detail=f"{type(exc).__name__}: {first}"[:500],
         )
+    # A detector that could not judge (its probe does not fit the app) is no "healthy".
+    status = "healthy" if outcome.status == "healthy" else "error"
     return Check(
-        runbook=runbook_id, parameters=parameters, status="healthy", detail=outcome.summary[:500]
+        runbook=runbook_id, parameters=parameters, status=status, detail=outcome.summary[:500]
     )
 
 

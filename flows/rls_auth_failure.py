@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect import get_run_logger
+
 from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
@@ -48,6 +50,19 @@ class PolicyDiff:
     extra: list[Policy]  # not in the snapshot
     rls_off: list[str]
     no_policy: list[str]  # RLS on, no policy at all: every query denied
+
+    @property
+    def opened(self) -> list[Policy]:
+        """Policies now in place that the snapshot does not hold and that grant `anon` or
+        `public` (everyone, signed in or not): a possible data exposure, not a lock-out."""
+        everyone = {"anon", "public"}
+        opened = [p for p in self.extra if p.permissive == "PERMISSIVE" and everyone & set(p.roles)]
+        for old, new in self.changed:
+            granted = everyone & (set(new.roles) - set(old.roles))
+            unconditional = (new.qual or "").strip() == "true" and everyone & set(new.roles)
+            if new.permissive == "PERMISSIVE" and (granted or unconditional):
+                opened.append(new)
+        return opened
 
     @property
     def empty(self) -> bool:
@@ -91,7 +106,11 @@ def policy_diff(snapshot: RlsState, now: RlsState, tables: list[str]) -> PolicyD
         ],
         extra=[p for k, p in sorted(current.items()) if k not in good],
         rls_off=[t for t in tables if snapshot.rls.get(t) and not now.rls.get(t, False)],
-        no_policy=no_policy_tables(now, tables),
+        # RLS on with no policy is Supabase's lock-down of a service-role-only table, a valid
+        # state; only a table that had policies in the snapshot and has none now is broken.
+        no_policy=[
+            t for t in no_policy_tables(now, tables) if any(p.table == t for p in snapshot.policies)
+        ],
     )
 
 
@@ -138,7 +157,9 @@ def detect(
                 detail="no known-good snapshot yet: nothing to compare",
             )
         )
-    empty = no_policy_tables(now, tables)
+    # A table locked down on purpose (RLS on, no policy) is valid: only one that had policies in
+    # the snapshot is reported.
+    empty = diff.no_policy if diff is not None else []
     findings.append(
         Finding(
             check="tables-without-policy",
@@ -220,13 +241,21 @@ def widens(plan: Plan, snapshot: RlsState) -> list[str]:
 
 
 def rollback_file(migrations_dir: str, statements: list[str], *, now: float) -> Path:
-    path = Path(migrations_dir) / f"{int(now)}_rollback_rls.sql"
+    """The rollback as a migration the Supabase CLI accepts: `<YYYYMMDDHHMMSS>_rollback_rls.sql`
+    (UTC; it sorts after every earlier migration, so `supabase db push` takes it), idempotent
+    (each policy dropped IF EXISTS before it is created), and without BEGIN/COMMIT: the CLI runs
+    each migration in a transaction of its own."""
+    version = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+    path = Path(migrations_dir) / f"{version}_rollback_rls.sql"
     header = [
         "-- Rollback of RLS policies to the last known-good snapshot.",
-        "-- Written by remediate (rls-auth-failure); applied in one transaction.",
+        "-- Written by remediate (rls-auth-failure), which already applied it to the live",
+        "-- database in one transaction. `supabase db push` would run it again (harmless: it is",
+        f"-- idempotent); `supabase migration repair --status applied {version}` records it",
+        "-- as applied without running it.",
         "",
     ]
-    path.write_text("\n".join([*header, "BEGIN;", *statements, "COMMIT;", ""]), encoding="utf-8")
+    path.write_text("\n".join([*header, *statements, ""]), encoding="utf-8")
     return path
 
 
@@ -246,7 +275,7 @@ def rls_auth_failure(
     probe_user_id: str | None = None,
     probe_table: str = "users",
     since_hours: float = 2,
-    login_path: str = "/auth/login",
+    login_path: str | None = None,
     auth_error_limit_per_minute: float = 10,
     database: str | None = None,
     dry_run: bool = False,
@@ -268,10 +297,15 @@ def rls_auth_failure(
             return []
         login = http_probe.probe_login(
             settings.app_url,
-            path=login_path,
+            path=login_path or settings.app_login_path,
             email=settings.login_probe_email,
             password=settings.login_probe_password,
+            form=settings.app_login_form,
         )
+        if login.misconfigured:  # the probe does not fit the app: reported, not evidence
+            problem = http_probe.misconfiguration(login, setting="APP_LOGIN_PATH, APP_LOGIN_FORM")
+            get_run_logger().warning(problem)
+            return [Finding(check="login-probe-configuration", ok=True, detail=problem)]
         return [Finding(check="login-probe", ok=login.ok, detail=login.detail)]
 
     def sentry_rate() -> list[Finding]:
@@ -340,6 +374,8 @@ def rls_auth_failure(
         causes.append("policy-changed")
     if diff is not None and diff.rls_off:
         causes.append("rls-disabled")
+    if diff is not None and diff.opened:
+        causes.append("access-opened")  # a security incident: P1, the security team at once
     if diff is not None and diff.no_policy:
         causes.append("no-policy")
     if commits:

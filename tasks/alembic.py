@@ -243,9 +243,14 @@ def read_schema_state(target: AlembicTarget) -> SchemaState:
                 sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier("public", table))
             ).fetchone()
             has_rows[table] = bool(row and row[0])
+        # Per database, not per server: roles are cluster-wide, so a server hosting one
+        # Supabase-shaped database would make every other one look like Supabase. This database
+        # is Supabase's when it has the `auth` schema with `auth.uid()` (GoTrue's) and the roles.
         supabase_roles = conn.execute(
-            "SELECT count(*) FROM pg_roles"
-            " WHERE rolname IN ('anon', 'authenticated', 'service_role')"
+            "SELECT (SELECT count(*) FROM pg_roles"
+            "         WHERE rolname IN ('anon', 'authenticated', 'service_role'))"
+            "       * (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            "          WHERE n.nspname = 'auth' AND p.proname = 'uid' AND p.pronargs = 0)"
         ).fetchone()
     return SchemaState(
         heads=heads,

@@ -37,6 +37,17 @@ __all__ = [
 
 APPLICATION_NAME = "remediate:postgres"
 # Superuser sessions from these tools are maintenance in progress: never terminated.
+# Interactive clients a DBA works in: a superuser's idle session of one is a person, not a leak.
+INTERACTIVE_APPLICATIONS = (
+    "psql",
+    "pgcli",
+    "pgAdmin",
+    "DBeaver",
+    "DataGrip",
+    "TablePlus",
+    "Postico",
+    "Navicat",
+)
 MAINTENANCE_APPLICATIONS = (
     "pg_dump",
     "pg_dumpall",
@@ -123,7 +134,14 @@ class Session(BaseModel):
     superuser: bool
     replication: bool
     own: bool
+    # Holds an advisory lock (an idle session holds only session-level ones: a migration tool's,
+    # a scheduler's leader lock); terminating it would release that lock under its owner.
+    advisory_lock: bool = False
     query: str = ""
+
+    @property
+    def interactive(self) -> bool:
+        return any(self.application.startswith(name) for name in INTERACTIVE_APPLICATIONS)
 
 
 class Activity(BaseModel):
@@ -155,6 +173,8 @@ SELECT a.pid, a.backend_start, a.datname AS database, a.usename AS user,
        coalesce(r.rolsuper, false) AS superuser,
        a.backend_type = 'walsender' AS replication,
        a.pid = pg_backend_pid() AS own,
+       EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')
+         AS advisory_lock,
        left(coalesce(a.query, ''), 500) AS query
 FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
 WHERE a.backend_type IN ('client backend', 'walsender')
@@ -201,6 +221,8 @@ WHERE a.datname = %(database)s
   AND coalesce(a.application_name, '') NOT LIKE 'remediate%%'
   AND NOT (coalesce(r.rolsuper, false) AND a.application_name = ANY(%(maintenance)s::text[]))
   AND NOT (a.usename::text = ANY(%(protected_roles)s::text[]))
+  AND NOT (coalesce(r.rolsuper, false) AND a.application_name LIKE ANY(%(interactive)s::text[]))
+  AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')
 """
 
 
@@ -231,6 +253,7 @@ def terminate_idle_sessions(
                 "idle_seconds": idle_seconds,
                 "maintenance": list(MAINTENANCE_APPLICATIONS),
                 "protected_roles": protected_roles,
+                "interactive": [f"{name}%" for name in INTERACTIVE_APPLICATIONS],
             },
         ).fetchall()
         terminated = sorted(pid for pid, ok in rows if ok)

@@ -1,8 +1,12 @@
-"""Redis tasks for the rate limiter (`TARGET_REDIS_URL`): health, buckets, and their repair.
+r"""Redis tasks for the rate limiter (`TARGET_REDIS_URL`): health, buckets, and their repair.
 
 Keys are found with `SCAN` (never `KEYS`, which blocks the server). The repair is one Lua script,
 so each key is re-checked and changed atomically: a bucket that recovered since the plan, or a key
 that does not match the pattern, is left alone.
+
+A key is bytes, and any bytes: one that is not UTF-8, or holds NUL, is shown (in plans, the
+timeline, chat) as `display_key` writes it, `\xHH` for such a byte and `\\` for a backslash, and
+`raw_key` turns that back into the exact key, so the repair changes the key that was planned.
 """
 
 from __future__ import annotations
@@ -17,7 +21,49 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.settings import ConfigError, Settings, redact_url
 
-__all__ = ["Bucket", "RedisHealth", "RedisTarget", "fix_buckets", "ping", "scan_buckets"]
+__all__ = [
+    "Bucket",
+    "RedisHealth",
+    "RedisTarget",
+    "display_key",
+    "fix_buckets",
+    "ping",
+    "raw_key",
+    "scan_buckets",
+]
+
+
+def display_key(raw: bytes) -> str:
+    """A key as text that can be stored, shown and sent anywhere, and read back by `raw_key`."""
+    out = []
+    for ch in raw.decode("utf-8", "surrogateescape"):
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == "\x00":
+            out.append("\\x00")
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def raw_key(shown: str) -> bytes:
+    """The exact key `display_key` showed."""
+    out = bytearray()
+    index = 0
+    while index < len(shown):
+        ch = shown[index]
+        if ch == "\\" and shown[index + 1 : index + 2] == "\\":
+            out += b"\\"
+            index += 2
+        elif ch == "\\" and shown[index + 1 : index + 2] == "x" and index + 4 <= len(shown):
+            out.append(int(shown[index + 2 : index + 4], 16))
+            index += 4
+        else:
+            out += ch.encode("utf-8")
+            index += 1
+    return bytes(out)
 
 
 class RedisTarget(BaseModel):
@@ -37,12 +83,13 @@ class RedisTarget(BaseModel):
     def resource(self) -> str:
         return redact_url(self.url)
 
-    def client(self) -> redis.Redis:
+    def client(self, *, raw: bool = False) -> redis.Redis:
+        """A client; `raw`: keys and values as bytes (keys may be any bytes)."""
         return redis.Redis.from_url(
             self.url.get_secret_value(),
             socket_timeout=5,
             socket_connect_timeout=5,
-            decode_responses=True,
+            decode_responses=not raw,
         )
 
 
@@ -118,7 +165,7 @@ _VALUE = _VALUE_OF + "return value_of(KEYS[1])"
 def scan_buckets(target: RedisTarget, *, pattern: str, max_keys: int = 100_000) -> list[Bucket]:
     """Every key matching `pattern` (SCAN), with its type, TTL and counter value."""
     buckets = []
-    with target.client() as client:
+    with target.client(raw=True) as client:
         value_of = client.register_script(_VALUE)
         keys = []
         for key in client.scan_iter(match=pattern, count=1000):
@@ -137,8 +184,8 @@ def scan_buckets(target: RedisTarget, *, pattern: str, max_keys: int = 100_000) 
                 kind, ttl, value = replies[3 * index : 3 * index + 3]
                 buckets.append(
                     Bucket(
-                        key=key,
-                        type=kind,
+                        key=display_key(key),
+                        type=kind.decode() if isinstance(kind, bytes) else str(kind),
                         ttl=int(ttl),
                         value=int(value) if value is not None else None,
                     )
@@ -191,14 +238,14 @@ def fix_buckets(
         raise ValueError(f"refusing keys outside {pattern!r}: {outside[:3]}")
     if not named:
         return []
-    with target.client() as client:
+    with target.client(raw=True) as client:
         done = client.eval(
             _FIX,
             len(named),
-            *[k for k, _ in named],
+            *[raw_key(k) for k, _ in named],
             pattern,
             window_seconds,
             -1 if limit is None else limit,
             *[mode for _, mode in named],
         )
-    return sorted(done)
+    return sorted(display_key(k) for k in done)

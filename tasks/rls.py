@@ -93,13 +93,24 @@ def probe_access(
 ) -> ProbeAccess:
     """Query `table` as `role` with a test user's JWT claims: it must see its own row, no other.
 
+    The claims are set as PostgREST sets them, in both shapes: `request.jwt.claims` (one JSON,
+    PostgREST 9+) and `request.jwt.claim.sub` / `.role` (older PostgREST). Supabase's own
+    `auth.uid()` reads the second (supabase/auth `00_init_auth_schema`, the Supabase image) or
+    either (supabase/auth `20211202183645_update_auth_uid`); setting only one left the real
+    function NULL and the probe failing for ever.
+
     Runs in a transaction that is rolled back; `SET LOCAL ROLE` ends with it.
     """
     claims = json.dumps({"sub": user_id, "role": role})
     try:
         with target.connect() as conn, conn.transaction(force_rollback=True):
             conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
-            conn.execute("SELECT set_config('request.jwt.claims', %s, true)", (claims,))
+            conn.execute(
+                "SELECT set_config('request.jwt.claims', %s, true),"
+                " set_config('request.jwt.claim.sub', %s, true),"
+                " set_config('request.jwt.claim.role', %s, true)",
+                (claims, user_id, role),
+            )
             row = conn.execute(
                 sql.SQL(
                     "SELECT count(*) FILTER (WHERE id::text = %s),"
@@ -151,11 +162,17 @@ def create_policy_sql(policy: Policy) -> sql.Composed:
 def rollback_statements(
     *, drop: list[Policy], create: list[Policy], enable_rls: list[str]
 ) -> list[sql.Composed]:
+    # Every policy dropped or (re)created is dropped first, IF EXISTS: the same statements run
+    # twice (a migration file replayed by `supabase db reset`) end in the same state.
+    dropped: list[Policy] = []
+    for p in [*drop, *create]:
+        if p.key not in {d.key for d in dropped}:
+            dropped.append(p)
     statements = [
         sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(
             sql.Identifier(p.name), sql.Identifier("public", p.table)
         )
-        for p in drop
+        for p in dropped
     ]
     statements += [create_policy_sql(p) for p in create]
     statements += [

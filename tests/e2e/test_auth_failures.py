@@ -144,3 +144,16 @@ def test_restart_declined_timed_out_and_dry_run_change_nothing(
     monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
     assert auth_failures().status == "timed-out"
     assert httpx.post(f"{url}/auth/login", json={}).status_code == 401
+
+
+def test_a_login_probe_that_does_not_fit_the_form_restarts_nothing(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The FastAPI template's login takes an OAuth2 form; JSON sent to it is a 422: that is a
+    wrong APP_LOGIN_FORM, named as such, never a reason to restart the backend."""
+    backend(KEY_A)
+    assert auth_failures().status == "healthy"  # the default: the template's form login
+    monkeypatch.setenv("APP_LOGIN_FORM", "json")
+    outcome = auth_failures(auto_approve=True)
+    assert outcome.status == "failed" and not outcome.actions and outcome.incident_id is None
+    assert "APP_LOGIN_FORM" in outcome.summary and "422" in outcome.summary

@@ -119,3 +119,29 @@ def test_timed_out_approval_restarts_nothing(
     assert auth_server_health().status == "timed-out"
     backend["container"].reload()
     assert backend["container"].attrs["State"]["StartedAt"] == started
+
+
+def test_probes_that_do_not_fit_the_app_are_a_configuration_problem_not_a_restart(
+    backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The backend answers as the FastAPI template's does (drills/assets/backend.py): the
+    default routes fit it, even without the trailing slash it redirects to; a wrong path (404)
+    or a JSON body on its OAuth2 form login (422) is reported naming the settings, and the
+    healthy backend is not restarted, auto-approve or not."""
+    container = backend["container"]
+    started = container.attrs["State"]["StartedAt"]
+    assert auth_server_health().status == "healthy"  # /api/v1/utils/health-check/
+    assert auth_server_health(health_path="/api/v1/utils/health-check").status == "healthy"
+
+    typo = auth_server_health(health_path="/helth", auto_approve=True)
+    assert typo.status == "failed" and typo.incident_id is None
+    assert "configuration problem" in typo.summary and "APP_HEALTH_PATH" in typo.summary
+    assert not typo.actions
+
+    monkeypatch.setenv("LOGIN_PROBE_EMAIL", "probe@app.test")
+    monkeypatch.setenv("LOGIN_PROBE_PASSWORD", "probe-password-0")
+    monkeypatch.setenv("APP_LOGIN_FORM", "json")
+    wrong_form = auth_server_health(health_path="/helth", auto_approve=True)
+    assert wrong_form.status == "failed" and not wrong_form.actions
+    container.reload()
+    assert container.attrs["State"]["StartedAt"] == started, "a healthy backend was restarted"

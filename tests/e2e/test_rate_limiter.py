@@ -198,3 +198,44 @@ def test_timed_out_approval_changes_no_key(
     monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
     assert rate_limiter(key_pattern=limiter["pattern"]).status == "timed-out"
     assert r.ttl(keys["no_ttl"]) == -1 and r.exists(keys["no_ttl_over"])
+
+
+def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
+    limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis keys are bytes: invalid UTF-8, NUL, and mention/link markup in a key neither break
+    the run (the store, Prefect, Slack) nor reach anyone as markup; the repair changes exactly
+    the raw keys that were planned."""
+    from tests.httpcapture import CaptureServer
+
+    raw = redis.Redis.from_url(REDIS_URL)  # bytes in, bytes out
+    p = limiter["prefix"].encode()
+    stuck = [
+        p + b":ratelimit:\xff\xfe-latin1-user",
+        p + b":ratelimit:nul\x00user",
+        p + b":ratelimit:<!channel>[click](https://evil.example)",
+    ]
+    healthy = p + b":ratelimit:\xe9t\xe9-healthy"
+    slack = CaptureServer()
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack.url}/services/T0/B0/X")
+    try:
+        for key in stuck:
+            raw.set(key, 3)
+        raw.set(healthy, 1, ex=600)
+        outcome = rate_limiter(
+            key_pattern=limiter["pattern"], window_seconds=900, auto_approve=True
+        )
+        assert outcome.status == "resolved", outcome.summary
+        assert all(0 < raw.ttl(key) <= 900 for key in stuck)
+        assert raw.get(healthy) == b"1" and 0 < raw.ttl(healthy) <= 600
+        [repaired] = outcome.actions
+        assert f"{limiter['prefix']}:ratelimit:\\xff\\xfe-latin1-user" in repaired.targets
+        assert f"{limiter['prefix']}:ratelimit:nul\\x00user" in repaired.targets
+        texts = " ".join(m.json()["text"] for m in slack.received)
+        assert "<!channel>" not in texts and "<https://" not in texts
+        outcome.model_dump_json()  # the outcome prints as JSON
+    finally:
+        for key in [*stuck, healthy]:
+            raw.delete(key)
+        raw.close()
+        slack.close()

@@ -4,6 +4,7 @@ back to the known-good snapshot, checked by querying as `authenticated` with a u
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -98,7 +99,14 @@ def test_healthy_run_records_the_snapshot_then_a_dropped_policy_is_restored(
         if p.name.endswith("_rollback_rls.sql")
     ]
     text = written.read_text()
-    assert 'CREATE POLICY "auth_policy_select" ON "public"."users"' in text and "BEGIN;" in text
+    assert 'CREATE POLICY "auth_policy_select" ON "public"."users"' in text
+    # What the Supabase CLI accepts: a YYYYMMDDHHMMSS version, no transaction of its own, and
+    # idempotent (a CREATE POLICY is always preceded by its DROP POLICY IF EXISTS).
+    assert re.fullmatch(r"\d{14}_rollback_rls\.sql", written.name)
+    assert "BEGIN" not in text and "COMMIT" not in text
+    assert text.index(
+        'DROP POLICY IF EXISTS "auth_policy_select" ON "public"."users"'
+    ) < text.index('CREATE POLICY "auth_policy_select"')
 
 
 def test_rls_switched_off_and_a_widening_policy_are_rolled_back(school: str) -> None:
@@ -111,7 +119,9 @@ def test_rls_switched_off_and_a_widening_policy_are_rolled_back(school: str) -> 
     )
     outcome = rls_auth_failure(**params(school), auto_approve=True)
     assert outcome.status == "resolved", outcome.summary
-    assert set(outcome.causes) == {"policy-changed", "rls-disabled"}
+    # A policy opening a table to everyone is a security incident, as RLS switched off is.
+    assert set(outcome.causes) == {"policy-changed", "rls-disabled", "access-opened"}
+    assert outcome.severity == "P1"
     assert policies(school) == good
     assert run_sql(school, "SELECT relrowsecurity FROM pg_class WHERE relname = 'students'") == [
         (True,)
@@ -208,6 +218,9 @@ def deployed(app_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppAnd
         "APP_URL": server.url,
         "LOGIN_PROBE_EMAIL": "probe@school.test",
         "LOGIN_PROBE_PASSWORD": "probe-password-canary",
+        # This app's own login route takes JSON (not the FastAPI template's OAuth2 form).
+        "APP_LOGIN_PATH": "/auth/login",
+        "APP_LOGIN_FORM": "json",
         "SENTRY_API_URL": server.url,
         "SENTRY_AUTH_TOKEN": "sentry-token-canary",
         "SENTRY_ORG": "atal-ai",

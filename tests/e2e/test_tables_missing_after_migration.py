@@ -124,9 +124,33 @@ def test_only_the_newest_revision_missing_keeps_every_row(app: App) -> None:
     assert app.sql("SELECT id, filename, ocr_provider FROM ingestions") == [(7, "scan.pdf", None)]
 
 
+def supabase_auth(app: App) -> None:
+    """What makes a database Supabase's: GoTrue's `auth` schema and its `auth.uid()`."""
+    from drills.supabase import AUTH_UID
+
+    app.sql(
+        "CREATE SCHEMA auth; CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS"
+        f" $$ {AUTH_UID['either']} $$"
+    )
+
+
+def test_a_plain_database_on_a_server_with_supabase_roles_gets_no_rls(
+    app: App, supabase_roles: None
+) -> None:
+    """The roles are cluster-wide: another database of the same server is not Supabase's, and an
+    app connecting as a non-owner role would be locked out by RLS it never asked for."""
+    app.alembic("upgrade", "head")
+    drop_everything_but_alembic_version(app)
+    outcome = tables_missing_after_migration(auto_approve=True)
+    assert outcome.status == "resolved", outcome.summary
+    assert "enable-rls" not in [a.name for a in outcome.actions]
+    assert app.sql("SELECT count(*) FROM pg_class WHERE relrowsecurity") == [(0,)]
+
+
 def test_supabase_target_gets_rls_and_a_service_role_only_policy(
     app: App, supabase_roles: None
 ) -> None:
+    supabase_auth(app)
     app.alembic("upgrade", "head")
     drop_everything_but_alembic_version(app)
     outcome = tables_missing_after_migration(auto_approve=True)

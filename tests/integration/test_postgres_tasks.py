@@ -61,11 +61,15 @@ def test_only_plain_idle_sessions_of_the_target_are_planned_and_terminated(
     idle = herd.idle(url, 5)
     role_idle = herd.idle(replication_url.replace(replication_url.rsplit("/", 1)[1], db), 1)
     protected = herd.idle(url, 1, app="pg_dump")  # superuser maintenance
+    console = herd.idle(url, 1, app="psql")  # a DBA at a superuser console
+    migrating = herd.idle(url, 1, app="alembic")
+    for conn in herd.conns[-1:]:  # a migration tool's session-level lock, held while idle
+        conn.execute("SELECT pg_advisory_lock(4242)")
     runner_own = herd.idle(url, 1, app="remediate:store")
     in_tx = {herd.idle_in_transaction(url)}
     active = herd.active(url, 2)
     elsewhere = herd.idle(db_url(other), 3)
-    wait_idle(idle | role_idle | protected | runner_own | in_tx | elsewhere)
+    wait_idle(idle | role_idle | protected | console | migrating | runner_own | in_tx | elsewhere)
 
     activity = postgres.read_activity.fn(target(db))
     plan = plan_idle_terminations(
@@ -81,7 +85,7 @@ def test_only_plain_idle_sessions_of_the_target_are_planned_and_terminated(
 
     # Hand the task every pid, planned or not: its own guards must still spare the rest.
     everyone = {s.pid: s for s in activity.client_sessions}
-    spared = protected | runner_own | in_tx | active | elsewhere
+    spared = protected | console | migrating | runner_own | in_tx | active | elsewhere
     terminated = postgres.terminate_idle_sessions.fn(
         target(db),
         sessions=[(pid, everyone[pid].backend_start) for pid in planned | spared],

@@ -221,3 +221,18 @@ def test_a_database_nobody_configured_is_refused() -> None:
     assert named is not None and named.refused is not None
     default = router.route(_alert(name="PostgresqlTooManyConnections"))
     assert default is not None and default.refused is None  # the flow's own configured target
+
+
+def test_a_label_never_overrides_a_routes_own_parameter() -> None:
+    route = Route(
+        runbook="connection-pool-exhausted",
+        match={"name": "PoolFull"},
+        parameters={"database": "$labels.datname", "idle_minutes": 5},
+    )
+    router = Router([route], databases=frozenset({"app"}))
+    routed = router.route(
+        _alert(
+            name="PoolFull", labels={"datname": "app", "idle_minutes": "0", "usage_threshold": "0"}
+        )
+    )
+    assert routed is not None and routed.parameters == {"database": "app", "idle_minutes": 5}

@@ -73,3 +73,21 @@ def test_plan_restores_only_the_snapshot() -> None:
     tampered = plan.model_copy(deep=True)
     tampered.actions[0].params["create"][0]["qual"] = "true"
     assert widens(tampered, GOOD) == ["students.own"]
+
+
+def test_a_policy_opening_a_table_to_anon_is_a_security_incident() -> None:
+    from core import lifecycle
+
+    now = RlsState(
+        policies=[*GOOD.policies, pol("users", "anyone", qual="true", roles=["anon"])],
+        rls=dict(GOOD.rls),
+    )
+    diff = policy_diff(GOOD, now, ["students", "users"])
+    assert [p.name for p in diff.opened] == ["anyone"]
+    severity, reasons = lifecycle.raised_severity("P2", ["access-opened"])
+    assert severity == "P1" and any("security" in r for r in reasons)
+
+
+def test_rls_on_with_no_policy_is_a_valid_lock_down() -> None:
+    locked = RlsState(policies=list(GOOD.policies), rls={**GOOD.rls, "audit_log": True})
+    assert policy_diff(locked, locked, ["audit_log", "students", "users"]).empty

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -167,3 +168,18 @@ def test_the_plan_markdown_shows_hostile_keys_as_text() -> None:
     assert "- `ratelimit:[click](https://evil.example)`" in markdown
     assert "- `` ratelimit:`code`<img src=x> ``" in markdown
     assert "\\# not a heading \\!\\[x\\]\\(https://evil/p.png\\)" in markdown
+
+
+def test_state_folders_are_tightened_to_0700_even_when_they_exist(tmp_path: Path) -> None:
+    from core.prefect_api import private_dir
+
+    loose = tmp_path / "state"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    assert private_dir(loose).stat().st_mode & 0o777 == 0o700
+    fresh = private_dir(tmp_path / "new" / "spool")
+    assert fresh.stat().st_mode & 0o777 == 0o700
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # a sticky, shared folder someone pointed a setting at: left alone
+    assert private_dir(shared).stat().st_mode & 0o7777 == 0o1777
