@@ -10,7 +10,7 @@ demo: setup
 	$(VENV)/remediate serve --demo
 
 test: setup lint
-	$(VENV)/pytest -q
+	$(VENV)/pytest -q --durations=15
 
 test-unit:
 	$(VENV)/pytest -q tests/unit

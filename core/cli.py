@@ -30,6 +30,9 @@ app = typer.Typer(
 __all__ = ["app", "main"]
 
 
+ANSWER_WAIT_SECONDS = 15.0  # how long `remediate approve` waits for the run to read its answer
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"remediate: {message}", err=True)
     raise typer.Exit(code)
@@ -184,8 +187,14 @@ def approve(
         str | None, typer.Option("--as", metavar="NAME", help="Approver name.")
     ] = None,
     note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Kept in the timeline.")] = "",
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait", metavar="SECONDS", min=0.5, help="How long to wait for the run to read it."
+        ),
+    ] = ANSWER_WAIT_SECONDS,
 ) -> None:
-    """Answer a run that waits for an approval."""
+    """Answer a run that waits for an approval; exit 1 unless the run took the answer."""
     from uuid import UUID
 
     try:
@@ -210,11 +219,11 @@ def approve(
     except Exception as exc:  # noqa: BLE001 - the server refused; say why in one line
         _fail(f"could not answer flow run {flow_run_id}: {str(exc).splitlines()[0]}", code=1)
     verdict = "declined" if deny else "approved"
-    took = _wait_until_taken(str(run_id), pending.key)
+    took = _wait_until_taken(str(run_id), pending.key, timeout=wait)
     if took is None:
         _fail(
             f"{verdict} flow run {flow_run_id} as {approver}, but the run has not read the answer"
-            f" within {ANSWER_WAIT_SECONDS:.0f} s: its process may be gone, and the plan stays"
+            f" within {wait:.0f} s: its process may be gone, and the plan stays"
             " unapproved (a recovered run asks again)",
             code=1,
         )
@@ -230,10 +239,7 @@ def approve(
     typer.echo(f"{verdict} flow run {flow_run_id} as {approver} (plan {pending.plan_digest[:12]})")
 
 
-ANSWER_WAIT_SECONDS = 15.0
-
-
-def _wait_until_taken(flow_run_id: str, key: str) -> tuple[str, str] | None:
+def _wait_until_taken(flow_run_id: str, key: str, *, timeout: float) -> tuple[str, str] | None:
     """What the run made of the answer, read from the store's timeline: None when it has not read
     it in time; `("unknown", why)` when the store cannot tell."""
     import time
@@ -245,7 +251,7 @@ def _wait_until_taken(flow_run_id: str, key: str) -> tuple[str, str] | None:
         store = Store.open(load_settings().remediation_database_url)
     except ConfigError as exc:
         return "unknown", str(exc)
-    deadline = time.monotonic() + ANSWER_WAIT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             found = taken(store, flow_run_id, key)

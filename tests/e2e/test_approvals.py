@@ -346,7 +346,10 @@ def test_a_run_executed_again_after_serve_was_killed_asks_again(
         process.wait()
 
     unread = subprocess.run(
-        [REMEDIATE, "approve", run_id, "--as", "alice"], capture_output=True, text=True, timeout=90
+        [REMEDIATE, "approve", run_id, "--as", "alice", "--wait", "4"],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
     assert unread.returncode == 1, unread.stdout + unread.stderr
     assert "has not read the answer" in unread.stderr and "Traceback" not in unread.stderr
