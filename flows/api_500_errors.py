@@ -218,26 +218,19 @@ def api_500_errors(
         params = current.actions[0].params
         new = git.revert_commit(settings.app_repo, sha=params["sha"])
         if (why := step_refusal()) is not None:
-            return [
-                ActionResult(
-                    name=ROLLBACK,
-                    destructive=True,
-                    executed=True,
-                    targets=current.actions[0].targets,
-                    detail=f"reverted in {new[:10]}; the backend was not restarted: {why}",
-                )
-            ]
-        restarted = containers.restart_containers(
-            service, container_ids=params["container_ids"], stop_timeout=stop_timeout_seconds
-        )
+            detail = f"reverted in {new[:10]}; the backend was not restarted: {why}"
+        else:
+            restarted = containers.restart_containers(
+                service, container_ids=params["container_ids"], stop_timeout=stop_timeout_seconds
+            )
+            detail = f"reverted in {new[:10]}; {len(restarted)} container(s) restarted; push it"
         return [
             ActionResult(
                 name=ROLLBACK,
                 destructive=True,
                 executed=True,
                 targets=current.actions[0].targets,
-                detail=f"reverted in {new[:10]}; {len(restarted)} container(s)"
-                " restarted; push the revert",
+                detail=detail,
             )
         ]
 

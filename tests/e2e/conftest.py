@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 import redis
+import uvicorn
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -31,10 +33,12 @@ from core import catalogue
 from core.approval import answer_run
 from core.drills import threshold_below
 from core.models import Outcome
+from core.settings import load_settings
 from core.store import Store
 from drills import ASSETS
 from flows.connection_pool_exhausted import connection_pool_exhausted
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, db_url
+from receiver import create_app
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, _free_port, db_url
 from tests.sessions import Herd, wait_idle
 
 
@@ -327,3 +331,60 @@ def receiver_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+class LiveReceiver:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.port = _free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.05)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
+
+    @property
+    def receiver(self) -> Any:
+        return self.app.state.receiver
+
+    def post(
+        self, path: str, body: bytes | dict[str, Any], *, token: str | None = TOKEN, **headers: str
+    ) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.client.post(path, content=content, headers=headers)
+
+    def metric(self, name: str) -> float:
+        text = self.client.get("/metrics").text
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live(
+    receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID]
+) -> Iterator[Callable[..., LiveReceiver]]:
+    """Start receivers in this process on free ports (settings overridden per call)."""
+    started: list[LiveReceiver] = []
+
+    def start(**overrides: Any) -> LiveReceiver:
+        started.append(LiveReceiver(create_app(load_settings(**overrides))))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()

@@ -19,7 +19,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -31,9 +31,7 @@ from prefect.flow_runs import resume_flow_run
 
 from core import approval
 from core.settings import load_settings
-from receiver import create_app
-from tests.e2e.conftest import TOKEN, kinds, paused_run, start
-from tests.e2e.test_receiver import LiveReceiver
+from tests.e2e.conftest import TOKEN, LiveReceiver, kinds, paused_run, start
 from tests.e2e.test_serve import REMEDIATE, alert, start_serve
 from tests.httpcapture import CaptureServer
 from tests.sessions import pids_alive
@@ -44,19 +42,6 @@ SIGNING_SECRET = "rt-slack-signing-secret-8c1f0e2d"
 LINK_SECRET = "rt-approval-link-secret-41aa9c07"
 ALICE = "U024BE7LH"  # Slack's own example user id
 MALLORY = "U0MALL0RY"
-
-
-@pytest.fixture
-def live(receiver_env: dict[str, str]) -> Iterator[Callable[..., LiveReceiver]]:
-    started: list[LiveReceiver] = []
-
-    def run(**overrides: Any) -> LiveReceiver:
-        started.append(LiveReceiver(create_app(load_settings(**overrides))))
-        return started[-1]
-
-    yield run
-    for server in started:
-        server.close()
 
 
 def slack_headers(body: bytes, *, secret: str = SIGNING_SECRET, at: float | None = None) -> dict:

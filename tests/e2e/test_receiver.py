@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,73 +19,16 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
 from core.settings import load_settings
 from receiver import create_app
 from tests.conftest import ROOT, _free_port
-from tests.e2e.conftest import SENTRY_SECRET, TOKEN, runs_for
+from tests.e2e.conftest import SENTRY_SECRET, TOKEN, LiveReceiver, runs_for
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURES = ROOT / "tests" / "fixtures" / "alerts"
-
-
-class LiveReceiver:
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.port = _free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the receiver did not start"
-            time.sleep(0.05)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=30)
-
-    @property
-    def receiver(self) -> Any:
-        return self.app.state.receiver
-
-    def post(
-        self, path: str, body: bytes | dict[str, Any], *, token: str | None = TOKEN, **headers: str
-    ) -> httpx.Response:
-        content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.client.post(path, content=content, headers=headers)
-
-    def metric(self, name: str) -> float:
-        text = self.client.get("/metrics").text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
-
-    def close(self) -> None:
-        self.client.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
-@pytest.fixture
-def live(
-    receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID]
-) -> Iterator[Callable[..., LiveReceiver]]:
-    started: list[LiveReceiver] = []
-
-    def start(**overrides: Any) -> LiveReceiver:
-        started.append(LiveReceiver(create_app(load_settings(**overrides))))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def am_payload(database: str, *, status: str = "firing", **label: str) -> dict[str, Any]:
