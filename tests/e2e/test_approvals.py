@@ -31,8 +31,8 @@ from prefect.flow_runs import resume_flow_run
 
 from core import approval
 from core.settings import load_settings
-from tests.e2e.conftest import TOKEN, LiveReceiver, kinds, paused_run, start
-from tests.e2e.test_serve import REMEDIATE, alert, start_serve
+from tests.e2e.conftest import LiveReceiver, kinds, paused_run, start
+from tests.e2e.test_serve import REMEDIATE, alert_until_paused, start_serve
 from tests.httpcapture import CaptureServer
 from tests.sessions import pids_alive
 
@@ -317,13 +317,7 @@ def test_a_run_executed_again_after_serve_was_killed_asks_again(
     first.mkdir()
     process, url, _ = start_serve(w, first, auto_approve=False)
     try:
-        response = httpx.post(
-            f"{url}/alerts/alertmanager",
-            content=alert(w["database"]),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        [run_id] = response.json()["flow_run_ids"]
-        assert paused_run(w["database"]) == run_id
+        run_id = alert_until_paused(url, w["database"])
         old = next_question(run_id)
         old_incident = w["store"].incident_for_flow_run(run_id)
     finally:

@@ -147,6 +147,21 @@ def test_alert_to_verified_fix_through_remediate_serve(served: dict[str, Any]) -
     assert "remediate stopped" in output and "Traceback" not in output
 
 
+def alert_until_paused(url: str, database: str) -> str:
+    """POST the world's alert to a running serve; the id of its run, once it waits to be
+    approved."""
+    from tests.e2e.conftest import paused_run
+
+    response = httpx.post(
+        f"{url}/alerts/alertmanager",
+        content=alert(database),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    [run_id] = response.json()["flow_run_ids"]
+    assert paused_run(database) == run_id
+    return run_id
+
+
 def test_serve_names_a_taken_port_in_one_line(receiver_env: dict[str, str], tmp_path: Path) -> None:
     import socket
 
@@ -222,18 +237,10 @@ def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
 
     from prefect.client.orchestration import get_client
 
-    from tests.e2e.conftest import paused_run
-
     w = incident_world
     process, url, log = start_serve(w, tmp_path, auto_approve=False)
     try:
-        response = httpx.post(
-            f"{url}/alerts/alertmanager",
-            content=alert(w["database"]),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        [run_id] = response.json()["flow_run_ids"]
-        assert paused_run(w["database"]) == run_id
+        run_id = alert_until_paused(url, w["database"])
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     finally:
