@@ -161,7 +161,10 @@ class ApprovalPolicy:
 
 
 def auto_approval_rule(policy: ApprovalPolicy, plan: Plan) -> str | None:
-    """The configured rule that covers every destructive action of `plan`, if one does."""
+    """The configured rule that covers every destructive action of `plan`, if one does. None for
+    a plan with something the run cannot prove harmless (`Plan.manual_only`)."""
+    if plan.manual_only:
+        return None
     matched: str | None = None
     for action in (a for a in plan.actions if a.destructive):
         rule = next(
@@ -233,7 +236,11 @@ def request_approval(
     flow_run_id: str | None = None,
 ) -> Decision:
     """Ask for permission to run `plan`; returns the recorded decision. Must run inside a flow."""
-    rule = "--auto-approve" if auto_approve else auto_approval_rule(policy, plan)
+    rule = (
+        "--auto-approve"
+        if auto_approve and not plan.manual_only
+        else auto_approval_rule(policy, plan)
+    )
     if rule is not None:
         store.record(
             incident_id,

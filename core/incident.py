@@ -472,6 +472,13 @@ class IncidentRun:
                 " Prefect API: that is not an approval (only AUTO_APPROVE rules and `remediate"
                 " run --auto-approve` are); a person is asked",
             )
+        if auto_approve and plan.manual_only:
+            self._record(
+                "auto-approve-refused",
+                detail="--auto-approve does not cover this plan; a person is asked: "
+                + "; ".join(plan.manual_only)[:500],
+            )
+            auto_approve = False
         automatic = auto_approve or auto_approval_rule(approval_policy, plan) is not None
         try:
             refused = safety.refusal(plan, policy=policy, store=self.store, automatic=automatic)

@@ -89,6 +89,8 @@ class Plan(BaseModel):
     suggestions: list[str] = Field(default_factory=list)
     # Warnings for the approver (recent actions on the same resource…), shown first.
     notices: list[str] = Field(default_factory=list)
+    # What the run cannot prove harmless: a person must approve (no rule, no --auto-approve).
+    manual_only: list[str] = Field(default_factory=list)
 
     @property
     def destructive(self) -> bool:
@@ -103,8 +105,11 @@ class Plan(BaseModel):
         log line reads as text, never as a link, an image or a heading."""
         lines = [f"## Plan for {md_code(self.runbook)} on {md_code(self.resource)}", ""]
         lines += [f"> **Warning:** {md_text(notice)}" for notice in self.notices]
+        lines += [
+            f"> **Only a person may approve this:** {md_text(line)}" for line in self.manual_only
+        ]
         summary = md_text(self.summary)
-        lines += ["", summary, ""] if self.notices else [summary, ""]
+        lines += ["", summary, ""] if self.notices or self.manual_only else [summary, ""]
         for number, action in enumerate(self.actions, start=1):
             marker = " (destructive)" if action.destructive else ""
             lines += [

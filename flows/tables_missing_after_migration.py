@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.incident import IncidentRun, runbook_flow, step_refusal
-from core.migration_safety import column_name
+from core.migration_safety import Step, column_name
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import Settings, load_settings
+from core.settings import ConfigError, Settings, load_settings
 from tasks import alembic
-from tasks.alembic import AlembicTarget, Revision, SchemaState
+from tasks.alembic import AlembicTarget, Drift, Revision, SchemaState
 
 RUNBOOK = "tables-missing-after-migration"
 RESET, UPGRADE, RLS = "reset-alembic-version", "alembic-upgrade-head", "enable-rls"
@@ -36,25 +36,49 @@ PREVENTION = (
 
 @dataclass
 class Expected:
+    """The tables and columns a chain of revisions leaves; `uncertain` tables are ones whose
+    columns the product cannot know (SQL or operations it cannot read)."""
+
     tables: dict[str, set[str]] = field(default_factory=dict)
+    uncertain: set[str] = field(default_factory=set)
 
     def apply(self, rev: Revision) -> None:
-        for table, columns in rev.create_tables.items():
-            self.tables[table] = {column_name(c) for c in columns}
-        for table, column in rev.add_columns:
-            self.tables.setdefault(table, set()).add(column)
-        for table in rev.drop_tables:
+        for step in rev.steps:
+            self.step(step)
+
+    def step(self, step: Step) -> None:
+        table = step.table
+        if table is None:
+            return
+        columns = self.tables.get(table)
+        if step.kind == "create_table":
+            self.tables[table] = set(step.columns or ())
+            if step.columns is None:
+                self.uncertain.add(table)
+        elif step.kind == "add_column" and step.column:
+            self.tables.setdefault(table, set()).add(step.column)
+        elif step.kind == "drop_table":
             self.tables.pop(table, None)
-        for table, column in rev.drop_columns:
-            self.tables.get(table, set()).discard(column)
+            self.uncertain.discard(table)
+        elif step.kind == "drop_column" and columns is not None:
+            columns.discard(step.column or "")
+        elif step.kind == "rename_table" and step.new_name:
+            self.tables[step.new_name] = self.tables.pop(table, set())
+            if table in self.uncertain:
+                self.uncertain.add(step.new_name)
+        elif step.kind == "rename_column" and columns is not None and step.new_name:
+            columns.discard(step.column or "")
+            columns.add(step.new_name)
+        elif step.kind == "unknown":
+            self.uncertain.add(table)
 
     def missing(self, actual: dict[str, list[str]]) -> list[str]:
         gone = []
         for table, columns in sorted(self.tables.items()):
             if table not in actual:
                 gone.append(f"table {table}")
-                continue
-            gone += [f"column {table}.{c}" for c in sorted(columns - set(actual[table]))]
+            elif table not in self.uncertain:
+                gone += [f"column {table}.{c}" for c in sorted(columns - set(actual[table]))]
         return gone
 
 
@@ -78,13 +102,15 @@ def current_revision(state: SchemaState) -> str | None:
 
 
 def last_good_revision(state: SchemaState) -> str | None:
-    """The newest revision up to the current one whose objects all exist (None: base)."""
-    good = None
-    for rev in chain_to(state, current_revision(state)):
-        if expected_at(state, rev.revision).missing(state.tables):
-            break
-        good = rev.revision
-    return good
+    """The newest revision up to the current one whose objects all exist (None: base).
+
+    Searched from the newest down: a column an early revision made and a later one dropped or
+    renamed is not expected at the later revision, so it never makes the whole history "bad".
+    """
+    for rev in reversed(chain_to(state, current_revision(state))):
+        if not expected_at(state, rev.revision).missing(state.tables):
+            return rev.revision
+    return None
 
 
 @dataclass(frozen=True)
@@ -109,19 +135,21 @@ def buggy_migrations(state: SchemaState) -> list[BuggyMigration]:
     expected = Expected()
     created_by: dict[str, str] = {}
     for rev in state.revisions:
-        for table, columns in rev.create_tables.items():
-            if table in expected.tables:
+        for step in rev.steps:
+            if step.kind == "create_table" and step.table in expected.tables:
+                table = step.table
                 have = expected.tables[table]
                 replacement = [
-                    f"op.add_column('{table}', {source})"
-                    for source in columns
-                    if column_name(source) not in have
+                    f"op.add_column('{table}', {definition})"
+                    for definition in step.definitions
+                    if column_name(definition) not in have
                 ]
                 found.append(
                     BuggyMigration(rev.revision, rev.path, table, created_by[table], replacement)
                 )
-            created_by.setdefault(table, rev.revision)
-        expected.apply(rev)
+            if step.kind == "create_table" and step.table:
+                created_by.setdefault(step.table, rev.revision)
+            expected.step(step)
     return found
 
 
@@ -131,7 +159,113 @@ def pending(state: SchemaState, good: str | None) -> list[Revision]:
     return state.revisions[start:]
 
 
-def detect(state: SchemaState, drift: list[str]) -> list[Finding]:
+@dataclass
+class Review:
+    """What applying the pending revisions would do to the database as it is now.
+
+    `refusal`: something would certainly lose data, or cannot apply (an object it creates exists).
+    `manual`: what the product cannot prove harmless (raw SQL it cannot read, rows rewritten, a
+    column replaced, a type changed on a table with rows): shown with its source, and only a
+    person may approve it. Tables the pending revisions create themselves hold no rows when a
+    later step touches them, so drops and rewrites of those are harmless.
+    """
+
+    refusal: str | None = None
+    manual: list[str] = field(default_factory=list)
+
+
+def review_pending(state: SchemaState, to_apply: list[Revision]) -> Review:
+    tables = {t: set(c) for t, c in state.tables.items()}
+    rows = {t for t, full in state.has_rows.items() if full}
+    review = Review()
+
+    def at(rev: Revision, step: Step, why: str) -> str:
+        return f"revision {rev.revision} line {step.line}: {why}: {step.source}"
+
+    for rev in to_apply:
+        renamed_onto = {
+            (s.table, s.new_name) for s in rev.steps if s.kind == "rename_column" and s.table
+        }
+        for step in rev.steps:
+            table = step.table or ""
+            holds = table in rows
+            if step.kind == "unknown":
+                review.manual.append(at(rev, step, f"cannot tell what it does ({step.why})"))
+            elif step.kind == "create_table" and table in tables:
+                review.refusal = review.refusal or (
+                    f"revision {rev.revision} creates table {table}, which already exists: the"
+                    " database holds part of the pending revisions; repair it by hand"
+                )
+            elif step.kind == "add_column" and step.column in tables.get(table, set()):
+                review.refusal = review.refusal or (
+                    f"revision {rev.revision} adds column {table}.{step.column}, which already"
+                    " exists: the database holds part of the pending revisions; repair it by hand"
+                )
+            elif step.kind == "drop_table" and holds:
+                review.refusal = review.refusal or (
+                    f"revision {rev.revision} drops table {table}, which holds rows"
+                )
+            elif step.kind == "delete_rows" and holds:
+                review.refusal = review.refusal or (
+                    f"revision {rev.revision} deletes the rows of table {table}: {step.source}"
+                )
+            elif step.kind == "drop_column" and holds and step.column in tables.get(table, set()):
+                if (step.table, step.column) in renamed_onto:
+                    review.manual.append(
+                        at(rev, step, f"replaces column {table}.{step.column}, which holds data")
+                    )
+                else:
+                    review.refusal = review.refusal or (
+                        f"revision {rev.revision} drops column {table}.{step.column},"
+                        " which holds data"
+                    )
+            elif step.kind == "update_rows" and holds:
+                review.manual.append(at(rev, step, f"rewrites rows of table {table}"))
+            elif step.kind == "alter_type" and holds:
+                review.manual.append(
+                    at(rev, step, f"changes the type of {table}.{step.column}, which holds data")
+                )
+            # The world after the step, for the next ones.
+            if step.kind == "create_table" and table:
+                tables[table] = set(step.columns or ())
+            elif step.kind == "add_column" and step.column:
+                tables.setdefault(table, set()).add(step.column)
+            elif step.kind == "drop_table":
+                tables.pop(table, None)
+                rows.discard(table)
+            elif step.kind == "drop_column":
+                tables.get(table, set()).discard(step.column or "")
+            elif step.kind == "rename_table" and step.new_name:
+                tables[step.new_name] = tables.pop(table, set())
+                if table in rows:
+                    rows.discard(table)
+                    rows.add(step.new_name)
+            elif step.kind == "rename_column" and step.new_name:
+                tables.get(table, set()).discard(step.column or "")
+                tables.setdefault(table, set()).add(step.new_name)
+            elif step.kind == "delete_rows":
+                rows.discard(table)
+    return review
+
+
+def drift_finding(drift: Drift) -> Finding:
+    if not drift.available:
+        return Finding(
+            check="alembic-check",
+            ok=True,
+            detail="alembic check not available: the app's env.py gives alembic no models"
+            " (target_metadata is None)",
+        )
+    return Finding(
+        check="alembic-check",
+        ok=not drift.differences,
+        detail="no drift between models and database"
+        if not drift.differences
+        else "; ".join(drift.differences[:5]),
+    )
+
+
+def detect(state: SchemaState, drift: Drift) -> list[Finding]:
     current = current_revision(state)
     missing = expected_at(state, current).missing(state.tables)
     user_tables = sorted(set(state.tables) - {"alembic_version"})
@@ -154,11 +288,7 @@ def detect(state: SchemaState, drift: list[str]) -> list[Finding]:
             ok=bool(user_tables) or state.current is None,
             detail=f"{len(user_tables)} table(s) besides alembic_version",
         ),
-        Finding(
-            check="alembic-check",
-            ok=not drift,
-            detail="no drift between models and database" if not drift else "; ".join(drift[:5]),
-        ),
+        drift_finding(drift),
     ]
 
 
@@ -195,14 +325,7 @@ def refusal(state: SchemaState, good: str | None) -> str | None:
     bad = [b for b in buggy_migrations(state) if b.revision in {r.revision for r in to_apply}]
     if bad:
         return "a pending migration would re-create an existing table: " + bad[0].report()
-    for rev in to_apply:
-        for table in rev.drop_tables:
-            if state.has_rows.get(table):
-                return f"revision {rev.revision} drops table {table}, which holds rows"
-        for table, column in rev.drop_columns:
-            if state.has_rows.get(table) and column in state.tables.get(table, []):
-                return f"revision {rev.revision} drops column {table}.{column}, which holds data"
-    return None
+    return review_pending(state, to_apply).refusal
 
 
 def plan_recovery(state: SchemaState, good: str | None, *, resource: str) -> Plan:
@@ -237,7 +360,19 @@ def plan_recovery(state: SchemaState, good: str | None, *, resource: str) -> Pla
             statements=["alembic upgrade head"],
         )
     )
-    recreated = sorted({t for r in to_apply for t in r.create_tables} - set(state.tables))
+    review = review_pending(state, to_apply)
+    if review.manual:
+        actions[-1] = actions[-1].model_copy(
+            update={
+                "description": actions[-1].description
+                + " Some of what these revisions do cannot be proven harmless (below, with its"
+                " source): only a person may approve this plan.",
+                "details": [*actions[-1].targets, *review.manual],
+            }
+        )
+    recreated = sorted(
+        {t for r in to_apply for t in r.create_tables if "." not in t} - set(state.tables)
+    )
     if state.supabase and recreated:
         actions.append(
             PlannedAction(
@@ -265,10 +400,11 @@ def plan_recovery(state: SchemaState, good: str | None, *, resource: str) -> Pla
         summary=f"bring {resource} from {current or 'no version'} back to"
         f" {', '.join(state.heads)} through {good or 'base'}",
         actions=actions,
+        manual_only=[f"{RUNBOOK}: {line}" for line in review.manual],
     )
 
 
-def verify_state(state: SchemaState, drift: list[str]) -> list[Finding]:
+def verify_state(state: SchemaState, drift: Drift) -> list[Finding]:
     return [
         f.model_copy(update={"check": f.check + "-after"})
         for f in detect(state, drift)
@@ -277,10 +413,38 @@ def verify_state(state: SchemaState, drift: list[str]) -> list[Finding]:
 
 
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    """Before a CLI run: ALEMBIC_CONFIG names a file and the target database answers."""
+    """Before a CLI run: ALEMBIC_CONFIG runs alembic, on the target database, which answers."""
     database = params.get("database")
     target = AlembicTarget.from_settings(settings, database=str(database) if database else None)
     target.database.connect().close()
+    problem = alembic.config_problem(target)
+    if problem:
+        raise ConfigError(problem)
+
+
+def upgrade_or_restore(
+    target: AlembicTarget, *, reset: list[ActionResult], state: SchemaState
+) -> list[str]:
+    """`alembic upgrade head`; when it fails having applied nothing (PostgreSQL's transactional
+    DDL rolls the whole upgrade back), the version this run reset is put back as it was, so a
+    failed recovery leaves the database exactly as the incident found it."""
+    try:
+        return alembic.upgrade_head(target)
+    except RuntimeError as exc:
+        if not any(r.name == RESET and r.executed for r in reset):
+            raise
+        good = last_good_revision(state)
+        restored = alembic.reset_version(
+            target, expected=[good] if good else [], to=current_revision(state)
+        )
+        raise RuntimeError(
+            f"{exc}; alembic_version "
+            + (
+                f"restored to {current_revision(state)}"
+                if restored
+                else "moved during the upgrade (part of it applied): left as it is, repair by hand"
+            )
+        ) from None
 
 
 # The runbook.
@@ -298,6 +462,9 @@ def tables_missing_after_migration(
     settings = load_settings()
     target = AlembicTarget.from_settings(settings, database=database)
     resource = target.database.resource
+    problem = alembic.config_problem(target)
+    if problem:
+        return IncidentRun.misconfigured(RUNBOOK, findings=[], problem=problem)
 
     # Detect: the version, the objects it implies, drift.
     state = alembic.read_schema_state(target)
@@ -354,7 +521,7 @@ def tables_missing_after_migration(
                 if not done:
                     raise RuntimeError("alembic_version changed under the run; nothing reset")
             elif action.name == UPGRADE:
-                version = alembic.upgrade_head(target)
+                version = upgrade_or_restore(target, reset=results, state=state)
                 action = action.model_copy(
                     update={"targets": action.targets or [f"now at {', '.join(version)}"]}
                 )

@@ -316,6 +316,10 @@ def _plan_html(plan: dict[str, Any] | None, summary: str) -> str:
     e = html.escape
     parts = [f"<p><b>{e(str(plan.get('summary', summary)))}</b></p>"]
     parts += [f"<p><b>Warning:</b> {e(str(n))}</p>" for n in plan.get("notices", [])]
+    parts += [
+        f"<p><b>Only a person may approve this:</b> {e(str(n))}</p>"
+        for n in plan.get("manual_only", [])
+    ]
     for action in plan.get("actions", []):
         targets = [str(t) for t in action.get("targets", [])]
         shown = "".join(f"<li><code>{e(t)}</code></li>" for t in targets[:50])
