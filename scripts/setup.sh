@@ -32,6 +32,20 @@ else
   fail "python environment: uv sync --frozen failed ($(tail -1 /tmp/remediate-uv.log 2>/dev/null))"
 fi
 
+# 1b. The own interpreter of the test backend shaped like the FastAPI template (its alembic
+# imports sqlmodel, which the product's environment does not have): .cache/template-app/.
+APP_VENV=.cache/template-app
+APP_REQS=drills/assets/app_template/requirements.txt
+if [ -x "$APP_VENV/bin/python" ] && cmp -s "$APP_REQS" "$APP_VENV/requirements.txt"; then
+  ok "template-shaped app's interpreter $APP_VENV/ (as locked by $APP_REQS)"
+elif uv venv -q --allow-existing --python "$(command -v python3)" "$APP_VENV" 2>>/tmp/remediate-uv.log \
+  && uv pip install -q --python "$APP_VENV/bin/python" -r "$APP_REQS" 2>>/tmp/remediate-uv.log; then
+  cp "$APP_REQS" "$APP_VENV/requirements.txt"
+  ok "template-shaped app's interpreter $APP_VENV/ (installed from $APP_REQS)"
+else
+  fail "template-shaped app's interpreter: uv could not build $APP_VENV ($(tail -1 /tmp/remediate-uv.log 2>/dev/null))"
+fi
+
 # 2. PostgreSQL on 127.0.0.1:5432 (trust auth for postgres, as on this project's machines).
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 if ! pg_up; then

@@ -65,7 +65,8 @@ COMMAND_TIMEOUT_SECONDS = 600
 # The product's own secrets never reach the app's alembic (its settings come from its own .env).
 PRODUCT_ONLY = re.compile(
     r"^(SLACK_|APPROVAL_|ALERT_WEBHOOK|SENTRY_AUTH_TOKEN|SENTRY_CLIENT_SECRET|PAGERDUTY_"
-    r"|GITHUB_TOKEN|SENDGRID_|STATUSPAGE_|REMEDIATION_|LOGIN_PROBE_|TARGET_|PREFECT_API_KEY)"
+    r"|GITHUB_TOKEN|SENDGRID_|STATUSPAGE_|REMEDIATION_|LOGIN_PROBE_|TARGET_|PREFECT_API_KEY"
+    r"|ALEMBIC_CONFIG$)"  # alembic itself reads ALEMBIC_CONFIG as its ini's path
 )
 NO_METADATA = "does not provide a MetaData object"
 SUGGESTION = (
@@ -416,8 +417,17 @@ def _diff_line(diff: object) -> str:
 
 
 def _last_line(out: str) -> str:
+    """The line that says what went wrong: the exception alembic or the app's env.py ended with
+    (`sqlalchemy.exc.DataError: (psycopg.errors.DivisionByZero) division by zero`), else the last
+    line that is not SQLAlchemy's pointer to its docs or the statement."""
     lines = [line.strip() for line in out.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
+    for line in reversed(lines):
+        if re.match(r"^(FAILED: |[\w.]+(Error|Exception|Exit)\b.*?: )", line):
+            return line[:300]
+    useful = [
+        line for line in lines if not line.startswith(("(Background", "[SQL:", "[parameters:"))
+    ]
+    return (useful or lines or ["no output"])[-1][:300]
 
 
 def _versions(out: str) -> list[str]:
@@ -550,7 +560,12 @@ def check_drift(target: AlembicTarget) -> Drift:
             return Drift(differences=[], available=False)
         found = [m.group(1) for m in re.finditer(r"\] Detected (.+)$", out, re.M)]
         if not found and "New upgrade operations detected" in out:
-            found = [_last_line(out)[:300]]
+            found = [
+                f"{kind} {table}{'.' + column if column else ''}"
+                for kind, table, column in re.findall(
+                    r"\('(\w+)', (?:None, )?'([\w.]+)'(?:, Column\('(\w+)')?", out
+                )
+            ] or [_last_line(out)[:300]]
         return Drift(differences=found or [f"alembic check could not run: {_last_line(out)}"])
     try:
         with _quiet():
