@@ -96,8 +96,13 @@ def redact_url(url: str | SecretStr) -> str:
 class Settings(BaseSettings):
     """Everything the product reads from its environment."""
 
+    # Empty values are ignored (a default applies), as the FastAPI template's settings do.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
     )
 
     # The guarded application (CONTRACT.md).
@@ -123,6 +128,9 @@ class Settings(BaseSettings):
     # The backend's routes; defaults are the FastAPI full-stack template's (API_V1_STR=/api/v1).
     app_health_path: str = "/api/v1/utils/health-check/"
     app_login_path: str = "/api/v1/login/access-token"
+    # A route that needs the login's token (the template's `GET /api/v1/users/me`): a token issued
+    # before and rejected now, while a new login's is accepted, means SECRET_KEY changed.
+    app_me_path: str = "/api/v1/users/me"
     # How the login route takes credentials: `oauth2` (a form with `username` and `password`,
     # FastAPI's OAuth2PasswordRequestForm, as the template) or `json` (`{"email", "password"}`).
     app_login_form: Literal["oauth2", "json"] = "oauth2"

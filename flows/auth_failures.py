@@ -12,6 +12,8 @@ succeeds. A healthy run records the key's fingerprint as the known-good snapshot
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
@@ -24,6 +26,8 @@ from tasks.containers import AppConfig, ComposeService
 
 RUNBOOK = "auth-failures"
 SNAPSHOT = "secret-key-fingerprint"
+TOKEN_SNAPSHOT = "probe-token"
+TOKEN_REFRESH_SECONDS = 6 * 3600
 RESTART = "restart-backend"
 MIN_KEY_LENGTH = 32
 PREVENTION = (
@@ -81,16 +85,55 @@ def config_findings(
         )
     )
     if frontend_url:
-        allowed = origins(config.cors_origins)
+        # The template allows FRONTEND_HOST (its default http://localhost:5173); older apps
+        # built on it add BACKEND_CORS_ORIGINS.
+        allowed = [
+            *origins(config.cors_origins),
+            (config.frontend_host or "http://localhost:5173").rstrip("/"),
+        ]
+        names = "FRONTEND_HOST" + (" and BACKEND_CORS_ORIGINS" if config.cors_origins else "")
         ok_cors = frontend_url.rstrip("/") in allowed or "*" in allowed
         found.append(
             Finding(
                 check="cors",
                 ok=ok_cors,
-                detail=f"BACKEND_CORS_ORIGINS {'includes' if ok_cors else 'lacks'} {frontend_url}",
+                detail=f"CORS origins ({names}) {'include' if ok_cors else 'lack'} {frontend_url}",
             )
         )
     return found
+
+
+def token_expiry(token: str) -> float | None:
+    """The `exp` of a JWT (read, not verified: only to tell an expired token from a rejected
+    one), None when the token is not a JWT or has none."""
+    import base64
+
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        exp = claims.get("exp")
+        return float(exp) if isinstance(exp, int | float) else None
+    except (IndexError, ValueError, AttributeError):
+        return None
+
+
+def earlier_token_finding(
+    *, old: http_probe.HttpProbe, new: http_probe.HttpProbe, saved_at: str
+) -> Finding | None:
+    """A token the probe user got before, rejected now while a new one is accepted: the key
+    that signs tokens changed (seed 000: "a changed SECRET_KEY breaks existing tokens")."""
+    if not new.ok:
+        return None  # the route itself fails: nothing to compare
+    rejected = old.status in {401, 403}
+    return Finding(
+        check="earlier-token-accepted",
+        ok=not rejected,
+        detail=f"a token issued at {saved_at} is rejected (HTTP {old.status}) while a new"
+        " login's is accepted: SECRET_KEY changed since, every token issued before is invalid"
+        " and every user must log in again"
+        if rejected
+        else "a token issued earlier is still accepted",
+    )
 
 
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
@@ -142,6 +185,37 @@ def auth_failures(
         else []
     )
     findings = [login("login"), *[c for c in checks if c.check == "secret-key-unchanged"]]
+    fresh = attempts[-1].token
+    earlier = store.latest_snapshot(TOKEN_SNAPSHOT, app_url)
+    token_checked = False
+    if fresh and earlier and earlier.get("token"):
+        expires = token_expiry(str(earlier["token"]))
+        if expires is None or expires > time.time() + 60:  # an expired token proves nothing
+            route = settings.app_me_path
+            compared = earlier_token_finding(
+                old=http_probe.probe_http(app_url, path=route, token=str(earlier["token"])),
+                new=http_probe.probe_http(app_url, path=route, token=fresh),
+                saved_at=str(earlier.get("saved_at", "an earlier run")),
+            )
+            if compared is not None:
+                findings.append(compared)
+                token_checked = True
+
+    def keep_token() -> None:
+        """The probe's token, kept to tell a changed SECRET_KEY later (refreshed every few
+        hours, and at once after a change was reported, so that it is reported once)."""
+        age = time.time() - float((earlier or {}).get("saved_epoch", 0))
+        if fresh and (not earlier or age > TOKEN_REFRESH_SECONDS or token_checked):
+            store.save_snapshot(
+                TOKEN_SNAPSHOT,
+                app_url,
+                {
+                    "token": fresh,
+                    "saved_epoch": time.time(),
+                    "saved_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                },
+            )
+
     if attempts[-1].misconfigured:  # the probe does not fit the app: never a restart
         return IncidentRun.misconfigured(
             RUNBOOK,
@@ -161,6 +235,7 @@ def auth_failures(
             store.save_snapshot(
                 SNAPSHOT, service.resource, {"fingerprint": config.secret_key_fingerprint}
             )
+        keep_token()
         return IncidentRun.healthy(RUNBOOK, findings=findings)
     run = IncidentRun.open(
         RUNBOOK,
@@ -172,13 +247,33 @@ def auth_failures(
     )
 
     # Diagnose: which setting is wrong.
-    wrong = [c for c in checks if not c.ok]
+    wrong = [c for c in checks if not c.ok] + [
+        f for f in findings if f.check == "earlier-token-accepted" and not f.ok
+    ]
+    if any(f.check in {"earlier-token-accepted", "secret-key-unchanged"} for f in wrong):
+        # Reported once: the new key becomes the known-good one (restoring the old key, if the
+        # change was not intended, is a person's decision: sessions break either way).
+        keep_token()
+        if service and config and config.secret_key_fingerprint:
+            store.save_snapshot(
+                SNAPSHOT, service.resource, {"fingerprint": config.secret_key_fingerprint}
+            )
     run.diagnosed(
         Diagnosis(
-            causes=[c.check for c in wrong] or ["stale-process"],
+            causes=[
+                "secret-key-changed" if c.check == "earlier-token-accepted" else c.check
+                for c in wrong
+            ]
+            or ["stale-process"],
             evidence=[c for c in checks if c.check != "secret-key-unchanged"],
         )
     )
+    if any(c.check == "earlier-token-accepted" for c in wrong) and not (config and service):
+        return run.escalate(
+            "SECRET_KEY changed: "
+            + "; ".join(c.detail for c in wrong)
+            + "; if the change was not intended, restore the previous key from the secret store"
+        )
     if config is None or service is None:
         return run.escalate(
             "the backend container's settings cannot be read (DOCKER_HOST,"

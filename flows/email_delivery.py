@@ -9,12 +9,16 @@ off the list and the bounce rate is under the limit.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import SecretStr
 
 from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
-from tasks import email
+from tasks import containers, email
+from tasks.containers import AppEmail, ComposeService
 
 RUNBOOK = "email-delivery"
 REMOVE = "remove-bounced-address"
@@ -24,27 +28,81 @@ PREVENTION = (
 )
 
 
-def settings_findings(settings: Settings) -> list[Finding]:
+@dataclass(frozen=True)
+class Smtp:
+    """The SMTP settings the app sends with: the backend's own where it sets them (seed 000 reads
+    them in the backend: `docker compose exec backend …`), else the product's."""
+
+    host: str | None
+    port: int
+    user: str | None
+    password: SecretStr | None
+    tls: bool
+    ssl: bool
+    sender: str | None
+    source: str
+    problems: tuple[str, ...] = ()
+
+    @property
+    def mode(self) -> str:
+        if self.tls:
+            return "STARTTLS (SMTP_TLS)"
+        return "implicit TLS (SMTP_SSL)" if self.ssl else "plain (SMTP_TLS and SMTP_SSL off)"
+
+
+def effective_smtp(settings: Settings, app: AppEmail | None) -> Smtp:
+    app = app or AppEmail()
+
+    def pick(mine: Any, theirs: Any) -> Any:
+        return theirs if theirs is not None else mine
+
+    used_app = any(
+        v is not None for v in (app.host, app.port, app.user, app.tls, app.ssl, app.sender)
+    )
+    return Smtp(
+        host=pick(settings.smtp_host, app.host),
+        port=pick(settings.smtp_port, app.port) or 587,
+        user=pick(settings.smtp_user, app.user),
+        password=pick(settings.smtp_password, app.password),
+        tls=pick(settings.smtp_tls, app.tls),
+        ssl=pick(settings.smtp_ssl, app.ssl),
+        sender=pick(settings.emails_from_email, app.sender),
+        source="the backend's own settings" if used_app else "the product's settings",
+        problems=tuple(app.problems),
+    )
+
+
+def settings_findings(smtp: Smtp) -> list[Finding]:
     missing = [
         name
-        for name, value in (
-            ("SMTP_HOST", settings.smtp_host),
-            ("EMAILS_FROM_EMAIL", settings.emails_from_email),
-        )
+        for name, value in (("SMTP_HOST", smtp.host), ("EMAILS_FROM_EMAIL", smtp.sender))
         if not value
     ]
-    return [
+    found = [
         Finding(
             check="smtp-settings",
             ok=not missing,
-            detail=f"missing: {', '.join(missing)}"
+            detail=f"missing in {smtp.source}: {', '.join(missing)}"
             if missing
-            else f"SMTP_HOST {settings.smtp_host}, port {settings.smtp_port or 587},"
-            f" user {'set' if settings.smtp_user else 'none'}, password"
-            f" {'set' if settings.smtp_password else 'none'},"
-            f" from {settings.emails_from_email}",
+            else f"SMTP_HOST {smtp.host}, port {smtp.port}, {smtp.mode}, user"
+            f" {'set' if smtp.user else 'none'}, password"
+            f" {'set' if smtp.password else 'none'}, from {smtp.sender} ({smtp.source})",
         )
     ]
+    found += [Finding(check="smtp-setting-invalid", ok=False, detail=p) for p in smtp.problems]
+    return found
+
+
+def backend_email(settings: Settings) -> AppEmail | None:
+    """The backend container's email settings, when the product can see its container."""
+    service = ComposeService.from_settings(settings, settings.app_service)
+    if service is None:
+        return None
+    try:
+        config = containers.read_app_config(service)
+    except containers.EngineUnreachable:
+        return None
+    return config.email if config else None
 
 
 def sendgrid_findings(
@@ -103,19 +161,20 @@ def email_delivery(
 ) -> Outcome:
     """Seeds 000/002 §3: emails not delivered → SMTP and SendGrid checks → unbounce (approval)."""
     settings = load_settings()
+    config = effective_smtp(settings, backend_email(settings))
 
     def smtp() -> list[Finding]:
-        if not (settings.smtp_host and settings.emails_from_email):
+        if not (config.host and config.sender):
             return []
         result = email.send_test_message(
-            host=settings.smtp_host,
-            port=settings.smtp_port or 587,
-            user=settings.smtp_user,
-            password=settings.smtp_password,
-            use_tls=settings.smtp_tls,
-            use_ssl=settings.smtp_ssl,
-            sender=settings.emails_from_email,
-            recipient=test_recipient or settings.emails_from_email,
+            host=config.host,
+            port=config.port,
+            user=config.user,
+            password=config.password,
+            use_tls=config.tls,
+            use_ssl=config.ssl,
+            sender=config.sender,
+            recipient=test_recipient or config.sender,
         )
         return [Finding(check="smtp-test-message", ok=result.ok, detail=result.detail)]
 
@@ -127,10 +186,10 @@ def email_delivery(
 
     # Detect: settings, SMTP end to end, SendGrid.
     state, provider = sendgrid()
-    findings = settings_findings(settings) + smtp() + provider
+    findings = settings_findings(config) + smtp() + provider
     if all(f.ok for f in findings):
         return IncidentRun.healthy(RUNBOOK, findings=findings)
-    resource = f"email://{settings.smtp_host or 'unset'}"
+    resource = f"email://{config.host or 'unset'}"
     run = IncidentRun.open(
         RUNBOOK,
         resource=resource,
@@ -143,6 +202,7 @@ def email_delivery(
     causes = sorted(
         {
             "smtp-settings-incomplete" if "smtp-settings" in failed else "",
+            "smtp-setting-invalid" if "smtp-setting-invalid" in failed else "",
             "smtp-failing" if "smtp-test-message" in failed else "",
             "sendgrid-mail-settings-off" if "sendgrid-mail-settings" in failed else "",
             "high-bounce-rate" if "bounce-rate" in failed else "",

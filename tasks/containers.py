@@ -17,16 +17,18 @@ import docker
 from docker.errors import DockerException, NotFound
 from prefect import task
 from prefect.cache_policies import NONE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from core.settings import ConfigError, Settings
 
 __all__ = [
     "AppConfig",
+    "AppEmail",
     "ComposeService",
     "ContainerInfo",
     "EngineUnreachable",
     "ServiceContainer",
+    "app_config",
     "container_logs",
     "exec_in_service",
     "find_service",
@@ -153,14 +155,67 @@ def list_project(docker_host: str, *, project: str) -> list[ServiceContainer]:
         client.close()
 
 
+class AppEmail(BaseModel):
+    """The backend's own email settings, with the FastAPI template's meaning: empty values are
+    ignored (its settings use `env_ignore_empty`), `SMTP_TLS` (default on) is STARTTLS and wins
+    over `SMTP_SSL` (implicit TLS), the port defaults to 587."""
+
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    password: SecretStr | None = Field(default=None, repr=False)
+    tls: bool | None = None
+    ssl: bool | None = None
+    sender: str | None = None
+    problems: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> AppEmail:
+        values = {k: v.strip() for k, v in env.items() if v.strip()}
+        problems = []
+
+        def flag(name: str) -> bool | None:
+            raw = values.get(name)
+            if raw is None:
+                return None
+            if raw.lower() in TRUE_WORDS | FALSE_WORDS:
+                return raw.lower() in TRUE_WORDS
+            problems.append(f"{name}={raw!r} is not a boolean (the app will not start)")
+            return None
+
+        port = values.get("SMTP_PORT")
+        if port is not None and not port.isdigit():
+            problems.append(f"SMTP_PORT={port!r} is not a number (the app will not start)")
+        password = values.get("SMTP_PASSWORD")
+        return cls(
+            host=values.get("SMTP_HOST"),
+            port=int(port) if port and port.isdigit() else None,
+            user=values.get("SMTP_USER"),
+            password=SecretStr(password) if password else None,
+            tls=flag("SMTP_TLS"),
+            ssl=flag("SMTP_SSL"),
+            sender=values.get("EMAILS_FROM_EMAIL"),
+            problems=problems,
+        )
+
+
+# pydantic's words for booleans, as the template's settings parse them.
+TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
+
+
 class AppConfig(BaseModel):
-    """What the auth checks need from the app container's environment, never a secret value:
-    the key's length and a fingerprint (sha256, 16 hex digits), the other values as they are."""
+    """What the auth and email checks need from the app container's environment, never a
+    secret's value: the key's length and a fingerprint (sha256, 16 hex digits), the other values
+    as they are. Both the template's current setting names (`FRONTEND_HOST`) and the older ones
+    apps built on it still carry (`BACKEND_CORS_ORIGINS`) are read."""
 
     secret_key_length: int
     secret_key_fingerprint: str | None
     access_token_expire_minutes: str | None
     cors_origins: str | None
+    frontend_host: str | None = None
+    email: AppEmail = Field(default_factory=AppEmail)
 
 
 @task(
@@ -188,12 +243,20 @@ def read_app_config(service: ComposeService) -> AppConfig | None:
         env = dict(item.partition("=")[::2] for item in found[0].attrs["Config"].get("Env") or [])
     finally:
         client.close()
-    key = env.get("SECRET_KEY", "")
+    return app_config(env)
+
+
+def app_config(env: dict[str, str]) -> AppConfig:
+    """The settings the runbooks check, from a backend's environment (template semantics)."""
+    values = {k: v for k, v in env.items() if v.strip()}  # empty values are ignored
+    key = values.get("SECRET_KEY", "")
     return AppConfig(
         secret_key_length=len(key),
         secret_key_fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16] if key else None,
-        access_token_expire_minutes=env.get("ACCESS_TOKEN_EXPIRE_MINUTES"),
-        cors_origins=env.get("BACKEND_CORS_ORIGINS"),
+        access_token_expire_minutes=values.get("ACCESS_TOKEN_EXPIRE_MINUTES"),
+        cors_origins=values.get("BACKEND_CORS_ORIGINS"),
+        frontend_host=values.get("FRONTEND_HOST"),
+        email=AppEmail.from_env(values),
     )
 
 

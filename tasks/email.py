@@ -50,11 +50,13 @@ def send_test_message(
     message.set_content("A test message from the email-delivery runbook. No action needed.")
     step = "connect"
     try:
-        smtp_class = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
+        # As the template sends: SMTP_TLS (STARTTLS) wins over SMTP_SSL (implicit TLS).
+        implicit = use_ssl and not use_tls
+        smtp_class = smtplib.SMTP_SSL if implicit else smtplib.SMTP
         with smtp_class(host, port, timeout=timeout) as smtp:
             step = "EHLO"
             smtp.ehlo()
-            if use_tls and not use_ssl:
+            if use_tls:
                 step = "STARTTLS"
                 smtp.starttls(context=ssl.create_default_context())
                 smtp.ehlo()

@@ -28,11 +28,11 @@ def backend(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[An
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project = f"rt-{uuid.uuid4().hex[:8]}"
     made: list[Any] = []
+    port = free_port()  # one address per test: a redeploy keeps the app's URL
 
     def run(secret_key: str, **extra: str) -> str:
         while made:
             made.pop().remove(force=True)
-        port = free_port()
         mounts = {
             sys.base_prefix: sys.base_prefix,
             str(BACKEND): "/app/backend.py",
@@ -105,10 +105,46 @@ def test_a_changed_key_is_detected_against_the_snapshot(backend: Any) -> None:
     assert auth_failures().status == "healthy"  # records KEY_A's fingerprint
     backend(KEY_B)  # redeployed with a new key: every issued token is now invalid
     outcome = auth_failures(auto_approve=True)
-    assert outcome.status == "escalated" and outcome.causes == ["secret-key-unchanged"]
+    assert outcome.status == "escalated"
+    assert outcome.causes == ["secret-key-unchanged", "secret-key-changed"]
     assert "every token issued before is invalid" in outcome.summary
     seen = outcome.model_dump_json()
     assert KEY_A not in seen and KEY_B not in seen
+    assert not outcome.actions  # nothing restarted: the old key is a person's decision
+
+
+def test_tokens_issued_before_a_key_change_are_rejected_seen_without_the_container(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template's tokens are JWTs signed with SECRET_KEY: after a change every earlier token
+    gets 403 "Could not validate credentials" while a new login works. Seen from the outside
+    alone (the product cannot read the container), and reported once."""
+    backend(KEY_A)
+    monkeypatch.delenv("COMPOSE_PROJECT_NAME")
+    assert auth_failures().status == "healthy"  # keeps the probe user's token
+    monkeypatch.setenv("COMPOSE_PROJECT_NAME", "unused")
+    backend(KEY_B)
+    monkeypatch.delenv("COMPOSE_PROJECT_NAME")
+
+    outcome = auth_failures(auto_approve=True)
+
+    assert outcome.status == "escalated" and outcome.causes == ["secret-key-changed"]
+    assert "rejected (HTTP 403) while a new login's is accepted" in outcome.summary
+    assert "restore the previous key" in outcome.summary and not outcome.actions
+    seen = outcome.model_dump_json()
+    assert KEY_A not in seen and KEY_B not in seen and "eyJ" not in seen  # no token shown
+    assert auth_failures().status == "healthy"  # reported once: the new key is known-good
+
+
+def test_cors_reads_the_templates_frontend_host(backend: Any) -> None:
+    backend(KEY_A, BACKEND_CORS_ORIGINS="", FRONTEND_HOST="https://app.test")
+    assert auth_failures().status == "healthy"
+    backend(KEY_A, BACKEND_CORS_ORIGINS="", FRONTEND_HOST="https://old.test")
+    url = os.environ["APP_URL"]
+    httpx.post(f"{url}/_control", json={"mode": "401"})
+    outcome = auth_failures(auto_approve=True)
+    assert outcome.causes == ["cors"]
+    assert "CORS origins (FRONTEND_HOST) lack https://app.test" in outcome.summary
 
 
 def test_wrong_cors_and_expiry_are_named(backend: Any) -> None:
@@ -118,7 +154,7 @@ def test_wrong_cors_and_expiry_are_named(backend: Any) -> None:
     assert outcome.status == "escalated"
     assert set(outcome.causes) == {"token-expiry", "cors"}
     assert "ACCESS_TOKEN_EXPIRE_MINUTES=0" in outcome.summary
-    assert "lacks https://app.test" in outcome.summary
+    assert "lack https://app.test" in outcome.summary
 
 
 def test_right_settings_and_a_stale_process_get_a_restart(backend: Any) -> None:
