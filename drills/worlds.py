@@ -244,7 +244,11 @@ def database_connection_errors(sb: Sandbox) -> World:
 # The backend container (seed 000 and 002 §5): crashed, unhealthy, a bad deploy, a stale process.
 
 APP_ENV = {
+    # An app built on an older template: POSTGRES_* rather than DATABASE_URL.
     "SECRET_KEY": "drill-secret-key-0123456789abcdef0123",
+    "PROJECT_NAME": "drill",
+    "FIRST_SUPERUSER": "admin@drill.test",
+    "FIRST_SUPERUSER_PASSWORD": "drill-superuser-password",
     "POSTGRES_SERVER": "db",
     "POSTGRES_USER": "app",
     "POSTGRES_PASSWORD": "drill-postgres-password",

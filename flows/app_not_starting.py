@@ -2,7 +2,8 @@
 
 Detect: services of `COMPOSE_PROJECT_NAME` that are exited, restarting or unhealthy.
 Diagnose: states, exit codes and log tails of every service; the required variables of the app's
-container (`SECRET_KEY`, `POSTGRES_*`, `DOMAIN`: presence and length only, never a value); the
+container (the FastAPI template's required settings and its database settings, `DATABASE_URL`
+or the older `POSTGRES_*`: presence and length only, never a value); the
 database reachable; host ports taken by something else. Remediate (approval): restart the stopped
 services, only when the cause is not configuration: a missing variable or a taken port is
 escalated with the diagnosis, because a restart cannot fix it. Verify: every service running
@@ -24,14 +25,12 @@ from tasks.postgres import PgTarget
 
 RUNBOOK = "app-not-starting"
 RESTART = "restart-services"
-REQUIRED = [
-    "SECRET_KEY",
-    "POSTGRES_SERVER",
-    "POSTGRES_USER",
-    "POSTGRES_PASSWORD",
-    "POSTGRES_DB",
-    "DOMAIN",
-]
+# What the FastAPI full-stack template's settings refuse to start without (its core/config.py
+# and compose.yml): the variables, and the database as the current `DATABASE_URL` or, in apps
+# built on an older template, `POSTGRES_SERVER`/`POSTGRES_USER`/`POSTGRES_DB` (`DOMAIN` only
+# feeds the proxy's labels, and has defaults).
+REQUIRED = ["SECRET_KEY", "PROJECT_NAME", "FIRST_SUPERUSER", "FIRST_SUPERUSER_PASSWORD"]
+DATABASE_ALTERNATIVES = [["DATABASE_URL"], ["POSTGRES_SERVER", "POSTGRES_USER", "POSTGRES_DB"]]
 DOWN = {"exited", "dead", "created", "restarting"}
 PREVENTION = (
     "validate settings at start-up with a clear message (pydantic-settings); keep .env complete"
@@ -42,9 +41,14 @@ PREVENTION = (
 # Pure decisions.
 
 
-def variable_findings(env: dict[str, int], required: list[str]) -> list[Finding]:
-    """`env`: variable name -> length of its value. Presence and length only."""
-    return [
+def variable_findings(
+    env: dict[str, int],
+    required: list[str],
+    alternatives: list[list[str]] | None = None,
+) -> list[Finding]:
+    """`env`: variable name -> length of its value. Presence and length only. `alternatives`:
+    groups of names of which one whole group must be set (the database settings)."""
+    found = [
         Finding(
             check="variable",
             ok=env.get(name, 0) > 0,
@@ -54,6 +58,19 @@ def variable_findings(env: dict[str, int], required: list[str]) -> list[Finding]
         )
         for name in required
     ]
+    if alternatives:
+        chosen = next((g for g in alternatives if all(env.get(n, 0) > 0 for n in g)), None)
+        found.append(
+            Finding(
+                check="variable",
+                ok=chosen is not None,
+                detail=f"database: {', '.join(chosen)} set"
+                if chosen
+                else "database: missing or empty: "
+                + " or ".join("/".join(group) for group in alternatives),
+            )
+        )
+    return found
 
 
 def port_taken(port: int, host: str = "127.0.0.1") -> bool:
@@ -165,7 +182,15 @@ def app_not_starting(
             for line in containers.container_logs(service, container_id=c.info.id, tail=log_lines)
         ]
     app = next((c for c in services if c.service == settings.app_service), None)
-    variables = variable_findings(app.env_lengths, required_variables or REQUIRED) if app else []
+    variables = (
+        variable_findings(
+            app.env_lengths,
+            required_variables or REQUIRED,
+            None if required_variables else DATABASE_ALTERNATIVES,
+        )
+        if app
+        else []
+    )
     evidence += variables
     database_ok = None
     if settings.target_database_url is not None:

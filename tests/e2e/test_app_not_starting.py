@@ -21,7 +21,7 @@ from tests.e2e.test_auth_server_health import free_port
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BACKEND = ASSETS / "backend.py"
 SECRET = "s3cret-key-canary-0123456789abcdef"
-REQUIRED = "SECRET_KEY POSTGRES_SERVER POSTGRES_USER POSTGRES_PASSWORD POSTGRES_DB DOMAIN"
+REQUIRED = "SECRET_KEY PROJECT_NAME FIRST_SUPERUSER FIRST_SUPERUSER_PASSWORD DATABASE_URL"
 
 
 @pytest.fixture
@@ -79,13 +79,13 @@ def project(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[di
     engine.close()
 
 
+# The FastAPI template's backend environment (its compose.yml): DATABASE_URL, not POSTGRES_*.
 FULL = {
     "SECRET_KEY": SECRET,
-    "POSTGRES_SERVER": "db",
-    "POSTGRES_USER": "app",
-    "POSTGRES_PASSWORD": "pg-password-canary",
-    "POSTGRES_DB": "app",
-    "DOMAIN": "example.test",
+    "PROJECT_NAME": "shop",
+    "FIRST_SUPERUSER": "admin@example.test",
+    "FIRST_SUPERUSER_PASSWORD": "superuser-password-canary",
+    "DATABASE_URL": "postgresql://postgres:pg-password-canary@db:5432/app",
 }
 
 
