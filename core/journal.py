@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from pydantic import SecretStr
 
 from core.models import Incident, Severity, TimelineEvent
@@ -73,10 +74,35 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
+UNPLAYABLE = "unplayable"
+
+
 def _replay_file(store: Store, path: Path) -> int:
+    """Write one incident's spooled entries (one transaction); 0 when the store refuses them.
+
+    A file the store cannot take (its incident is not in this store: the store was replaced or
+    restored from an older backup; an entry this version cannot read) would fail every replay for
+    ever and stop the watchdog: it is moved to `unplayable/` in the spool, kept for a person, and
+    named in a warning. An unreachable store raises `StoreUnavailable` (the file stays)."""
     entries = _read(path)
-    if entries:
-        store.apply_journal(entries)
+    try:
+        if entries:
+            store.apply_journal(entries)
+    except StoreUnavailable:
+        raise
+    except (psycopg.Error, KeyError, TypeError, ValueError) as exc:
+        aside = path.parent / UNPLAYABLE
+        aside.mkdir(mode=0o700, exist_ok=True)
+        path.replace(aside / path.name)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.warning(
+            "the store refused %d spooled entries of incident %s (%s); kept in %s",
+            len(entries),
+            path.stem,
+            first,
+            aside / path.name,
+        )
+        return 0
     path.unlink()
     return len(entries)
 

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     # More databases on TARGET_DATABASE_URL's server for the database runbooks to sweep.
     sweep_databases: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_concurrency: int = Field(default=8, ge=1, le=64)
+    # Schemas whose RLS policies rls-auth-failure watches, comma separated; empty: every schema but
+    # PostgreSQL's and Supabase's internal ones (`auth` among them; `storage` is watched).
+    rls_schemas: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Runs an alert starts that `remediate serve` executes in its own process at once.
     warm_workers: int = Field(default=4, ge=1, le=32)
 
@@ -230,7 +233,12 @@ class Settings(BaseSettings):
     remediation_lock_timeout_seconds: float = Field(default=30.0, ge=0)
 
     _split_csv = field_validator(
-        "approvers", "auto_approve", "sweep_databases", "protected_roles", mode="before"
+        "approvers",
+        "auto_approve",
+        "sweep_databases",
+        "protected_roles",
+        "rls_schemas",
+        mode="before",
     )(_csv)
     _split_pairs = field_validator(
         "incident_targets", "escalation_contacts", "statuspage_components", mode="before"

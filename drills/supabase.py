@@ -29,12 +29,54 @@ AUTH_UID = {
     "::uuid",
 }
 
+# `storage.foldername()` as Supabase Storage defines it (supabase/storage
+# `migrations/tenant/0002-storage-schema.sql`; our own text, same behaviour): the folders of an
+# object's path, the usual key of a per-user folder policy.
+STORAGE_FOLDERNAME = """
+CREATE FUNCTION storage.foldername(name text) RETURNS text[] LANGUAGE plpgsql AS $$
+DECLARE _parts text[];
+BEGIN
+  SELECT string_to_array(name, '/') INTO _parts;
+  RETURN _parts[1:array_length(_parts, 1) - 1];
+END $$;
+"""
+
+# The app's own helper, called by a policy (what Supabase's docs advise for policies that join).
+IS_CLASS_TEACHER = (
+    "CREATE OR REPLACE FUNCTION public.is_class_teacher(teacher uuid) RETURNS boolean"
+    " LANGUAGE sql STABLE AS $$ SELECT teacher = auth.uid() $$"
+)
+
 SCHEMA = f"""
 CREATE SCHEMA auth;
 CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
   {AUTH_UID["either"]}
 $$;
 GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
+-- GoTrue's own table: RLS on, no policy (only its own role reads it), a schema not watched.
+CREATE TABLE auth.users (id uuid PRIMARY KEY, email text);
+ALTER TABLE auth.users ENABLE ROW LEVEL SECURITY;
+INSERT INTO auth.users VALUES ('{ALICE}', 'alice@school.test'), ('{BOB}', 'bob@school.test');
+-- Supabase Storage: buckets and objects, RLS on both (the service enables it), granted to the
+-- API roles; the app's policies decide. buckets keeps RLS with no policy (the default lock-down).
+CREATE SCHEMA storage;
+GRANT USAGE ON SCHEMA storage TO anon, authenticated, service_role;
+CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, owner uuid,
+  public boolean DEFAULT false, created_at timestamptz DEFAULT now());
+CREATE TABLE storage.objects (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  bucket_id text REFERENCES storage.buckets (id), name text, owner uuid,
+  created_at timestamptz DEFAULT now(), metadata jsonb,
+  path_tokens text[] GENERATED ALWAYS AS (string_to_array(name, '/')) STORED);
+ALTER TABLE storage.buckets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
+GRANT ALL ON ALL TABLES IN SCHEMA storage TO anon, authenticated, service_role;
+{STORAGE_FOLDERNAME}
+INSERT INTO storage.buckets (id, name) VALUES ('avatars', 'avatars');
+INSERT INTO storage.objects (bucket_id, name, owner) VALUES
+  ('avatars', '{ALICE}/avatar.png', '{ALICE}'), ('avatars', '{BOB}/avatar.png', '{BOB}');
+CREATE POLICY avatars_own_folder ON storage.objects FOR SELECT TO authenticated
+  USING (bucket_id = 'avatars' AND (storage.foldername(name))[1] = auth.uid()::text);
+{IS_CLASS_TEACHER};
 CREATE TABLE users (id uuid PRIMARY KEY, email text NOT NULL, role text NOT NULL DEFAULT 'user');
 CREATE TABLE teachers (id uuid PRIMARY KEY REFERENCES users (id));
 CREATE TABLE classes (id serial PRIMARY KEY, teacher_id uuid REFERENCES teachers (id));
@@ -51,7 +93,8 @@ ALTER TABLE students ENABLE ROW LEVEL SECURITY;
 CREATE POLICY auth_policy_select ON users FOR SELECT USING (auth.uid() = id OR role = 'admin');
 CREATE POLICY auth_policy_update ON users FOR UPDATE USING (auth.uid() = id OR role = 'admin');
 CREATE POLICY teachers_select ON teachers FOR SELECT TO authenticated USING (auth.uid() = id);
-CREATE POLICY classes_teacher ON classes FOR ALL TO authenticated USING (teacher_id = auth.uid());
+CREATE POLICY classes_teacher ON classes FOR ALL TO authenticated
+  USING (public.is_class_teacher(teacher_id));
 CREATE POLICY students_select ON students FOR SELECT TO authenticated USING (id = auth.uid());
 GRANT SELECT, UPDATE ON ALL TABLES IN SCHEMA public TO authenticated;
 """

@@ -1,12 +1,16 @@
 """Seed 002 §1, "RLS/Auth Failure" (P1): row-level security broken, users locked out.
 
-Detect: policies of the protected tables differ from the last known-good snapshot; an RLS-enabled
-table with no policy; RLS switched off on a protected table; an in-database access probe as
-`authenticated` with a test user's claims fails. A healthy run records the snapshot.
+Detect: policies of the protected tables (of the schemas in RLS_SCHEMAS, default every non-system
+schema) differ from the last known-good snapshot; a function the policies call was replaced; an
+RLS-enabled table that had policies has none; RLS switched off on a protected table; an
+in-database access probe as `authenticated` with a test user's claims fails. A healthy run records
+the snapshot.
 Diagnose: the diff per table and policy; commits of the last hours touching auth or migrations
 in `APP_REPO`. Remediate (approval): one transaction that drops the broken policies, recreates the
 known-good ones and re-enables RLS, also written as a migration file in `MIGRATIONS_DIR` when set.
-The flow never widens access: it only recreates what the snapshot holds.
+The flow only recreates what the snapshot holds; functions of Supabase's services (`auth.uid()`…)
+are escalated, never replaced; a plan dropping a RESTRICTIVE policy, putting back a policy that
+may be wider than the live one, or replacing a function is for a person only (Plan.manual_only).
 Verify: policies equal the snapshot and the probe passes.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +30,24 @@ from core.settings import Settings, load_settings
 from core.store import Store
 from tasks import git, http_probe, rls, sentry
 from tasks.postgres import PgTarget
-from tasks.rls import Policy, RlsState
+from tasks.rls import Function, Policy, RlsState
 
 RUNBOOK = "rls-auth-failure"
 SNAPSHOT = "rls-policies"
 ROLLBACK = "rollback-rls-policies"
 REVERT = "revert-auth-commit"
-DEFAULT_TABLES = ["users", "classes", "students", "teachers"]
+DEFAULT_TABLES = ["public.users", "public.classes", "public.students", "public.teachers"]
+# Schemas whose functions belong to a Supabase service, not to the app: a changed one is
+# escalated, naming it, and never replaced (the service's own migrations define it).
+MANAGED_FUNCTION_SCHEMAS = {
+    "auth": "Supabase Auth (GoTrue)",
+    "storage": "Supabase Storage",
+    "extensions": "an extension",
+    "graphql": "pg_graphql",
+    "realtime": "Supabase Realtime",
+    "vault": "Supabase Vault",
+    "pgsodium": "pgsodium",
+}
 AUTH_PATHS = ["src/lib/auth*", "src/app/actions/auth*", "supabase/migrations/"]
 PREVENTION = (
     "test RLS policies in CI (a probe per role); review migrations touching policies; keep the"
@@ -50,6 +65,18 @@ class PolicyDiff:
     extra: list[Policy]  # not in the snapshot
     rls_off: list[str]
     no_policy: list[str]  # RLS on, no policy at all: every query denied
+    functions: list[tuple[Function, Function | None]] = field(default_factory=list)
+    # (known-good, now or None when gone) of the functions the snapshot's policies call
+
+    @property
+    def app_functions(self) -> list[Function]:
+        """Changed functions of the app's own, which the rollback puts back."""
+        return [old for old, _ in self.functions if old.schema_name not in MANAGED_FUNCTION_SCHEMAS]
+
+    @property
+    def managed_functions(self) -> list[Function]:
+        """Changed functions a Supabase service owns: named in an escalation, never replaced."""
+        return [old for old, _ in self.functions if old.schema_name in MANAGED_FUNCTION_SCHEMAS]
 
     @property
     def opened(self) -> list[Policy]:
@@ -66,16 +93,30 @@ class PolicyDiff:
 
     @property
     def empty(self) -> bool:
-        return not (self.missing or self.changed or self.extra or self.rls_off or self.no_policy)
+        return not (
+            self.missing
+            or self.changed
+            or self.extra
+            or self.rls_off
+            or self.no_policy
+            or self.functions
+        )
 
     def lines(self) -> list[str]:
-        out = [f"{p.table}: policy {p.name} is missing" for p in self.missing]
+        out = [f"{p.qualified_table}: policy {p.name} is missing" for p in self.missing]
         out += [
-            f"{old.table}: policy {old.name} changed ({_show(new)} instead of {_show(old)})"
+            f"{old.qualified_table}: policy {old.name} changed ({_show(new)} instead of"
+            f" {_show(old)})"
             for old, new in self.changed
         ]
         out += [
-            f"{p.table}: policy {p.name} is not in the snapshot ({_show(p)})" for p in self.extra
+            f"{p.qualified_table}: policy {p.name} is not in the snapshot ({_show(p)})"
+            for p in self.extra
+        ]
+        out += [
+            f"function {old.signature} called by the policies "
+            + ("is gone" if new is None else "was replaced (its definition differs)")
+            for old, new in self.functions
         ]
         out += [f"{t}: row-level security is off" for t in self.rls_off]
         out += [f"{t}: RLS on with no policy (every query is denied)" for t in self.no_policy]
@@ -83,22 +124,33 @@ class PolicyDiff:
 
 
 def _show(p: Policy) -> str:
-    return f"{p.cmd} TO {', '.join(p.roles)} USING ({p.qual})" + (
-        f" WITH CHECK ({p.with_check})" if p.with_check else ""
+    return (
+        ("RESTRICTIVE " if p.permissive != "PERMISSIVE" else "")
+        + f"{p.cmd} TO {', '.join(p.roles)} USING ({p.qual})"
+        + (f" WITH CHECK ({p.with_check})" if p.with_check else "")
     )
 
 
-def protected_tables(snapshot: RlsState | None, tables: list[str] | None) -> list[str]:
+def protected_tables(
+    snapshot: RlsState | None, tables: list[str] | None, schemas: list[str] | None = None
+) -> list[str]:
+    """`schema.table` names (a bare name is `public`'s): `tables`, else those with RLS on in the
+    snapshot (of `schemas` when set: RLS_SCHEMAS narrowed since the snapshot), else the seed's."""
     if tables:
-        return sorted(tables)
+        return sorted(rls.qualified(*rls.split_table(t)) for t in tables)
     if snapshot is not None:
-        return sorted(t for t, on in snapshot.rls.items() if on)
+        return sorted(
+            t
+            for t, on in snapshot.rls.items()
+            if on and (not schemas or rls.split_table(t)[0] in schemas)
+        )
     return sorted(DEFAULT_TABLES)
 
 
 def policy_diff(snapshot: RlsState, now: RlsState, tables: list[str]) -> PolicyDiff:
-    good = {k: p for k, p in snapshot.by_key().items() if k[0] in tables}
-    current = {k: p for k, p in now.by_key().items() if k[0] in tables}
+    good = {k: p for k, p in snapshot.by_key().items() if p.qualified_table in tables}
+    current = {k: p for k, p in now.by_key().items() if p.qualified_table in tables}
+    live = now.by_signature()
     return PolicyDiff(
         missing=[p for k, p in sorted(good.items()) if k not in current],
         changed=[
@@ -109,13 +161,20 @@ def policy_diff(snapshot: RlsState, now: RlsState, tables: list[str]) -> PolicyD
         # RLS on with no policy is Supabase's lock-down of a service-role-only table, a valid
         # state; only a table that had policies in the snapshot and has none now is broken.
         no_policy=[
-            t for t in no_policy_tables(now, tables) if any(p.table == t for p in snapshot.policies)
+            t
+            for t in no_policy_tables(now, tables)
+            if any(p.qualified_table == t for p in snapshot.policies)
+        ],
+        functions=[
+            (f, live.get(f.signature))
+            for f in snapshot.functions
+            if live.get(f.signature) is None or live[f.signature].definition != f.definition
         ],
     )
 
 
 def no_policy_tables(now: RlsState, tables: list[str]) -> list[str]:
-    with_policy = {p.table for p in now.policies}
+    with_policy = {p.qualified_table for p in now.policies}
     return [t for t in tables if now.rls.get(t) and t not in with_policy]
 
 
@@ -147,6 +206,19 @@ def detect(
                 detail=f"RLS off on {', '.join(diff.rls_off)}"
                 if diff.rls_off
                 else "RLS on for every protected table",
+            )
+        )
+        findings.append(
+            Finding(
+                check="functions-match-snapshot",
+                ok=not diff.functions,
+                detail="; ".join(
+                    f"{old.signature} " + ("is gone" if new is None else "was replaced")
+                    for old, new in diff.functions
+                )
+                if diff.functions
+                else f"the {len(snapshot.functions if snapshot else [])} function(s) the"
+                " policies call equal the snapshot",
             )
         )
     else:
@@ -199,45 +271,173 @@ def plan_revert(commit: git.Commit, *, resource: str, repo: str) -> Plan:
     )
 
 
+def _unwrap(expression: str) -> str:
+    """`expression` without the parentheses PostgreSQL puts around a whole expression."""
+    text = expression.strip()
+    while text.startswith("(") and text.endswith(")") and _closing(text, 0) == len(text) - 1:
+        text = text[1:-1].strip()
+    return text
+
+
+def _closing(text: str, start: int) -> int:
+    """Index of the parenthesis closing the one at `start` (quotes respected), -1 if none."""
+    depth, quote = 0, ""
+    for i in range(start, len(text)):
+        ch = text[i]
+        if quote:
+            quote = "" if ch == quote else quote  # '' inside a literal closes and reopens it
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+    return -1
+
+
+def conjuncts(expression: str | None) -> set[str]:
+    """The top-level `AND` terms of a condition as PostgreSQL prints it (lower-cased, outer
+    parentheses removed): `(a AND (b AND c))` → {a, b, c}. None (no condition) → {"true"}."""
+    if expression is None:
+        return {"true"}
+    text = _unwrap(expression)
+    terms, depth, quote, start, i = [], 0, "", 0, 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and text[i : i + 5].upper() == " AND ":
+            terms.append(text[start:i])
+            start = i = i + 5
+            continue
+        i += 1
+    terms.append(text[start:])
+    if len(terms) == 1:
+        return {text.lower()}
+    return set().union(*(conjuncts(t) for t in terms))
+
+
+def _within(condition: str | None, live: str | None) -> bool:
+    """True when `condition` provably admits no row `live` does not: equal, `live` is
+    unconditional, or `condition` is `live AND more` (every term of `live` is one of its)."""
+    mine, theirs = conjuncts(condition), conjuncts(live)
+    return theirs == {"true"} or theirs <= mine
+
+
+def wider_reasons(good: Policy, live: Policy) -> list[str]:
+    """Why the snapshot's `good` policy may grant more than the `live` one it replaces. Empty only
+    when it is provably not wider: a RESTRICTIVE one (it only takes rights away), or a permissive
+    one whose roles, commands and conditions are each within the live policy's."""
+    if good.permissive != "PERMISSIVE":
+        return []
+    reasons = []
+    if live.permissive != "PERMISSIVE":
+        reasons.append("a PERMISSIVE policy replaces a RESTRICTIVE one")
+    if "public" not in live.roles and ("public" in good.roles or set(good.roles) - set(live.roles)):
+        reasons.append(f"roles {', '.join(good.roles)} instead of {', '.join(live.roles)}")
+    if live.cmd != "ALL" and good.cmd != live.cmd:
+        reasons.append(f"FOR {good.cmd} instead of FOR {live.cmd}")
+    # PostgreSQL printed both expressions: the snapshot's is within the live one when it is the
+    # same condition or the live one `AND` more terms; anything else is not provably narrower.
+    for what, old, new in [
+        ("USING", good.qual, live.qual),
+        ("WITH CHECK", good.with_check or good.qual, live.with_check or live.qual),
+    ]:
+        if not _within(old, new):
+            reasons.append(f"{what} ({old}) instead of ({new})")
+    return reasons
+
+
+def manual_reasons(diff: PolicyDiff) -> list[str]:
+    """What only a person may approve in the rollback of `diff` (Plan.manual_only)."""
+    reasons = [
+        f"drops the RESTRICTIVE policy {p.label} ({_show(p)}): access it denies would be allowed"
+        for p in [new for _, new in diff.changed] + diff.extra
+        if p.permissive != "PERMISSIVE"
+    ]
+    for good, live in diff.changed:
+        why = wider_reasons(good, live)
+        if why:
+            reasons.append(
+                f"replaces the live policy {live.label} with the snapshot's, which may be wider"
+                f" than it: {'; '.join(why)}"
+            )
+    reasons += [
+        f"replaces the function {f.signature} with the snapshot's definition: what the policies"
+        " calling it allow may widen"
+        for f in diff.app_functions
+    ]
+    return reasons
+
+
 def plan_rollback(
     diff: PolicyDiff, snapshot: RlsState, *, resource: str, migrations_dir: str | None
 ) -> Plan:
     drop = [new for _, new in diff.changed] + diff.extra
     create = diff.missing + [old for old, _ in diff.changed]
-    statements = rls.rollback_statements(drop=drop, create=create, enable_rls=diff.rls_off)
+    functions = diff.app_functions
+    statements = rls.rollback_statements(
+        drop=drop, create=create, enable_rls=diff.rls_off, functions=functions
+    )
     rendered = [s.as_string(None) + ";" for s in statements]
     where = f" and written as a migration file in {migrations_dir}" if migrations_dir else ""
+    manual = manual_reasons(diff)
     action = PlannedAction(
         name=ROLLBACK,
         destructive=True,
         resource=resource,
-        description="Restore the known-good policies in one transaction" + where + ". Only"
-        " policies of the snapshot are created: access is never widened.",
-        targets=[f"drop policy {p.table}.{p.name}" for p in drop]
-        + [f"create policy {p.table}.{p.name}" for p in create]
+        description="Restore the known-good policies"
+        + (" and the functions they call" if functions else "")
+        + " in one transaction"
+        + where
+        + ". Only policies and function definitions of the snapshot are created.",
+        targets=[f"replace function {f.signature}" for f in functions]
+        + [f"drop policy {p.label}" for p in drop]
+        + [f"create policy {p.label}" for p in create]
         + [f"enable RLS on {t}" for t in diff.rls_off],
-        details=diff.lines(),
+        details=diff.lines()
+        + [f"only a person may approve: {reason}" for reason in manual]
+        + [f"snapshot definition of {f.signature}:\n{f.definition}" for f in functions],
         statements=rendered,
         params={
             "drop": [p.model_dump() for p in drop],
             "create": [p.model_dump() for p in create],
             "enable_rls": diff.rls_off,
+            "functions": [f.model_dump() for f in functions],
         },
     )
-    touched = sorted({p.table for p in drop + create} | set(diff.rls_off))
+    touched = sorted({p.qualified_table for p in drop + create} | set(diff.rls_off))
+    what = [f"the RLS policies of {', '.join(touched)}"] if touched else []
+    what += [f"the functions {', '.join(f.signature for f in functions)}"] if functions else []
     return Plan(
         runbook=RUNBOOK,
         resource=resource,
-        summary=f"roll back the RLS policies of {', '.join(touched)} to the snapshot",
+        summary=f"roll back {' and '.join(what)} to the snapshot",
         actions=[action],
+        manual_only=manual,
     )
 
 
 def widens(plan: Plan, snapshot: RlsState) -> list[str]:
-    """Policies the plan would create that the snapshot does not hold exactly (must be none)."""
+    """Policies and functions the plan would create that the snapshot does not hold exactly, and
+    functions of a Supabase service it would replace (must be none)."""
     good = snapshot.by_key()
     created = [Policy(**p) for a in plan.actions for p in a.params.get("create", [])]
-    return [f"{p.table}.{p.name}" for p in created if good.get(p.key) != p]
+    functions = [Function(**f) for a in plan.actions for f in a.params.get("functions", [])]
+    known = snapshot.by_signature()
+    return [p.label for p in created if good.get(p.key) != p] + [
+        f.signature
+        for f in functions
+        if known.get(f.signature) != f or f.schema_name in MANAGED_FUNCTION_SCHEMAS
+    ]
 
 
 def rollback_file(migrations_dir: str, statements: list[str], *, now: float) -> Path:
@@ -332,17 +532,24 @@ def rls_auth_failure(
             )
         ]
 
-    # Detect: policies against the snapshot, RLS flags, the access, login and Sentry probes.
-    now = rls.read_rls_state(target)
+    # Detect: policies against the snapshot, RLS flags, the functions the policies call, the
+    # access, login and Sentry probes.
     saved = store.latest_snapshot(SNAPSHOT, target.resource)
     snapshot = RlsState(**saved) if saved else None
-    protected = protected_tables(snapshot, tables)
+    known_functions = [f.signature for f in snapshot.functions] if snapshot else []
+
+    def read_state() -> RlsState:
+        return rls.read_rls_state(target, schemas=settings.rls_schemas, functions=known_functions)
+
+    now = read_state()
+    protected = protected_tables(snapshot, tables, settings.rls_schemas)
     findings, diff = detect(
         now, snapshot, protected, access_probe(), probes=login_probe() + sentry_rate()
     )
     if all(f.ok for f in findings):
-        if saved != now.model_dump():
-            store.save_snapshot(SNAPSHOT, target.resource, now.model_dump())
+        known_good = now.kept_with(snapshot, settings.rls_schemas).model_dump()
+        if saved != known_good:
+            store.save_snapshot(SNAPSHOT, target.resource, known_good)
         return IncidentRun.healthy(RUNBOOK, findings=findings)
     run = IncidentRun.open(
         RUNBOOK,
@@ -378,11 +585,22 @@ def rls_auth_failure(
         causes.append("access-opened")  # a security incident: P1, the security team at once
     if diff is not None and diff.no_policy:
         causes.append("no-policy")
+    if diff is not None and diff.functions:
+        causes.append("function-changed")
     if commits:
         causes.append("recent-auth-commits")
     run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
 
     # Plan: restore the snapshot (never more), or revert the suspect commit.
+    if diff is not None and diff.managed_functions:
+        owners = sorted({MANAGED_FUNCTION_SCHEMAS[f.schema_name] for f in diff.managed_functions})
+        return run.escalate(
+            "no automatic fix: the function(s) "
+            + ", ".join(f.signature for f in diff.managed_functions)
+            + f" the policies call changed; they belong to {', '.join(owners)}, whose own"
+            " migrations define them: this runbook never replaces them. Compare with the"
+            " service's release (the snapshot's definition is in the incident store)"
+        )
     if snapshot is not None and diff is not None and not diff.empty:
         plan = plan_rollback(
             diff, snapshot, resource=target.resource, migrations_dir=settings.migrations_dir
@@ -408,8 +626,8 @@ def rls_auth_failure(
         return run.dry_run(plan)
 
     def recheck(approved: Plan) -> Plan:
-        if rls.read_rls_state(target) != now:
-            raise RuntimeError("the policies changed since the plan was made")
+        if read_state() != now:
+            raise RuntimeError("the policies or their functions changed since the plan was made")
         return approved
 
     def act(current: Plan) -> list[ActionResult]:
@@ -431,6 +649,7 @@ def rls_auth_failure(
             drop=[Policy(**p) for p in action.params["drop"]],
             create=[Policy(**p) for p in action.params["create"]],
             enable_rls=action.params["enable_rls"],
+            functions=[Function(**f) for f in action.params.get("functions", [])],
         )
         detail = "applied in one transaction"
         if settings.migrations_dir:
@@ -447,9 +666,7 @@ def rls_auth_failure(
         ]
 
     def verify() -> list[Finding]:
-        after, _ = detect(
-            rls.read_rls_state(target), snapshot, protected, access_probe(), probes=login_probe()
-        )
+        after, _ = detect(read_state(), snapshot, protected, access_probe(), probes=login_probe())
         return [f.model_copy(update={"check": f.check + "-after"}) for f in after]
 
     return run.carry_out(

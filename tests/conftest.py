@@ -119,9 +119,13 @@ def store_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str) -> dict[str, str]:
-    """The product's settings for one test: the sandbox as target, fast approvals, no cooldown."""
+def env(
+    monkeypatch: pytest.MonkeyPatch, store_url: str, sandbox: str, tmp_path: Path
+) -> dict[str, str]:
+    """The product's settings for one test: the sandbox as target, fast approvals, no cooldown,
+    a spool of its own (what one test's run kept on disk never reaches another's store)."""
     values = {
+        "REMEDIATION_SPOOL_DIR": str(tmp_path / "spool"),
         "TARGET_DATABASE_URL": db_url(sandbox),
         "REMEDIATION_DATABASE_URL": store_url,
         "REMEDIATION_COOLDOWN_SECONDS": "0",

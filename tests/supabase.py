@@ -1,5 +1,13 @@
 """The Supabase-shaped database of the drills, for the tests (defined in drills/supabase.py)."""
 
-from drills.supabase import ALICE, BOB, ROLES, SCHEMA, build, supabase_roles
+from drills.supabase import (
+    ALICE,
+    BOB,
+    IS_CLASS_TEACHER,
+    ROLES,
+    SCHEMA,
+    build,
+    supabase_roles,
+)
 
-__all__ = ["ALICE", "BOB", "ROLES", "SCHEMA", "build", "supabase_roles"]
+__all__ = ["ALICE", "BOB", "IS_CLASS_TEACHER", "ROLES", "SCHEMA", "build", "supabase_roles"]

@@ -13,9 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
+from core.store import Store
 from drills.sandbox import git
 from flows.rls_auth_failure import rls_auth_failure
+from tasks.postgres import PgTarget
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, paused_run, start
@@ -149,7 +152,7 @@ def test_dry_run_declined_and_timed_out_leave_the_broken_policies(
 
     planned = rls_auth_failure(**params(school), dry_run=True)
     assert planned.status == "planned"
-    assert planned.actions[0].targets == ["create policy students.students_select"]
+    assert planned.actions[0].targets == ["create policy public.students.students_select"]
 
     future = start(flow=rls_auth_failure, **params(school))
     answer(paused_run(school), approve=False, approver="ivan")
@@ -273,3 +276,164 @@ def test_revert_refuses_a_dirty_work_tree(
     assert outcome.status == "failed" and "uncommitted changes" in outcome.summary
     assert (app_repo / "README.md").read_text() == "work in progress\n"
     assert git(app_repo, "log", "-1", "--format=%s").strip() == "auth: break it"
+
+
+# Trust II: every non-system schema, the functions the policies call, and plans only a person
+# may approve.
+
+
+def store(env: dict[str, str]) -> Store:
+    return Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"]))
+
+
+def resource(database: str) -> str:
+    return PgTarget(url=SecretStr(db_url(database))).resource
+
+
+def avatars_seen(database: str, user_id: str) -> list[str]:
+    """The storage objects `user_id` sees, queried as PostgREST would for Supabase Storage."""
+    with psycopg.connect(db_url(database)) as conn, conn.transaction(force_rollback=True):
+        conn.execute("SET LOCAL ROLE authenticated")
+        conn.execute("SELECT set_config('request.jwt.claim.sub', %s, true)", (user_id,))
+        return [r[0] for r in conn.execute("SELECT name FROM storage.objects ORDER BY name")]
+
+
+def definition(database: str, function: str) -> str:
+    ((text,),) = run_sql(database, f"SELECT pg_get_functiondef('{function}'::regprocedure)")
+    return str(text)
+
+
+def test_a_broken_storage_policy_is_detected_and_rolled_back(
+    school: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    healthy = rls_auth_failure(**params(school))
+    assert healthy.status == "healthy", healthy.findings
+    assert rls_auth_failure(**params(school)).status == "healthy"  # storage.buckets: no policy
+    saved = store(env).latest_snapshot("rls-policies", resource(school))
+    assert saved and saved["rls"]["storage.objects"] and "auth.users" not in saved["rls"]
+    good = policies(school)
+    assert avatars_seen(school, supabase.ALICE) == [f"{supabase.ALICE}/avatar.png"]
+
+    # The incident: a migration loosens the avatars policy: every user sees every avatar.
+    run_sql(
+        school, "ALTER POLICY avatars_own_folder ON storage.objects USING (bucket_id = 'avatars')"
+    )
+    monkeypatch.setenv("RLS_SCHEMAS", "public")
+    assert rls_auth_failure(**params(school)).status == "healthy"  # storage not watched then
+    monkeypatch.delenv("RLS_SCHEMAS")
+    assert len(avatars_seen(school, supabase.ALICE)) == 2
+
+    outcome = rls_auth_failure(**params(school), auto_approve=True)
+    assert outcome.status == "resolved", outcome.summary
+    assert "policy-changed" in outcome.causes
+    checks = {f.check: f for f in outcome.findings}
+    assert (
+        "storage.objects: policy avatars_own_folder changed"
+        in checks["policies-match-snapshot"].detail
+    )
+    assert outcome.actions[0].targets == [
+        "drop policy storage.objects.avatars_own_folder",
+        "create policy storage.objects.avatars_own_folder",
+    ]
+    assert policies(school) == good
+    assert avatars_seen(school, supabase.ALICE) == [f"{supabase.ALICE}/avatar.png"]
+
+
+def test_a_snapshot_from_before_schemas_is_read_as_public(school: str, env: dict[str, str]) -> None:
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    db = store(env)
+    saved = db.latest_snapshot("rls-policies", resource(school))
+    assert saved
+    legacy = {
+        "policies": [
+            {k: v for k, v in p.items() if k != "schema_name"}
+            for p in saved["policies"]
+            if p["schema_name"] == "public"
+        ],
+        "rls": {
+            k.split(".", 1)[1]: on for k, on in saved["rls"].items() if k.startswith("public.")
+        },
+    }
+    db.save_snapshot("rls-policies", resource(school), legacy)
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    upgraded = db.latest_snapshot("rls-policies", resource(school))
+    assert upgraded and upgraded["format"] == 2 and "storage.objects" in upgraded["rls"]
+
+    # And a bare-named snapshot still drives a rollback of public's tables.
+    db.save_snapshot("rls-policies", resource(school), legacy)
+    run_sql(school, "DROP POLICY students_select ON students")
+    outcome = rls_auth_failure(**params(school), auto_approve=True)
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.actions[0].targets == ["create policy public.students.students_select"]
+    assert ("students", "students_select") in {(r[0], r[1]) for r in policies(school)}
+
+
+def test_an_app_function_the_policies_call_is_rolled_back_by_a_person(
+    school: str, env: dict[str, str]
+) -> None:
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    good = definition(school, "public.is_class_teacher(uuid)")
+    # The incident: the app's helper replaced: every signed-in user is every class's teacher.
+    run_sql(
+        school,
+        "CREATE OR REPLACE FUNCTION public.is_class_teacher(teacher uuid) RETURNS boolean"
+        " LANGUAGE sql STABLE AS $$ SELECT true $$",
+    )
+    future = start(flow=rls_auth_failure, **params(school), auto_approve=True)
+    run_id = paused_run(school)  # --auto-approve does not cover a function replacement
+    assert "SELECT true" in definition(school, "public.is_class_teacher(uuid)")
+    answer(run_id, approve=True, approver="hana")
+    outcome = future.result(timeout=90)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.causes == ["function-changed"]
+    assert outcome.actions[0].targets == ["replace function public.is_class_teacher(uuid)"]
+    assert definition(school, "public.is_class_teacher(uuid)") == good
+    events = store(env).timeline(outcome.incident_id or "")
+    (planned,) = [e for e in events if e.kind == "planned"]
+    plan = planned.data["plan"]
+    assert plan["manual_only"] and any(good in d for d in plan["actions"][0]["details"])
+    assert any(e.kind == "auto-approve-refused" for e in events)
+    assert next(f for f in outcome.findings if f.check == "functions-match-snapshot-after").ok
+
+
+def test_a_replaced_auth_uid_is_escalated_never_replaced(school: str) -> None:
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    broken = (
+        "CREATE OR REPLACE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS"
+        " $$ SELECT nullif(current_setting('request.jwt.claims', true)::json ->> 'id', '')::uuid $$"
+    )
+    run_sql(school, broken)
+    before = definition(school, "auth.uid()")
+    outcome = rls_auth_failure(**params(school), auto_approve=True)
+    assert outcome.status == "escalated", outcome.summary
+    assert "function-changed" in outcome.causes
+    assert "auth.uid()" in outcome.summary and "Supabase Auth (GoTrue)" in outcome.summary
+    assert not [a for a in outcome.actions if a.executed]
+    assert definition(school, "auth.uid()") == before
+
+
+def test_dropping_a_restrictive_policy_waits_for_a_person(
+    school: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert rls_auth_failure(**params(school)).status == "healthy"
+    # The incident: a migration adds a RESTRICTIVE policy denying every read of users.
+    run_sql(
+        school,
+        "CREATE POLICY lock_out ON users AS RESTRICTIVE FOR SELECT TO authenticated USING (false)",
+    )
+    monkeypatch.setenv("AUTO_APPROVE", "rls-auth-failure:*:*")
+    future = start(flow=rls_auth_failure, **params(school), auto_approve=True)
+    run_id = paused_run(school)  # neither the rule nor --auto-approve acted
+    assert "lock_out" in {r[1] for r in policies(school)}
+    answer(run_id, approve=True, approver="hana")
+    outcome = future.result(timeout=90)
+
+    assert outcome.status == "resolved", outcome.summary
+    assert outcome.actions[0].approved_by != "auto"
+    assert "lock_out" not in {r[1] for r in policies(school)}
+    events = store(env).timeline(outcome.incident_id or "")
+    (planned,) = [e for e in events if e.kind == "planned"]
+    (reason,) = planned.data["plan"]["manual_only"]
+    assert "RESTRICTIVE policy public.users.lock_out" in reason
+    assert any(e.kind == "auto-approve-refused" for e in events)

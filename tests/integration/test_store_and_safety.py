@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -36,6 +38,34 @@ def plan(resource: str, targets: int = 2) -> Plan:
             )
         ],
     )
+
+
+def test_a_spooled_record_the_store_cannot_take_is_set_aside_not_replayed_for_ever(
+    store: Store, tmp_path: Path
+) -> None:
+    """A spool file naming an incident this store never held (the store was replaced, or
+    restored from an older backup) used to fail every replay: the watchdog crashed each minute
+    and `remediate incidents` with it. It is moved aside; the other files are written."""
+    from core.journal import UNPLAYABLE, replay_spool
+    from core.settings import Settings
+
+    known = store.open_incident(runbook="rate-limiter", severity="P2", resource="r", title="t")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    at = "2026-12-04T10:00:00+00:00"
+    stray = "5da7aae4-a48b-449a-b701-705cfaffd8c6"
+    (spool / f"{stray}.jsonl").write_text(
+        json.dumps({"op": "event", "incident_id": stray, "kind": "acted", "at": at}) + "\n"
+    )
+    (spool / f"{known.id}.jsonl").write_text(
+        json.dumps({"op": "event", "incident_id": known.id, "kind": "verified", "at": at}) + "\n"
+    )
+    settings = Settings(remediation_spool_dir=spool)  # type: ignore[call-arg]
+    assert replay_spool(settings, store=store) == 1
+    assert [e.kind for e in store.timeline(known.id)][-1] == "verified"
+    assert not list(spool.glob("*.jsonl"))
+    assert (spool / UNPLAYABLE / f"{stray}.jsonl").exists()  # kept for a person
+    assert replay_spool(settings, store=store) == 0
 
 
 def test_store_creates_its_database_and_schema_once() -> None:
