@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import select
-import sys
 import tempfile
 import threading
 import time
@@ -23,6 +21,7 @@ from typing import Any
 
 import psycopg
 
+from core import terminal
 from core.catalogue import Runbook
 from core.settings import ConfigError
 
@@ -136,35 +135,11 @@ def _paused_run_id(requested_by: str, future: Future[Any], timeout: float = 120)
     return None
 
 
-def _plan_markdown(run_id: str) -> str:
-    """The plan the approver is shown, as the run recorded it in the store."""
-    from core.models import Plan
-    from core.settings import load_settings
-    from core.store import Store
-
-    store = Store.open(load_settings().remediation_database_url)
-    incident = store.incident_for_flow_run(run_id)
-    for event in store.timeline(incident.id) if incident else []:
-        if event.kind == "approval-asked":
-            return Plan(**event.data["plan"]).to_markdown()
-    return "(plan not found in the store)"
-
-
 def _person() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):
         return "drill"
-
-
-def _ask_person(run_id: str, future: Future[Any]) -> bool | None:
-    """y/n at the terminal, while an answer from elsewhere (UI, CLI) ends the question too."""
-    _say("Approve this plan? [y/N]  (or answer from another terminal / the Prefect UI)")
-    while not future.done():
-        ready, _, _ = select.select([sys.stdin], [], [], 0.5)
-        if ready:
-            return sys.stdin.readline().strip().lower() in {"y", "yes"}
-    return None
 
 
 def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) -> int:
@@ -198,7 +173,7 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
         threading.Thread(target=run, daemon=True).start()
         run_id = _paused_run_id(requested_by, future)
         if run_id is not None:
-            _say("\n" + _plan_markdown(run_id))
+            _say("\n" + terminal.plan_of(run_id)[0])
             _say(f"The run {run_id} is waiting for an approval.")
             _say(f"  remediate approve {run_id}            (approve)")
             _say(f"  remediate approve {run_id} --deny     (decline)\n")
@@ -206,7 +181,7 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
                 _say(f"approving as {approve_as} (--approve-as)")
                 answer_run(run_id, approve=True, approver=approve_as, note="drill")
             elif interactive:
-                answer = _ask_person(run_id, future)
+                answer = terminal.ask_approval(future, out=_say)
                 if answer is not None:
                     with suppress(Exception):
                         answer_run(run_id, approve=answer, approver=_person(), note="drill")

@@ -31,7 +31,19 @@ from core.settings import ConfigError, redact_url
 __all__ = ["LockTimeout", "Store", "StoreUnavailable"]
 
 APPLICATION_NAME = "remediate:store"
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The store's schema: `migrations/` of a checkout, else the copy the wheel carries as
+# `core/_migrations` (pyproject.toml, `force-include`).
+MIGRATIONS = next(
+    (
+        path
+        for path in (
+            Path(__file__).resolve().parent.parent / "migrations",
+            Path(__file__).resolve().parent / "_migrations",
+        )
+        if (path / "env.py").is_file()
+    ),
+    Path(__file__).resolve().parent.parent / "migrations",
+)
 _MIGRATION_LOCK = 0x7265_6D65  # "reme": one advisory lock id for schema upgrades
 _migrated: set[str] = set()
 _migrated_lock = threading.Lock()

@@ -32,9 +32,11 @@ def start_serve(
     *,
     auto_approve: bool,
     extra_env: dict[str, str] | None = None,
+    command: str = REMEDIATE,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """`remediate serve` with a route for the world's alert (and auto-approval of the fix if
-    asked), once its receiver answers: the process, its URL and its log."""
+    """`remediate serve` (`command`: another installation's) with a route for the world's
+    alert (and auto-approval of the fix if asked), once its receiver answers: the process, its
+    URL and its log."""
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         yaml.safe_dump(
@@ -65,7 +67,7 @@ def start_serve(
         env["AUTO_APPROVE"] = "connection-pool-exhausted:terminate-idle-sessions:*"
     log = tmp_path / "serve.log"
     process = subprocess.Popen(
-        [REMEDIATE, "serve", "--port", str(port)],
+        [command, "serve", "--port", str(port)],
         env=env,
         cwd=tmp_path,
         stdout=log.open("w"),  # a file, not a pipe: a full pipe would stall the service

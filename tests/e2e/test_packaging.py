@@ -1,0 +1,116 @@
+"""The built wheel is the product: installed on its own, away from any checkout, with the locked
+versions, `remediate serve` creates its store from the schema the wheel carries and fixes an
+alert's incident; `--version` and shell completion work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from alembic.script import ScriptDirectory
+
+from tests.conftest import PG_ADMIN_URL, ROOT, db_url
+from tests.e2e.conftest import TOKEN
+from tests.e2e.test_serve import alert, start_serve
+from tests.sessions import pids_alive
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def uv(*args: str, cwd: Path = ROOT) -> None:
+    result = subprocess.run(
+        ["uv", *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The wheel built from this checkout, installed in a fresh virtual environment (as pipx
+    does: a tool of its own) at the versions of uv.lock."""
+    root = tmp_path_factory.mktemp("wheel")
+    uv("build", "--wheel", "--out-dir", str(root / "dist"))
+    (wheel,) = (root / "dist").glob("remediate-*.whl")
+    pins = root / "pins.txt"
+    uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "-o", str(pins))
+    uv("venv", "--python", sys.executable, str(root / "venv"))
+    python = root / "venv" / "bin" / "python"
+    uv("pip", "install", "--python", str(python), "-c", str(pins), str(wheel))
+    return {"wheel": wheel, "bin": root / "venv" / "bin", "away": root}
+
+
+def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
+    names = zipfile.ZipFile(installed["wheel"]).namelist()
+    assert "core/_migrations/env.py" in names
+    store_revisions = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
+    assert store_revisions <= {Path(n).name for n in names if n.startswith("core/_migrations/")}
+    assert "receiver/routes.yaml" in names and "deployments/serve.py" in names
+    version = subprocess.run(
+        [str(installed["bin"] / "remediate"), "--version"], capture_output=True, text=True
+    )
+    assert version.returncode == 0 and version.stdout.startswith("remediate 0."), version
+    completion = subprocess.run(
+        [str(installed["bin"] / "remediate"), "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHELL": "/bin/bash"},
+    )
+    assert completion.returncode == 0 and "complete" in completion.stdout, completion
+
+
+def test_installed_serve_makes_its_store_and_fixes_an_alert(
+    installed: dict[str, Path],
+    incident_world: dict[str, Any],
+    receiver_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    w = incident_world
+    store_name = f"rt_store_wheel_{os.getpid()}_{time.monotonic_ns() % 10**6}"
+    fresh = db_url(store_name)  # no such database yet: serve creates it from the wheel's schema
+    away = tmp_path / "away"  # no checkout here: nothing but the installed wheel to read
+    away.mkdir()
+    try:
+        process, url, log = start_serve(
+            w,
+            away,
+            auto_approve=True,
+            extra_env={"REMEDIATION_DATABASE_URL": fresh, "PYTHONPATH": ""},
+            command=str(installed["bin"] / "remediate"),
+        )
+        try:
+            response = httpx.post(
+                f"{url}/alerts/alertmanager",
+                content=alert(w["database"]),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert response.status_code == 202, response.text
+            deadline = time.monotonic() + 120
+            with psycopg.connect(fresh, autocommit=True) as conn:
+                while True:
+                    row = conn.execute(
+                        "SELECT id::text, status FROM incidents WHERE runbook = %s",
+                        ("connection-pool-exhausted",),
+                    ).fetchone()
+                    if row and row[1] in {"resolved", "escalated", "failed"}:
+                        break
+                    assert time.monotonic() < deadline, log.read_text()[-3000:]
+                    time.sleep(0.3)
+                versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+            assert row[1] == "resolved", log.read_text()[-3000:]
+            assert pids_alive(w["idle"]) == set()
+            assert pids_alive(w["survivors"]) == w["survivors"]
+            assert versions == [(ScriptDirectory(str(ROOT / "migrations")).get_current_head(),)]
+        finally:
+            process.kill()
+            process.wait()
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{store_name}" WITH (FORCE)')
