@@ -432,6 +432,25 @@ class Store:
                 (kind, resource, Jsonb(data)),
             )
 
+    def replace_snapshot(self, kind: str, resource: str, data: dict[str, Any]) -> None:
+        """The one snapshot of (`kind`, `resource`): a heartbeat, not a history."""
+        with self._cursor() as cur, cur.connection.transaction():
+            cur.execute(
+                "DELETE FROM snapshots WHERE kind = %s AND resource = %s", (kind, resource)
+            )
+            cur.execute(
+                "INSERT INTO snapshots (kind, resource, data) VALUES (%s, %s, %s)",
+                (kind, resource, Jsonb(data)),
+            )
+
+    def incident_counts(self) -> dict[tuple[str, str], int]:
+        """How many incidents each (runbook, status) has, over the whole store."""
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT runbook, status, count(*) AS n FROM incidents GROUP BY runbook, status"
+            )
+            return {(r["runbook"], r["status"]): int(r["n"]) for r in cur.fetchall()}
+
     def latest_snapshot(self, kind: str, resource: str) -> dict[str, Any] | None:
         with self._cursor() as cur:
             cur.execute(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import time
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -198,7 +199,29 @@ def health_sweep(
         + "".join(f"\n  {c.runbook} {c.parameters or ''}: {c.detail}" for c in found)
     )
     _publish(report)
+    _heartbeat(report, settings)
     return report
+
+
+def _heartbeat(report: SweepReport, settings: Settings) -> None:
+    """Leave this sweep's time in the incident store: the receiver's `/metrics` exports it
+    (`remediate_sweep_last_run_timestamp_seconds`), so a sweep that stops running is seen."""
+    from core.store import Store
+    from receiver.dispatch import SWEEP_SNAPSHOT
+
+    data = {
+        "finished_at": time.time(),
+        "checks": len(report.checks),
+        "findings": len(report.findings),
+    }
+    try:
+        store = Store.open(settings.remediation_database_url)
+        try:
+            store.replace_snapshot(*SWEEP_SNAPSHOT, data)
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - the sweep's own result stands without it
+        print(f"could not record the sweep in the incident store: {type(exc).__name__}")
 
 
 def _publish(report: SweepReport) -> None:

@@ -453,7 +453,9 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(receiver.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: the store's gauges are read at scrape time and must not hold the loop.
+        text = await run_in_threadpool(generate_latest, receiver.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/approvals/{token}", response_class=HTMLResponse)
     async def approval_form(token: str) -> HTMLResponse:

@@ -10,23 +10,30 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from core.models import Alert
+from core import catalogue
+from core.models import Alert, Status
 from core.settings import Settings
 from core.store import Store
 from receiver.dedup import Deduplicator
 from receiver.routing import Route, Routed, Router, load_router
 from receiver.starter import DeploymentStarter, Starter, StartFailed
 
-__all__ = ["Accepted", "Dispatcher", "Metrics", "Rejected"]
+__all__ = ["SWEEP_SNAPSHOT", "Accepted", "Dispatcher", "Metrics", "Rejected", "StoreGauges"]
 
 log = logging.getLogger("remediate.receiver")
 PENDING_WAIT_SECONDS = 2.0  # how long a duplicate waits for the id of a run being created
 ENDED = frozenset({"CRASHED", "FAILED", "CANCELLED", "CANCELLING", "GONE"})
 RUN_STATE_CACHE_SECONDS = 2.0  # a storm of duplicates reads a run's state once in this window
+# Where each health sweep leaves its heartbeat in the store: (kind, resource) of a snapshot.
+SWEEP_SNAPSHOT = ("sweep", "health-sweep")
+# An incident's status in the store: `open` while its run works, then the run's outcome.
+INCIDENT_STATUSES = ("open", *get_args(Status))
 
 
 class Rejected(Exception):
@@ -82,6 +89,64 @@ class Metrics:
         )
 
 
+class StoreGauges(Collector):
+    """What only the incident store knows, read at scrape time: runs execute in other processes
+    (the runner's subprocesses, other workers), so their outcomes and the sweep's heartbeat reach
+    `/metrics` through the store that every process writes. Never raises: with the store down,
+    `remediate_store_up` is 0 and the store's gauges are left out."""
+
+    def __init__(self, store: Store, *, sweep_interval_seconds: int) -> None:
+        self.store = store
+        self.sweep_interval_seconds = sweep_interval_seconds
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not read the store
+
+    def collect(self) -> list[Metric]:
+        interval = GaugeMetricFamily(
+            "remediate_sweep_interval_seconds",
+            "SWEEP_INTERVAL_SECONDS: how often health-sweep is scheduled",
+            value=self.sweep_interval_seconds,
+        )
+        up = GaugeMetricFamily("remediate_store_up", "1 when the incident store answered")
+        try:
+            counts, last = self._read()
+        except Exception as exc:  # noqa: BLE001 - a scrape reports the store down, never fails
+            log.warning("incident store unavailable to /metrics: %s", type(exc).__name__)
+            up.add_metric([], 0)
+            return [interval, up]
+        up.add_metric([], 1)
+        incidents = GaugeMetricFamily(
+            "remediate_incidents",
+            "Incidents in the store by runbook and status (escalated, failed and timed-out ones"
+            " wait for a person)",
+            labels=["runbook", "status"],
+        )
+        # Every runbook and status from the first scrape on, 0 until it happens: a rule comparing
+        # with `offset` then sees the first escalation of a runbook too.
+        for runbook in catalogue.CATALOGUE:
+            for status in INCIDENT_STATUSES:
+                counts.setdefault((runbook, status), 0)
+        for (runbook, status), number in sorted(counts.items()):
+            incidents.add_metric([runbook, status], number)
+        families: list[Metric] = [interval, up, incidents]
+        if last is not None:
+            families.append(
+                GaugeMetricFamily(
+                    "remediate_sweep_last_run_timestamp_seconds",
+                    "When the last health sweep finished (Unix time)",
+                    value=last,
+                )
+            )
+        return families
+
+    def _read(self) -> tuple[dict[tuple[str, str], int], float | None]:
+        counts = self.store.incident_counts()
+        beat = self.store.latest_snapshot(*SWEEP_SNAPSHOT)
+        finished = beat.get("finished_at") if beat else None
+        return counts, float(finished) if isinstance(finished, int | float) else None
+
+
 @dataclass
 class Accepted:
     accepted: int = 0
@@ -125,6 +190,9 @@ class Dispatcher:
         )
         self._starter = starter
         self.metrics = Metrics()
+        self.metrics.registry.register(
+            StoreGauges(self.store, sweep_interval_seconds=settings.sweep_interval_seconds)
+        )
         self.clock = clock
         self._run_states: dict[str, tuple[bool, float]] = {}
 

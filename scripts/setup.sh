@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this checkout's environment: .venv from the lock file, PostgreSQL and Redis reachable,
-# podman serving the Docker Engine API, and the locally built test image. Idempotent: each step
-# checks first and does only what is missing. Prints one line per step; exits 1 naming what failed.
+# podman serving the Docker Engine API, the locally built test image, and promtool and amtool for
+# the examples' checks. Idempotent: each step checks first and does only what is missing. Prints
+# one line per step; exits 1 naming what failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -147,6 +148,28 @@ if command -v podman >/dev/null; then
   else
     fail "test image $TEST_IMAGE: ${out:-not built}"
   fi
+fi
+
+# 6. promtool and amtool, which check the configuration examples (examples/, tests/integration/
+#    test_examples.py): Debian's prometheus and prometheus-alertmanager. Only the tools are
+#    wanted: the daemons the packages start on installation are stopped again.
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt_install --no-install-recommends "${missing[@]}" || true
+  for service in "${missing[@]}"; do
+    if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+      as_root systemctl disable --now "$service" >/dev/null 2>&1 || true
+    elif [ -x "/etc/init.d/$service" ]; then
+      as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+    fi
+  done
+fi
+if command -v promtool >/dev/null && command -v amtool >/dev/null; then
+  ok "promtool $(promtool --version 2>&1 | awk 'NR==1 {print $3}') and amtool $(amtool --version 2>&1 | awk 'NR==1 {print $3}') (the examples' checks)"
+else
+  fail "promtool/amtool: Debian's prometheus and prometheus-alertmanager are not installed (see /tmp/remediate-apt.log)"
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
