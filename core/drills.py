@@ -13,7 +13,6 @@ import getpass
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
@@ -111,30 +110,6 @@ def threshold_below(idle_sessions: int, *, admin_url: str = ADMIN_URL) -> float:
     return round(float(used - idle_sessions / 2) / float(limit), 4)
 
 
-def _paused_run_id(requested_by: str, future: Future[Any], timeout: float = 120) -> str | None:
-    """The drill's run once it waits for an approval (None if it ended without asking)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline and not future.done():
-            for run in client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
-                )
-            ):
-                if run.parameters.get("requested_by") == requested_by:
-                    return str(run.id)
-            time.sleep(0.3)
-    return None
-
-
 def _person() -> str:
     try:
         return getpass.getuser()
@@ -166,12 +141,16 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
         def run() -> None:
             try:
                 with run_settings():
-                    future.set_result(flow(**world.params, requested_by=requested_by))
+                    future.set_result(
+                        flow.with_options(flow_run_name=requested_by)(
+                            **world.params, requested_by=requested_by
+                        )
+                    )
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 future.set_exception(exc)
 
         threading.Thread(target=run, daemon=True).start()
-        run_id = _paused_run_id(requested_by, future)
+        run_id = terminal.paused_run_named(requested_by, future, timeout=120)
         if run_id is not None:
             _say("\n" + terminal.plan_of(run_id)[0])
             _say(f"The run {run_id} is waiting for an approval.")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from core.sqltext import split_top_level
+
 __all__ = [
     "Operations",
     "Problem",
@@ -294,25 +296,6 @@ def _ident(text: str) -> str:
     )
 
 
-def _top_level(text: str, sep: str = ",") -> list[str]:
-    parts, depth, current, quoted = [], 0, "", None
-    for char in text:
-        if quoted:
-            quoted = None if char == quoted else quoted
-        elif char in "'\"":
-            quoted = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == sep and depth == 0 and not quoted:
-            parts.append(current)
-            current = ""
-        else:
-            current += char
-    return [p.strip() for p in [*parts, current] if p.strip()]
-
-
 _SAFE_SQL = re.compile(
     r"^(CREATE\s+EXTENSION\s+IF\s+NOT\s+EXISTS|CREATE\s+(UNIQUE\s+)?INDEX|CREATE\s+SEQUENCE"
     r"|COMMENT\s+ON|SELECT\b|CREATE\s+TYPE|CREATE\s+POLICY|GRANT\b|SET\b|INSERT\s+INTO)",
@@ -355,7 +338,7 @@ def sql_steps(text: str, line: int, source: str) -> list[Step]:
     """The steps of literal SQL run by `op.execute` (one per statement, several per ALTER)."""
     steps: list[Step] = []
     body = re.sub(r"--[^\n]*", "", text)
-    for statement in _top_level(body, ";"):
+    for statement in split_top_level(body, ";"):
         statement = " ".join(statement.split())
         flags = re.I | re.S
         if m := re.match(
@@ -365,20 +348,24 @@ def sql_steps(text: str, line: int, source: str) -> list[Step]:
         ):
             columns = tuple(
                 _ident(part.split()[0])
-                for part in _top_level(m.group(2))
+                for part in split_top_level(m.group(2))
                 if part.split()[0].lower() not in _CONSTRAINT_WORDS
             )
             steps.append(Step("create_table", _ident(m.group(1)), line, source, columns=columns))
         elif m := re.match(
             r"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?(.+?)(\s+(CASCADE|RESTRICT))?$", statement, flags
         ):
-            steps += [Step("drop_table", _ident(t), line, source) for t in _top_level(m.group(1))]
+            steps += [
+                Step("drop_table", _ident(t), line, source) for t in split_top_level(m.group(1))
+            ]
         elif m := re.match(
             r"^TRUNCATE\s+(?:TABLE\s+)?(?:ONLY\s+)?(.+?)(\s+(RESTART|CONTINUE|CASCADE|RESTRICT)\b.*)?$",
             statement,
             flags,
         ):
-            steps += [Step("delete_rows", _ident(t), line, source) for t in _top_level(m.group(1))]
+            steps += [
+                Step("delete_rows", _ident(t), line, source) for t in split_top_level(m.group(1))
+            ]
         elif m := re.match(rf"^DELETE\s+FROM\s+(?:ONLY\s+)?({_QUALIFIED})", statement, flags):
             steps.append(Step("delete_rows", _ident(m.group(1)), line, source))
         elif m := re.match(rf"^UPDATE\s+(?:ONLY\s+)?({_QUALIFIED})\s+SET\b", statement, flags):
@@ -389,7 +376,9 @@ def sql_steps(text: str, line: int, source: str) -> list[Step]:
             flags,
         ):
             table = _ident(m.group(1))
-            steps += [_alter_subcommand(table, sub, line, source) for sub in _top_level(m.group(2))]
+            steps += [
+                _alter_subcommand(table, sub, line, source) for sub in split_top_level(m.group(2))
+            ]
         elif _SAFE_SQL.match(statement):
             steps.append(Step("safe", None, line, source))
         else:

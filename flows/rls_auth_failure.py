@@ -27,6 +27,7 @@ from prefect import get_run_logger
 from core.incident import IncidentRun, runbook_flow
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
 from core.settings import Settings, load_settings
+from core.sqltext import split_top_level, unwrap
 from core.store import Store
 from tasks import git, http_probe, rls, sentry
 from tasks.postgres import PgTarget
@@ -271,56 +272,14 @@ def plan_revert(commit: git.Commit, *, resource: str, repo: str) -> Plan:
     )
 
 
-def _unwrap(expression: str) -> str:
-    """`expression` without the parentheses PostgreSQL puts around a whole expression."""
-    text = expression.strip()
-    while text.startswith("(") and text.endswith(")") and _closing(text, 0) == len(text) - 1:
-        text = text[1:-1].strip()
-    return text
-
-
-def _closing(text: str, start: int) -> int:
-    """Index of the parenthesis closing the one at `start` (quotes respected), -1 if none."""
-    depth, quote = 0, ""
-    for i in range(start, len(text)):
-        ch = text[i]
-        if quote:
-            quote = "" if ch == quote else quote  # '' inside a literal closes and reopens it
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
-    return -1
-
-
 def conjuncts(expression: str | None) -> set[str]:
     """The top-level `AND` terms of a condition as PostgreSQL prints it (lower-cased, outer
     parentheses removed): `(a AND (b AND c))` → {a, b, c}. None (no condition) → {"true"}."""
     if expression is None:
         return {"true"}
-    text = _unwrap(expression)
-    terms, depth, quote, start, i = [], 0, "", 0, 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif depth == 0 and text[i : i + 5].upper() == " AND ":
-            terms.append(text[start:i])
-            start = i = i + 5
-            continue
-        i += 1
-    terms.append(text[start:])
-    if len(terms) == 1:
+    text = unwrap(expression)
+    terms = split_top_level(text, " AND ")
+    if len(terms) <= 1:
         return {text.lower()}
     return set().union(*(conjuncts(t) for t in terms))
 
