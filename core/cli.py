@@ -22,7 +22,6 @@ from core import catalogue
 from core.settings import ConfigError, load_settings
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     help="Runbooks that fix incidents themselves, asking a person before anything destructive.",
 )
@@ -31,6 +30,29 @@ __all__ = ["app", "main"]
 
 
 ANSWER_WAIT_SECONDS = 15.0  # how long `remediate approve` waits for the run to read its answer
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"remediate {version('remediate')}")
+        except PackageNotFoundError:  # a checkout run without installing it
+            typer.echo("remediate (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Runbooks that fix incidents themselves, asking a person before anything destructive."""
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -122,15 +144,22 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
 
+    from core import terminal
     from core.models import Outcome
     from core.prefect_api import run_settings
 
     flow = runbook.load_flow()
+    ask_here = terminal.interactive() and not (as_json or dry_run or auto_approve)
+    arguments = {**params, "dry_run": dry_run, "auto_approve": auto_approve}
+    outcome: Outcome
     try:
-        with run_settings():
-            outcome: Outcome = flow(
-                **params, dry_run=dry_run, auto_approve=auto_approve, requested_by=_user()
+        if ask_here:  # a person at this terminal: progress, the plan and a y/N question here
+            outcome, _ = terminal.run_with_prompt(
+                flow, {**arguments, "requested_by": _user()}, approver=_user(), label=runbook.id
             )
+        else:
+            with run_settings():
+                outcome = flow(**arguments, requested_by=_user())
     except ConfigError as exc:
         _fail(str(exc))
     except Exception as exc:  # noqa: BLE001 - the run failed: one line, and the outcome says so
@@ -329,6 +358,25 @@ def serve(
     raise typer.Exit(code)
 
 
+@app.command()
+def receive(
+    host: Annotated[str, typer.Option(help="Address the alert receiver listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the alert receiver.")] = 8080,
+) -> None:
+    """The alert receiver alone: runs are created on the shared Prefect server (PREFECT_API_URL)
+    and executed by workers; several receivers may run side by side."""
+    try:
+        from receiver.asgi import build
+
+        built = build()
+    except ConfigError as exc:
+        _fail(str(exc))
+    import uvicorn
+
+    typer.echo(f"remediate receive: alerts on http://{host}:{port}", err=True)
+    uvicorn.run(built, host=host, port=port, log_level="warning")
+
+
 @app.command("check-migrations")
 def check_migrations(
     paths: Annotated[
@@ -337,8 +385,9 @@ def check_migrations(
 ) -> None:
     """The migration safety checker (seed 000): exit 1 with one line per problem."""
     from core.migration_safety import check_path
+    from core.store import MIGRATIONS
 
-    targets = paths or [Path(__file__).resolve().parent.parent / "migrations" / "versions"]
+    targets = paths or [MIGRATIONS / "versions"]
     problems = []
     for target in targets:
         if not target.exists():
@@ -380,6 +429,13 @@ def incidents(
     if as_json:
         typer.echo(json.dumps([i.model_dump(mode="json") for i in rows]))
         return
+    from core import terminal
+
+    if terminal.interactive():
+        from rich.console import Console
+
+        Console().print(terminal.incidents_table(rows))
+        return
     for i in rows:
         typer.echo(
             f"{i.id}  {i.opened_at:%Y-%m-%d %H:%M:%S}  {i.severity}  {i.status:<10}"
@@ -416,6 +472,13 @@ def incident(
                 }
             )
         )
+        return
+    from core import terminal
+
+    if terminal.interactive():
+        from rich.console import Console
+
+        Console().print(terminal.incident_view(found, events))
         return
     typer.echo(f"{found.id}  {found.severity}  {found.status}  {found.runbook}  {found.resource}")
     for e in events:
@@ -454,6 +517,26 @@ def drill(
     except ConfigError as exc:
         _fail(str(exc))
     raise typer.Exit(code)
+
+
+@app.command()
+def doctor(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Reach every configured part once (store, Redis, Prefect, container engine, targets,
+    notifications): one line each; exit 1 when a configured part does not answer."""
+    from core import doctor as checkup
+
+    report = checkup.examine()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict()))
+    else:
+        for line in checkup.lines(report, style=typer.style):
+            typer.echo(line)
+        failed = [p.setting for p in report.parts if p.status == "FAIL"]
+        if failed:
+            typer.echo(f"remediate: not ready; look at {', '.join(failed)}", err=True)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 def main() -> None:

@@ -117,7 +117,9 @@ async def _serve(
         from core.demo import Demo
 
         incident = Demo()
-    warm = WarmExecutor(workers=settings.warm_workers)
+    # WARM_WORKERS=0: only Prefect's own runner executes runs (each in a fresh process, picked
+    # up within its poll, about a second here), as under `prefect worker`.
+    warm = WarmExecutor(workers=settings.warm_workers) if settings.warm_workers else None
     app = create_app(
         settings,
         starter=DeploymentStarter(executor=warm),
@@ -148,7 +150,8 @@ async def _serve(
         await server.main_loop()
     finally:
         _say("remediate: stopping")
-        warm.stop()
+        if warm is not None:
+            warm.stop()
         if incident is not None:
             incident.close()
         await server.shutdown()

@@ -13,9 +13,10 @@ from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings", "redact_url"]
+__all__ = ["ConfigError", "Settings", "load_settings", "redact_url", "setting_problem"]
 
 DEFAULT_STORE_URL = "postgresql://postgres@127.0.0.1:5432/remediate"
 # Supabase's own login roles (its services and tooling): their sessions are never a leak to cut.
@@ -161,6 +162,10 @@ class Settings(BaseSettings):
     # The Slack app's signing secret: approval messages carry buttons, and
     # POST /slack/interactions takes the clicks (CONTRACT.md, "Approvals from Slack").
     slack_signing_secret: SecretStr | None = None
+    # A Slack app's bot token (`xoxb-…`) and Slack's Web API: `remediate doctor` checks the token
+    # with `auth.test` (nothing is posted).
+    slack_bot_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api"
 
     # The alert receiver (receiver/).
     # A YAML file of routing rules; unset: the embedded defaults (receiver/routes.yaml).
@@ -196,7 +201,8 @@ class Settings(BaseSettings):
     # PostgreSQL's and Supabase's internal ones (`auth` among them; `storage` is watched).
     rls_schemas: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Runs an alert starts that `remediate serve` executes in its own process at once.
-    warm_workers: int = Field(default=4, ge=1, le=32)
+    # 0: none; Prefect's own runner executes every run (as workers do).
+    warm_workers: int = Field(default=4, ge=0, le=32)
 
     # The product itself.
     remediation_database_url: SecretStr = SecretStr(DEFAULT_STORE_URL)
@@ -256,6 +262,21 @@ class Settings(BaseSettings):
         assert checked is not None
         return checked
 
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        """The shape sentry-sdk requires, checked here so that a bad DSN is one line naming
+        SENTRY_DSN instead of sentry-sdk's traceback at start-up."""
+        if value is None:
+            return None
+        parts = urlsplit(value.get_secret_value())
+        shape = "https://PUBLIC_KEY@HOST/PROJECT_ID, as the Sentry project's Client Keys page shows"
+        if parts.scheme not in {"http", "https"} or not parts.hostname or not parts.username:
+            raise ValueError(f"SENTRY_DSN is not a Sentry DSN ({shape})")
+        if not parts.path.rstrip("/").rsplit("/", 1)[-1].isdigit():
+            raise ValueError(f"SENTRY_DSN names no project id ({shape})")
+        return value
+
     @field_validator("alert_webhook_token", "approval_link_secret", "slack_signing_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
@@ -306,9 +327,13 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if name.lower() in message.lower():
-            raise ConfigError(message) from None
-        raise ConfigError(f"{name}: {message}") from None
+        raise ConfigError(setting_problem(exc.errors()[0])[1]) from None
+
+
+def setting_problem(error: ErrorDetails) -> tuple[str, str]:
+    """The variable one validation error is about, and one line naming it."""
+    name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if name.lower() in message.lower():
+        return name, message
+    return name, f"{name}: {message}"

@@ -435,9 +435,7 @@ class Store:
     def replace_snapshot(self, kind: str, resource: str, data: dict[str, Any]) -> None:
         """The one snapshot of (`kind`, `resource`): a heartbeat, not a history."""
         with self._cursor() as cur, cur.connection.transaction():
-            cur.execute(
-                "DELETE FROM snapshots WHERE kind = %s AND resource = %s", (kind, resource)
-            )
+            cur.execute("DELETE FROM snapshots WHERE kind = %s AND resource = %s", (kind, resource))
             cur.execute(
                 "INSERT INTO snapshots (kind, resource, data) VALUES (%s, %s, %s)",
                 (kind, resource, Jsonb(data)),

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import prefect
 import yaml
 
 from core import catalogue
@@ -65,7 +66,7 @@ def render() -> str:
     )
     document = {
         "name": "remediate",
-        "prefect-version": "3.8.8",
+        "prefect-version": prefect.__version__,
         "build": None,
         "push": None,
         "pull": [

@@ -34,7 +34,7 @@ def authenticator(
         and data.login == b"mailer"
         and (data.password == SMTP_PASSWORD.encode())
     )
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False)  # a refusal is answered 535, as servers do
 
 
 class SendGrid:

@@ -257,6 +257,43 @@ def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
     assert pids_alive(w["idle"]) == w["idle"]
 
 
+def test_warm_workers_0_leaves_every_run_to_prefects_runner(
+    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+) -> None:
+    """WARM_WORKERS=0: the alert's run is created Scheduled and Prefect's own runner executes it
+    in a process of its own (no warm executor), to the same verified fix."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    w = incident_world
+    process, url, log = start_serve(w, tmp_path, auto_approve=True, extra_env={"WARM_WORKERS": "0"})
+    try:
+        response = httpx.post(
+            f"{url}/alerts/alertmanager",
+            content=alert(w["database"]),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert response.status_code == 202, response.text
+        (run_id,) = response.json()["flow_run_ids"]
+        deadline = time.monotonic() + 120
+        while True:
+            incident = w["store"].incident_for_flow_run(run_id)
+            if incident is not None and incident.status in {"resolved", "escalated", "failed"}:
+                break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+        assert incident.status == "resolved", kinds(w["store"], incident.id)
+        assert pids_alive(w["idle"]) == set()
+        with get_client(sync_client=True) as client:
+            states = client.read_flow_run_states(UUID(run_id))
+        # Created Scheduled for the runner to pick up (a warm run is created Pending, taken).
+        assert states[0].type.value == "SCHEDULED", [s.type for s in states]
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
     receiver_env: dict[str, str], make_database: Any, tmp_path: Path
 ) -> None:
