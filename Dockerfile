@@ -8,17 +8,20 @@
 ARG BASE=localhost/remediate-base:bookworm-1
 
 FROM ${BASE} AS build
-# The build's CA bundle arrives as a build secret `ca` (the host's, for a network that inspects
-# TLS; scripts/build-image.sh passes it); it is never written into a layer.
+# A CA bundle for a network that inspects TLS may arrive as the build secret `ca` (the host's;
+# scripts/build-image.sh passes it); it is never written into a layer, and without it the
+# image's own CA certificates are used. `with-ca` runs a command with whichever applies.
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never \
-    UV_PROJECT_ENVIRONMENT=/app/.venv UV_PYTHON=/usr/bin/python3 \
-    SSL_CERT_FILE=/run/secrets/ca PIP_CERT=/run/secrets/ca
+    UV_PROJECT_ENVIRONMENT=/app/.venv UV_PYTHON=/usr/bin/python3
+RUN printf '%s\n' '#!/bin/sh' \
+      'if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca PIP_CERT=/run/secrets/ca; fi' \
+      'exec "$@"' > /usr/local/bin/with-ca && chmod +x /usr/local/bin/with-ca
 RUN --mount=type=secret,id=ca \
-    python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir -q "uv>=0.5,<1"
+    python3 -m venv /opt/uv && with-ca /opt/uv/bin/pip install --no-cache-dir -q "uv>=0.5,<1"
 WORKDIR /src
 # The dependencies first: this layer is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=secret,id=ca /opt/uv/bin/uv sync --frozen --no-dev --no-install-project
+RUN --mount=type=secret,id=ca with-ca /opt/uv/bin/uv sync --frozen --no-dev --no-install-project
 COPY core core
 COPY flows flows
 COPY tasks tasks
@@ -27,7 +30,7 @@ COPY receiver receiver
 COPY drills drills
 COPY migrations migrations
 COPY prefect.yaml ./
-RUN --mount=type=secret,id=ca /opt/uv/bin/uv sync --frozen --no-dev --no-editable \
+RUN --mount=type=secret,id=ca with-ca /opt/uv/bin/uv sync --frozen --no-dev --no-editable \
     && /app/.venv/bin/remediate --version
 
 FROM ${BASE}

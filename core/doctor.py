@@ -410,7 +410,7 @@ def _alembic(settings: Settings) -> str:
         if not Path(ini).is_file():
             raise Broken(f"{ini}: no such alembic.ini (name it with -c)")
         return f"{words[0]} with {ini} (not run here)"
-    raise Broken(f"{value[:120]}: no such file, and not a command to run alembic")
+    raise Broken(f"{_outside(value[:120])}: no such file, and not a command to run alembic")
 
 
 def _folder(value: str, *, repository: bool) -> str:
@@ -952,7 +952,11 @@ def _secrets(settings: Settings | None) -> list[str]:
         if isinstance(value, SecretStr):
             raws.append(value.get_secret_value())
         for raw in filter(None, raws):
-            parts = urlsplit(raw)
+            try:
+                parts = urlsplit(raw)
+            except ValueError:  # not even a URL ("Invalid IPv6 URL"): masked whole
+                values.append(raw)
+                continue
             if not (parts.scheme and parts.netloc):
                 values.append(raw)
                 continue

@@ -152,18 +152,25 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
         threading.Thread(target=run, daemon=True).start()
         run_id = terminal.paused_run_named(requested_by, future, timeout=120)
         if run_id is not None:
-            _say("\n" + terminal.plan_of(run_id)[0])
+            shown, digest = terminal.plan_of(run_id)
+            _say("\n" + terminal.printable(shown))
             _say(f"The run {run_id} is waiting for an approval.")
             _say(f"  remediate approve {run_id}            (approve)")
             _say(f"  remediate approve {run_id} --deny     (decline)\n")
             if approve_as:
                 _say(f"approving as {approve_as} (--approve-as)")
-                answer_run(run_id, approve=True, approver=approve_as, note="drill")
-            elif interactive:
+                answer_run(run_id, approve=True, approver=approve_as, note="drill", digest=digest)
+            elif interactive and digest is not None:  # only a plan that was shown
                 answer = terminal.ask_approval(future, out=_say)
                 if answer is not None:
                     with suppress(Exception):
-                        answer_run(run_id, approve=answer, approver=_person(), note="drill")
+                        answer_run(
+                            run_id,
+                            approve=answer,
+                            approver=_person(),
+                            note="drill",
+                            digest=digest,
+                        )
             else:
                 _say("waiting for an answer from another terminal or the Prefect UI…")
         outcome = future.result()

@@ -90,17 +90,20 @@ def _replay_file(store: Store, path: Path) -> int:
             store.apply_journal(entries)
     except StoreUnavailable:
         raise
-    except (psycopg.Error, KeyError, TypeError, ValueError) as exc:
+    except (psycopg.IntegrityError, psycopg.DataError, KeyError, TypeError, ValueError) as exc:
+        # Only what this store will never take: other errors (a read-only failover, missing
+        # privileges, a schema being recreated) leave the file for the next replay.
         aside = path.parent / UNPLAYABLE
         aside.mkdir(mode=0o700, exist_ok=True)
-        path.replace(aside / path.name)
+        kept = aside / f"{path.stem}.{time.time_ns()}.jsonl"  # never over an earlier one
+        path.replace(kept)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         log.warning(
             "the store refused %d spooled entries of incident %s (%s); kept in %s",
             len(entries),
             path.stem,
             first,
-            aside / path.name,
+            kept,
         )
         return 0
     path.unlink()

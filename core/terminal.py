@@ -132,22 +132,37 @@ def ask_approval(future: Future[Any], *, out: Callable[[str], None]) -> bool | N
 
 
 def plan_of(run_id: str) -> tuple[str, str | None]:
-    """The plan the run asks about now, as it recorded it in the store: its markdown and its
-    digest (an answer given here is bound to it), or a placeholder and None."""
-    from core.approval import plan_digest
+    """The plan `run_id` asks about now (the digest its paused form carries), as the run recorded
+    it in the store: its markdown and digest; a placeholder and None when it cannot be shown."""
+    from core.approval import NotWaiting, pending_approval_digest
     from core.models import Plan
     from core.settings import load_settings
     from core.store import Store
 
+    try:
+        digest = pending_approval_digest(run_id)
+    except NotWaiting as exc:
+        return f"({exc})", None
     store = Store.open(load_settings().remediation_database_url)
     incident = store.incident_for_flow_run(run_id)
-    asked = [
-        e for e in (store.timeline(incident.id) if incident else []) if e.kind == "approval-asked"
-    ]
-    if not asked:
-        return "(plan not found in the store)", None
-    plan = Plan(**asked[-1].data["plan"])
-    return plan.to_markdown(), plan_digest(plan)
+    for event in reversed(store.timeline(incident.id) if incident else []):
+        if event.kind == "approval-asked" and event.data.get("plan_digest") == digest:
+            return Plan(**event.data["plan"]).to_markdown(), digest
+    return "(the plan this run asks about is not in the incident store)", None
+
+
+def printable(text: str) -> str:
+    """`text` without control characters but newlines and tabs: nothing from a plan (a policy
+    name, a function body, an alert's label) can move the cursor or hide a line at a terminal."""
+    return "".join(ch if ch in "\n\t" or ch.isprintable() else "?" for ch in text)
+
+
+def _flush_typed_ahead() -> None:
+    """Keys pressed while the run was diagnosing do not answer a question not yet shown."""
+    import termios
+
+    with suppress(termios.error, OSError):
+        termios.tcflush(sys.stdin, termios.TCIFLUSH)
 
 
 def run_with_prompt(
@@ -177,14 +192,19 @@ def run_with_prompt(
     if run_id is not None:
         console.print()
         shown, digest = plan_of(run_id)
-        console.print(shown, markup=False, highlight=False)
+        console.print(printable(shown), markup=False, highlight=False)
         console.print(
             f"\nThe run {run_id} waits for an approval; elsewhere: "
             f"`remediate approve {run_id}` (--deny to decline).",
             markup=False,
             highlight=False,
         )
-        answer = ask_approval(future, out=lambda line: console.print(line, markup=False))
+        answer = None
+        if digest is None:  # never approve a plan the person was not shown
+            console.print("Answer it with `remediate approve` or in the Prefect UI.", markup=False)
+        else:
+            _flush_typed_ahead()
+            answer = ask_approval(future, out=lambda line: console.print(line, markup=False))
         if answer is not None:
             with suppress(Exception):  # answered elsewhere meanwhile: the run says so
                 answer_run(

@@ -115,13 +115,32 @@ class PolicyDiff:
             for p in self.extra
         ]
         out += [
-            f"function {old.signature} called by the policies "
-            + ("is gone" if new is None else "was replaced (its definition differs)")
+            f"function {old.signature} called by the policies " + function_change(old, new)
             for old, new in self.functions
         ]
         out += [f"{t}: row-level security is off" for t in self.rls_off]
         out += [f"{t}: RLS on with no policy (every query is denied)" for t in self.no_policy]
         return out
+
+
+def function_change(good: Function, now: Function | None) -> str:
+    """How `now` differs from the snapshot's `good` ("" when it does not): gone, replaced, owned
+    by another role (SECURITY DEFINER runs as its owner), or executable by other roles."""
+    if now is None:
+        return "is gone"
+    changes = []
+    if now.definition != good.definition:
+        changes.append("was replaced (its definition differs)")
+    if good.owner is not None and now.owner != good.owner:
+        changes.append(f"is owned by {now.owner} instead of {good.owner}")
+    if good.executors is not None and now.executors != good.executors:
+        changes.append(
+            "may be executed by "
+            + (", ".join(r or "PUBLIC" for r in now.executors or []) or "nobody")
+            + " instead of "
+            + (", ".join(r or "PUBLIC" for r in good.executors) or "nobody")
+        )
+    return "; ".join(changes)
 
 
 def _show(p: Policy) -> str:
@@ -169,7 +188,7 @@ def policy_diff(snapshot: RlsState, now: RlsState, tables: list[str]) -> PolicyD
         functions=[
             (f, live.get(f.signature))
             for f in snapshot.functions
-            if live.get(f.signature) is None or live[f.signature].definition != f.definition
+            if function_change(f, live.get(f.signature))
         ],
     )
 
@@ -214,8 +233,7 @@ def detect(
                 check="functions-match-snapshot",
                 ok=not diff.functions,
                 detail="; ".join(
-                    f"{old.signature} " + ("is gone" if new is None else "was replaced")
-                    for old, new in diff.functions
+                    f"{old.signature} " + function_change(old, new) for old, new in diff.functions
                 )
                 if diff.functions
                 else f"the {len(snapshot.functions if snapshot else [])} function(s) the"
@@ -272,23 +290,29 @@ def plan_revert(commit: git.Commit, *, resource: str, repo: str) -> Plan:
     )
 
 
-def conjuncts(expression: str | None) -> set[str]:
-    """The top-level `AND` terms of a condition as PostgreSQL prints it (lower-cased, outer
-    parentheses removed): `(a AND (b AND c))` → {a, b, c}. None (no condition) → {"true"}."""
-    if expression is None:
-        return {"true"}
+def conjuncts(expression: str) -> set[str]:
+    """The top-level `AND` terms of a condition as PostgreSQL prints it, outer parentheses
+    removed, the text otherwise exact (literals and quoted names keep their case):
+    `(a AND (b AND c))` → {a, b, c}."""
     text = unwrap(expression)
     terms = split_top_level(text, " AND ")
     if len(terms) <= 1:
-        return {text.lower()}
+        return {text}
     return set().union(*(conjuncts(t) for t in terms))
 
 
 def _within(condition: str | None, live: str | None) -> bool:
-    """True when `condition` provably admits no row `live` does not: equal, `live` is
-    unconditional, or `condition` is `live AND more` (every term of `live` is one of its)."""
-    mine, theirs = conjuncts(condition), conjuncts(live)
-    return theirs == {"true"} or theirs <= mine
+    """True when `condition` provably admits no row `live` does not. A PERMISSIVE policy without
+    the expression admits nothing for it (PostgreSQL's rowsecurity.c ORs only the policies'
+    present expressions), so a missing `condition` is within anything and a missing `live`
+    holds only a missing one. Otherwise: `live` is `true`, or every term of `live` is one of
+    `condition`'s (`condition` is `live AND more`; the same condition included)."""
+    if condition is None:
+        return True
+    if live is None:
+        return False
+    theirs = conjuncts(live)
+    return theirs == {"true"} or theirs <= conjuncts(condition)
 
 
 def wider_reasons(good: Policy, live: Policy) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -93,11 +94,34 @@ class StoreGauges(Collector):
     """What only the incident store knows, read at scrape time: runs execute in other processes
     (the runner's subprocesses, other workers), so their outcomes and the sweep's heartbeat reach
     `/metrics` through the store that every process writes. Never raises: with the store down,
-    `remediate_store_up` is 0 and the store's gauges are left out."""
+    `remediate_store_up` is 0 and the store's gauges are left out.
+
+    It reads through a store connection of its own (never the one alerts are recorded on), at
+    most once per CACHE_SECONDS, and a scrape that arrives while a read is still under way gets
+    the last values instead of waiting: a slow store slows no alert and piles up no threads."""
+
+    CACHE_SECONDS = 10.0
 
     def __init__(self, store: Store, *, sweep_interval_seconds: int) -> None:
         self.store = store
         self.sweep_interval_seconds = sweep_interval_seconds
+        self._reading = threading.Lock()
+        self._last: tuple[float, tuple[dict[tuple[str, str], int], float | None]] | None = None
+
+    def _cached_read(self) -> tuple[dict[tuple[str, str], int], float | None]:
+        last = self._last
+        if last is not None and time.monotonic() - last[0] < self.CACHE_SECONDS:
+            return last[1]
+        if not self._reading.acquire(blocking=False):
+            if last is None:
+                raise TimeoutError("the first read of the store is still under way")
+            return last[1]
+        try:
+            values = self._read()
+            self._last = (time.monotonic(), values)
+            return values
+        finally:
+            self._reading.release()
 
     def describe(self) -> list[Metric]:
         return []  # registering must not read the store
@@ -110,7 +134,8 @@ class StoreGauges(Collector):
         )
         up = GaugeMetricFamily("remediate_store_up", "1 when the incident store answered")
         try:
-            counts, last = self._read()
+            counts, last = self._cached_read()
+            counts = dict(counts)
         except Exception as exc:  # noqa: BLE001 - a scrape reports the store down, never fails
             log.warning("incident store unavailable to /metrics: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -191,7 +216,10 @@ class Dispatcher:
         self._starter = starter
         self.metrics = Metrics()
         self.metrics.registry.register(
-            StoreGauges(self.store, sweep_interval_seconds=settings.sweep_interval_seconds)
+            StoreGauges(
+                Store(settings.remediation_database_url),  # a connection of its own
+                sweep_interval_seconds=settings.sweep_interval_seconds,
+            )
         )
         self.clock = clock
         self._run_states: dict[str, tuple[bool, float]] = {}

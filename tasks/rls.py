@@ -101,6 +101,29 @@ class Function(BaseModel):
     signature: str  # schema.name(argument types), as `to_regprocedure` reads it back
     schema_name: str
     definition: str  # pg_get_functiondef: CREATE OR REPLACE FUNCTION …
+    # Who owns it (SECURITY DEFINER runs as the owner) and its EXECUTE grants: role names, ""
+    # for PUBLIC. None in snapshots taken before they were kept (then not compared or restored).
+    owner: str | None = None
+    executors: list[str] | None = None
+
+    def restore_statements(self) -> list[sql.Composable]:
+        """The snapshot's definition, owner and EXECUTE grants, exactly: a function recreated
+        by the product's role would otherwise be the product's, executable by everyone."""
+        name = sql.SQL(self.signature)  # PostgreSQL's own quoting (quote_ident), read back
+        out: list[sql.Composable] = [sql.SQL(self.definition)]
+        if self.owner is not None:
+            out.append(
+                sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(name, sql.Identifier(self.owner))
+            )
+        if self.executors is not None:
+            out.append(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(name))
+            out += [
+                sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                    name, sql.Identifier(role) if role else sql.SQL("PUBLIC")
+                )
+                for role in self.executors
+            ]
+        return out
 
 
 class RlsState(BaseModel):
@@ -210,7 +233,10 @@ def read_rls_state(
                 " UNION SELECT to_regprocedure(s)::oid FROM unnest(%s::text[]) s)"
                 " SELECT quote_ident(n.nspname) || '.' || quote_ident(p.proname)"
                 " || '(' || oidvectortypes(p.proargtypes) || ')', n.nspname,"
-                " pg_get_functiondef(p.oid)"
+                " pg_get_functiondef(p.oid), pg_get_userbyid(p.proowner),"
+                " ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN '' ELSE"
+                " pg_get_userbyid(a.grantee) END FROM aclexplode(coalesce(p.proacl,"
+                " acldefault('f', p.proowner))) a WHERE a.privilege_type = 'EXECUTE' ORDER BY 1)"
                 " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
                 " WHERE p.oid IN (SELECT oid FROM used WHERE oid IS NOT NULL)"
                 " AND p.prokind = 'f' AND n.nspname <> 'pg_catalog' ORDER BY 1"
@@ -232,7 +258,10 @@ def read_rls_state(
             for s, t, n, p, r, c, q, w in rows
         ],
         rls={qualified(s, t): bool(enabled) for s, t, enabled in flags},
-        functions=[Function(signature=g, schema_name=s, definition=d) for g, s, d in called],
+        functions=[
+            Function(signature=g, schema_name=s, definition=d, owner=o, executors=list(x or []))
+            for g, s, d, o, x in called
+        ],
         format=2,
     )
 
@@ -324,7 +353,9 @@ def rollback_statements(
     for p in [*drop, *create]:
         if p.key not in {d.key for d in dropped}:
             dropped.append(p)
-    statements: list[sql.Composable] = [sql.SQL(f.definition) for f in functions or []]
+    statements: list[sql.Composable] = [
+        statement for f in functions or [] for statement in f.restore_statements()
+    ]
     statements += [
         sql.SQL("DROP POLICY IF EXISTS {} ON {}").format(
             sql.Identifier(p.name), sql.Identifier(p.schema_name, p.table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flows.rls_auth_failure import (
     conjuncts,
+    function_change,
     manual_reasons,
     plan_rollback,
     policy_diff,
@@ -192,9 +193,20 @@ def test_a_snapshot_policy_wider_than_the_live_one_is_for_a_person() -> None:
     assert changed(pol("users", "sel", roles=["public"]), live)
     assert changed(pol("users", "sel", roles=["authenticated"], qual="true"), live)
     assert changed(pol("users", "sel", roles=["authenticated"], cmd="ALL"), live)
-    # Anything not provably narrower counts as wider: another condition, none at all.
+    # Anything not provably narrower counts as wider: another condition; a condition where the
+    # live policy has none (a PERMISSIVE policy without USING admits nothing for it); literals
+    # and quoted names differing only in case are different conditions.
     assert changed(pol("users", "sel", roles=["authenticated"], qual="(role = 'admin')"), live)
-    assert changed(pol("users", "sel", roles=["authenticated"], qual=None), live)
+    no_using = pol("users", "sel", roles=["authenticated"], qual=None)
+    assert changed(pol("users", "sel", roles=["authenticated"], qual="true"), no_using)
+    assert changed(live, no_using)
+    assert changed(no_using, live) == []  # putting back "admits nothing" widens nothing
+    tenant = pol("users", "sel", roles=["authenticated"], qual="(tenant = 'Acme'::text)")
+    assert changed(tenant.model_copy(update={"qual": "(tenant = 'acme'::text)"}), tenant)
+    assert changed(
+        tenant.model_copy(update={"qual": '("Tenant" = tenant)'}),
+        tenant.model_copy(update={"qual": "(tenant = tenant)"}),
+    )
     # Narrower: fewer roles than a live policy for everyone, a condition replacing `true`, one
     # command of a live ALL, a RESTRICTIVE policy replacing a permissive one.
     assert changed(live, pol("users", "sel", roles=["public"])) == []
@@ -211,7 +223,7 @@ def test_a_condition_anded_onto_the_live_one_is_narrower() -> None:
         "objects", "own", schema="storage", qual=f"((bucket_id = 'avatars'::text) AND ({owner}))"
     )
     live = good.model_copy(update={"qual": "(bucket_id = 'avatars'::text)"})
-    assert conjuncts(good.qual) == {"bucket_id = 'avatars'::text", owner.lower()}
+    assert conjuncts(good.qual or "") == {"bucket_id = 'avatars'::text", owner}
     snapshot = RlsState(policies=[good], rls={"storage.objects": True})
     now = RlsState(policies=[live], rls={"storage.objects": True})
     assert manual_reasons(policy_diff(snapshot, now, ["storage.objects"])) == []
@@ -219,8 +231,7 @@ def test_a_condition_anded_onto_the_live_one_is_narrower() -> None:
     assert manual_reasons(policy_diff(now, snapshot, ["storage.objects"]))
     # An OR, or an AND inside a literal, is one term, never split.
     assert len(conjuncts("((a = 1) OR (b = 2 AND c = 3))")) == 1
-    assert conjuncts("(name = 'x AND y'::text)") == {"name = 'x and y'::text"}
-    assert conjuncts(None) == {"true"}
+    assert conjuncts("(name = 'x AND y'::text)") == {"name = 'x AND y'::text"}
 
 
 def test_changed_functions_app_ones_are_rolled_back_auth_ones_are_not() -> None:
@@ -245,3 +256,35 @@ def test_changed_functions_app_ones_are_rolled_back_auth_ones_are_not() -> None:
     tampered = plan_rollback(diff, good, resource="r", migrations_dir=None)
     tampered.actions[0].params["functions"] = [auth.model_dump()]
     assert widens(tampered, good) == ["auth.uid()"]
+
+
+def test_a_function_is_put_back_with_its_owner_and_grants() -> None:
+    """A helper recreated by the product's role would be the product's and executable by all:
+    the snapshot keeps its owner and EXECUTE grants, compares them, and restores them."""
+    good = Function(
+        signature="public.is_teacher(uuid)",
+        schema_name="public",
+        definition="CREATE OR REPLACE FUNCTION public.is_teacher(uuid) ...",
+        owner="app_owner",
+        executors=["authenticated"],
+    )
+    assert function_change(good, good) == ""
+    assert function_change(good, None) == "is gone"
+    opened = good.model_copy(update={"executors": ["", "authenticated"]})
+    assert function_change(good, opened) == (
+        "may be executed by PUBLIC, authenticated instead of authenticated"
+    )
+    assert "owned by postgres" in function_change(
+        good, good.model_copy(update={"owner": "postgres"})
+    )
+    rendered = [s.as_string(None) for s in good.restore_statements()]
+    assert rendered == [
+        good.definition,
+        'ALTER FUNCTION public.is_teacher(uuid) OWNER TO "app_owner"',
+        "REVOKE ALL ON FUNCTION public.is_teacher(uuid) FROM PUBLIC",
+        'GRANT EXECUTE ON FUNCTION public.is_teacher(uuid) TO "authenticated"',
+    ]
+    # A snapshot from before owners were kept compares and restores the definition only.
+    legacy = good.model_copy(update={"owner": None, "executors": None})
+    assert function_change(legacy, opened) == ""
+    assert [s.as_string(None) for s in legacy.restore_statements()] == [good.definition]
