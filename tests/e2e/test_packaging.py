@@ -1,4 +1,4 @@
-"""The built wheel is the product: installed on its own, away from any checkout, with the locked
+"""The built wheel is the product: installed with pipx, away from any checkout, with the locked
 versions, `remediate serve` creates its store from the schema the wheel carries and fixes an
 alert's incident; `--version` and shell completion work."""
 
@@ -34,17 +34,24 @@ def uv(*args: str, cwd: Path = ROOT) -> None:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The wheel built from this checkout, installed in a fresh virtual environment (as pipx
-    does: a tool of its own) at the versions of uv.lock."""
+    """The wheel built from this checkout, installed by `pipx install` (a virtual environment
+    of its own, as users install it) at the versions of uv.lock."""
     root = tmp_path_factory.mktemp("wheel")
     uv("build", "--wheel", "--out-dir", str(root / "dist"))
     (wheel,) = (root / "dist").glob("remediate-*.whl")
     pins = root / "pins.txt"
     uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "-o", str(pins))
-    uv("venv", "--python", sys.executable, str(root / "venv"))
-    python = root / "venv" / "bin" / "python"
-    uv("pip", "install", "--python", str(python), "-c", str(pins), str(wheel))
-    return {"wheel": wheel, "bin": root / "venv" / "bin", "away": root}
+    pipx = Path(sys.executable).with_name("pipx")
+    result = subprocess.run(
+        [str(pipx), "install", f"--pip-args=-c {pins}", str(wheel)],
+        env={**os.environ, "PIPX_HOME": str(root / "pipx"), "PIPX_BIN_DIR": str(root / "bin")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return {"wheel": wheel, "bin": root / "bin", "away": root}
 
 
 def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
