@@ -383,8 +383,8 @@ def test_the_health_sweep_schedule_fires_under_serve(
     receiver_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A schedule registered is not a schedule firing: with SWEEP_INTERVAL_SECONDS=20 the Prefect
-    server's own scheduler creates `health-sweep` runs and serve's runner completes one within two
-    minutes. (SQLAlchemy 2.1 once stopped Prefect's scheduler with every registration intact.)"""
+    server's own scheduler creates `health-sweep` runs and serve's runner completes two within
+    150 s. (SQLAlchemy 2.1 once stopped Prefect's scheduler with every registration intact.)"""
     from datetime import datetime
 
     from prefect.client.orchestration import get_client
@@ -417,7 +417,7 @@ def test_the_health_sweep_schedule_fires_under_serve(
                     for r in runs
                     if r.auto_scheduled and r.state_type and r.state_type.value == "COMPLETED"
                 ]
-                if done:
+                if len(done) >= 2:  # and fires again
                     break
                 states = [(r.auto_scheduled, r.state_name) for r in runs]
                 assert time.monotonic() < deadline, (states, log.read_text()[-3000:])
