@@ -4,16 +4,17 @@ caller's to treat as unknown."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 __all__ = ["split_top_level", "unwrap"]
 
 
-def split_top_level(text: str, separator: str = ",") -> list[str]:
-    """`text` cut at each `separator` (case-insensitive) outside parentheses and quotes, each
-    part stripped, empty parts left out: `a, f(b, c), 'd,e'` → [a, f(b, c), 'd,e']."""
-    parts, depth, quote, start, i = [], 0, "", 0, 0
-    width, upper = len(separator), separator.upper()
-    while i < len(text):
-        ch = text[i]
+def _scan(text: str) -> Iterator[tuple[int, int, bool]]:
+    """(index, parenthesis depth before it, inside a quote) for each character of `text`, then
+    once more at `len(text)` with the depth at the end."""
+    depth, quote = 0, ""
+    for i, ch in enumerate(text):
+        yield i, depth, bool(quote)
         if quote:
             quote = "" if ch == quote else quote  # '' inside a literal closes and reopens it
         elif ch in "'\"":
@@ -22,13 +23,30 @@ def split_top_level(text: str, separator: str = ",") -> list[str]:
             depth += 1
         elif ch == ")":
             depth -= 1
-        elif depth == 0 and text[i : i + width].upper() == upper:
+    yield len(text), depth, bool(quote)
+
+
+def split_top_level(text: str, separator: str = ",") -> list[str]:
+    """`text` cut at each `separator` (case-insensitive) outside parentheses and quotes, each
+    part stripped, empty parts left out: `a, f(b, c), 'd,e'` → [a, f(b, c), 'd,e']."""
+    parts, start, upper = [], 0, separator.upper()
+    for i, depth, quoted in _scan(text):
+        if (
+            i >= start
+            and depth == 0
+            and not quoted
+            and text[i : i + len(separator)].upper() == upper
+        ):
             parts.append(text[start:i])
-            start = i = i + width
-            continue
-        i += 1
+            start = i + len(separator)
     parts.append(text[start:])
     return [p.strip() for p in parts if p.strip()]
+
+
+def _balanced(text: str) -> bool:
+    """No `)` closes more than was opened, and all that opened is closed (quotes respected)."""
+    depths = [depth for _, depth, _ in _scan(text)]
+    return min(depths) >= 0 and depths[-1] == 0
 
 
 def unwrap(expression: str) -> str:
@@ -37,19 +55,3 @@ def unwrap(expression: str) -> str:
     while text.startswith("(") and text.endswith(")") and _balanced(text[1:-1]):
         text = text[1:-1].strip()
     return text
-
-
-def _balanced(text: str) -> bool:
-    depth, quote = 0, ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                return False
-    return depth == 0

@@ -12,14 +12,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
 from tests.conftest import PG_ADMIN_URL, ROOT, db_url
-from tests.e2e.conftest import TOKEN
-from tests.e2e.test_serve import alert, start_serve
+from tests.e2e.test_serve import post_alert, start_serve
 from tests.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -93,12 +91,7 @@ def test_installed_serve_makes_its_store_and_fixes_an_alert(
             command=str(installed["bin"] / "remediate"),
         )
         try:
-            response = httpx.post(
-                f"{url}/alerts/alertmanager",
-                content=alert(w["database"]),
-                headers={"Authorization": f"Bearer {TOKEN}"},
-            )
-            assert response.status_code == 202, response.text
+            post_alert(url, w["database"])
             deadline = time.monotonic() + 120
             with psycopg.connect(fresh, autocommit=True) as conn:
                 while True:

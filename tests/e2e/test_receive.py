@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import _free_port
-from tests.e2e.conftest import TOKEN
-from tests.e2e.test_serve import alert, start_serve
+from tests.e2e.test_serve import ended_incident, post_alert, start_serve
 from tests.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -71,20 +70,8 @@ def test_a_receiver_on_its_own_starts_a_run_another_process_executes(
                 pass
             assert receiver.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
-        response = httpx.post(
-            f"{url}/alerts/alertmanager",
-            content=alert(w["database"]),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        assert response.status_code == 202, response.text
-        (run_id,) = response.json()["flow_run_ids"]
-        deadline = time.monotonic() + 120
-        while True:
-            incident = w["store"].incident_for_flow_run(run_id)
-            if incident is not None and incident.status in {"resolved", "escalated", "failed"}:
-                break
-            assert time.monotonic() < deadline, serve_log.read_text()[-3000:]
-            time.sleep(0.3)
+        run_id = post_alert(url, w["database"])
+        incident = ended_incident(w["store"], run_id, log=serve_log)
         events = [(e.kind, e.detail) for e in w["store"].timeline(incident.id)]
         assert incident.status == "resolved", events
         assert pids_alive(w["idle"]) == set()

@@ -106,6 +106,29 @@ def alert(database: str, status: str = "firing") -> bytes:
     return json.dumps(payload).encode()
 
 
+def post_alert(url: str, database: str) -> str:
+    """Alertmanager's alert for `database` to the receiver at `url`: the one run it started."""
+    response = httpx.post(
+        f"{url}/alerts/alertmanager",
+        content=alert(database),
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert response.status_code == 202, response.text
+    (run_id,) = response.json()["flow_run_ids"]
+    return str(run_id)
+
+
+def ended_incident(store: Any, run_id: str, *, log: Path, timeout: float = 120) -> Any:
+    """The incident of `run_id` once its run ended it (resolved, escalated or failed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        incident = store.incident_for_flow_run(run_id)
+        if incident is not None and incident.status in {"resolved", "escalated", "failed"}:
+            return incident
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.3)
+
+
 def test_alert_to_verified_fix_through_remediate_serve(served: dict[str, Any]) -> None:
     w = served
     headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -269,20 +292,8 @@ def test_warm_workers_0_leaves_every_run_to_prefects_runner(
     w = incident_world
     process, url, log = start_serve(w, tmp_path, auto_approve=True, extra_env={"WARM_WORKERS": "0"})
     try:
-        response = httpx.post(
-            f"{url}/alerts/alertmanager",
-            content=alert(w["database"]),
-            headers={"Authorization": f"Bearer {TOKEN}"},
-        )
-        assert response.status_code == 202, response.text
-        (run_id,) = response.json()["flow_run_ids"]
-        deadline = time.monotonic() + 120
-        while True:
-            incident = w["store"].incident_for_flow_run(run_id)
-            if incident is not None and incident.status in {"resolved", "escalated", "failed"}:
-                break
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.3)
+        run_id = post_alert(url, w["database"])
+        incident = ended_incident(w["store"], run_id, log=log)
         assert incident.status == "resolved", kinds(w["store"], incident.id)
         assert pids_alive(w["idle"]) == set()
         with get_client(sync_client=True) as client:
