@@ -17,7 +17,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
 if ! $ENGINE image exists "$BASE" 2>/dev/null; then
   if ! command -v debootstrap >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq debootstrap >/dev/null
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq debootstrap >/dev/null 2>&1 \
+      || { as_root apt-get update -qq >/dev/null \
+           && DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq debootstrap >/dev/null; } \
+      || { echo "debootstrap could not be installed (Debian's package)" >&2; exit 1; }
   fi
   root=$(mktemp -d /var/tmp/remediate-base.XXXXXX)
   trap 'as_root rm -rf "$root"' EXIT
