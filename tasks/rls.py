@@ -181,11 +181,20 @@ class ProbeAccess(BaseModel):
 
 
 def _schema_filter(column: str, schemas: list[str]) -> tuple[sql.Composable, list[Any]]:
+    # A schema whose name holds a dot is never read: its `schema.table` keys would be ambiguous
+    # (schema `a.b`, table `c` against schema `a`, table `b.c`), and a rollback could then name
+    # another table than the one it saw.
     col = sql.SQL(column)
     if schemas:
-        return sql.SQL("{}::text = ANY(%s)").format(col), [list(schemas)]
+        return (
+            sql.SQL("{c}::text = ANY(%s) AND strpos({c}::text, '.') = 0").format(c=col),
+            [list(schemas)],
+        )
     return (
-        sql.SQL("{c}::text <> ALL(%s) AND {c}::text !~ '^pg_(toast|temp)'").format(c=col),
+        sql.SQL(
+            "{c}::text <> ALL(%s) AND {c}::text !~ '^pg_(toast|temp)'"
+            " AND strpos({c}::text, '.') = 0"
+        ).format(c=col),
         [list(INTERNAL_SCHEMAS)],
     )
 
