@@ -24,6 +24,7 @@ import yaml
 
 from tests.conftest import PG_ADMIN_URL, ROOT, _free_port, db_url
 from tests.e2e.conftest import DOCKER_HOST, TOKEN, postgres_container
+from tests.e2e.test_serve import wait_healthz
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "image-db-password-7c1e"
@@ -123,18 +124,16 @@ def test_the_image_beside_a_compose_stack_fixes_a_stopped_database(
         labels={"remediate.test": "1"},
     )
     receiver = f"http://127.0.0.1:{port}"
+
+    def gone() -> bool:
+        remediate.reload()
+        return bool(remediate.status != "running")
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{receiver}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            remediate.reload()
-            assert remediate.status == "running", remediate.logs()[-3000:].decode()
-            assert time.monotonic() < deadline, remediate.logs()[-3000:].decode()
-            time.sleep(0.5)
+        try:
+            wait_healthz(receiver, gone=gone, timeout=120)
+        except AssertionError:
+            raise AssertionError(remediate.logs()[-3000:].decode()) from None
         whoami = remediate.exec_run(["id", "-u"])
         assert whoami.output.decode().strip() == "10001"  # not root
         probe = [*HEALTHCHECK[:2], HEALTHCHECK[2].format(port=port)]

@@ -7,15 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import _free_port
-from tests.e2e.test_serve import ended_incident, post_alert, start_serve
+from tests.e2e.test_serve import ended_incident, post_alert, start_serve, wait_healthz
 from tests.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -61,15 +59,10 @@ def test_a_receiver_on_its_own_starts_a_run_another_process_executes(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert receiver.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        try:
+            wait_healthz(url, gone=lambda: receiver.poll() is not None, timeout=60)
+        except AssertionError:
+            raise AssertionError(log.read_text()) from None
         run_id = post_alert(url, w["database"])
         incident = ended_incident(w["store"], run_id, log=serve_log)
         events = [(e.kind, e.detail) for e in w["store"].timeline(incident.id)]

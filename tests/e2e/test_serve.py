@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -74,16 +74,25 @@ def start_serve(
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    try:
+        wait_healthz(url, gone=lambda: process.poll() is not None, timeout=90)
+    except AssertionError:
+        process.kill()
+        raise AssertionError(f"remediate serve did not start:\n{log.read_text()[-3000:]}") from None
+    return process, url, log
+
+
+def wait_healthz(url: str, *, gone: Callable[[], bool], timeout: float) -> None:
+    """Until the receiver at `url` answers /healthz (AssertionError when the process serving it
+    is `gone` or the time is up)."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return process, url, log
+                return
         except httpx.HTTPError:
             pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"remediate serve did not start:\n{log.read_text()[-3000:]}")
+        assert not gone() and time.monotonic() < deadline, f"nothing answers {url}/healthz"
         time.sleep(0.2)
 
 
