@@ -12,11 +12,8 @@ from __future__ import annotations
 import getpass
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import contextmanager, suppress
-from typing import Any
 
 import psycopg
 
@@ -124,7 +121,7 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
     build = DRILLS.get(runbook.id)
     if build is None:
         raise ConfigError(f"no drill for {runbook.id}")
-    from core.prefect_api import ensure_api, run_settings
+    from core.prefect_api import ensure_api
 
     ensure_api()
     from core.approval import answer_run
@@ -135,21 +132,9 @@ def run_drill(runbook: Runbook, *, approve_as: str | None, interactive: bool) ->
         for line in world.story:
             _say(line)
         requested_by = f"drill-{sandbox.id}"
-        flow = runbook.load_flow()
-        future: Future[Any] = Future()
-
-        def run() -> None:
-            try:
-                with run_settings():
-                    future.set_result(
-                        flow.with_options(flow_run_name=requested_by)(
-                            **world.params, requested_by=requested_by
-                        )
-                    )
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
-                future.set_exception(exc)
-
-        threading.Thread(target=run, daemon=True).start()
+        future = terminal.start_named(
+            runbook.load_flow(), requested_by, {**world.params, "requested_by": requested_by}
+        )
         run_id = terminal.paused_run_named(requested_by, future, timeout=120)
         if run_id is not None:
             shown, digest = terminal.plan_of(run_id)

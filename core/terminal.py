@@ -30,6 +30,7 @@ __all__ = [
     "interactive",
     "paused_run_named",
     "run_with_prompt",
+    "start_named",
 ]
 
 STATUS_STYLE = {
@@ -165,18 +166,12 @@ def _flush_typed_ahead() -> None:
         termios.tcflush(sys.stdin, termios.TCIFLUSH)
 
 
-def run_with_prompt(
-    flow: Any, params: dict[str, Any], *, approver: str, label: str
-) -> tuple[Outcome, str | None]:
-    """Run `flow` with a progress line on stderr; when it pauses for an approval, show its plan
-    and ask y/N here. Returns the outcome and the answer given here ("approved"/"declined", None
-    when it was answered elsewhere or never asked)."""
-    from core.approval import answer_run
+def start_named(flow: Any, name: str, params: dict[str, Any]) -> Future[Any]:
+    """`flow(**params)` as a flow run called `name`, in a thread: its outcome (or exception)
+    arrives in the returned future while this thread shows and asks."""
     from core.prefect_api import run_settings
 
-    console = Console(stderr=True)
-    name = f"{label}-{uuid.uuid4().hex[:8]}"  # finds this run's pause, no other's
-    future: Future[Outcome] = Future()
+    future: Future[Any] = Future()
 
     def work() -> None:
         try:
@@ -186,6 +181,20 @@ def run_with_prompt(
             future.set_exception(exc)
 
     threading.Thread(target=work, daemon=True).start()
+    return future
+
+
+def run_with_prompt(
+    flow: Any, params: dict[str, Any], *, approver: str, label: str
+) -> tuple[Outcome, str | None]:
+    """Run `flow` with a progress line on stderr; when it pauses for an approval, show its plan
+    and ask y/N here. Returns the outcome and the answer given here ("approved"/"declined", None
+    when it was answered elsewhere or never asked)."""
+    from core.approval import answer_run
+
+    console = Console(stderr=True)
+    name = f"{label}-{uuid.uuid4().hex[:8]}"  # finds this run's pause, no other's
+    future = start_named(flow, name, params)
     answered: str | None = None
     with console.status(f"{label}: detecting and diagnosing…"):
         run_id = paused_run_named(name, future)
