@@ -244,7 +244,7 @@ def approve(
             str(run_id), approve=not deny, approver=approver, note=note, channel="cli"
         )
     except NotWaiting as exc:
-        _fail(str(exc), code=1)
+        _fail(str(exc) + _lost(str(run_id)), code=1)
     except Exception as exc:  # noqa: BLE001 - the server refused; say why in one line
         _fail(f"could not answer flow run {flow_run_id}: {str(exc).splitlines()[0]}", code=1)
     verdict = "declined" if deny else "approved"
@@ -266,6 +266,25 @@ def approve(
     if kind == "approval-refused":
         _fail(f"flow run {flow_run_id} refused the answer: {detail}", code=1)
     typer.echo(f"{verdict} flow run {flow_run_id} as {approver} (plan {pending.plan_digest[:12]})")
+
+
+def _lost(flow_run_id: str) -> str:
+    """`: its executor was lost …` when the store says so (the answer is not carried out)."""
+    from core.store import Store
+
+    try:
+        store = Store.open(load_settings().remediation_database_url)
+        incident = store.incident_for_flow_run(flow_run_id)
+        events = store.timeline(incident.id) if incident is not None else []
+    except ConfigError:
+        return ""
+    lost = [e for e in events if e.kind == "executor-lost"]
+    if not lost or incident is None:
+        return ""
+    return (
+        f": its executor was lost at {lost[-1].at:%H:%M:%S %Z} and incident {incident.id} was"
+        " escalated; nothing was approved or changed"
+    )
 
 
 def _wait_until_taken(flow_run_id: str, key: str, *, timeout: float) -> tuple[str, str] | None:

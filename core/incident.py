@@ -22,6 +22,7 @@ from core import approval_links, catalogue, lifecycle, monitoring, safety
 from core.approval import ApprovalPolicy, auto_approval_rule, plan_digest, request_approval
 from core.comms import IncidentComms
 from core.journal import JournaledStore
+from core.liveness import Lease
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
 from core.settings import Settings
 from core.store import LockTimeout, StoreUnavailable
@@ -144,6 +145,9 @@ def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]
                     raise
                 return opened[-1].broke(exc)
             finally:
+                for run in opened:  # stopped without an outcome (cancelled): the lease lapses
+                    if run.lease is not None and not run.ended:
+                        run.lease.close()
                 _FLAGS.reset(flags)
                 _OPENED.reset(token)
 
@@ -167,6 +171,7 @@ class IncidentRun:
     phase: str = "after detection"
     ended: bool = False
     executed: list[ActionResult] = field(default_factory=list)
+    lease: Lease | None = None
 
     @classmethod
     def open(
@@ -207,6 +212,12 @@ class IncidentRun:
             comms=IncidentComms.for_incident(
                 incident, settings=settings, store=store, silent=_FLAGS.get().dry_run
             ),
+        )
+        run.lease = Lease.take(
+            settings,
+            incident_id=incident.id,
+            flow_run_id=flow_run_id,
+            run_count=int(runtime.flow_run.run_count or 0),
         )
         targets = lifecycle.targets_for(runbook.id, runbook.severity, settings)
         run._record(
@@ -305,6 +316,8 @@ class IncidentRun:
         summary: str = "",
     ) -> Outcome:
         self.ended = True
+        if self.lease is not None:
+            self.lease.release()
         if not self.store.flush():
             get_run_logger().warning(
                 "the incident store is unreachable: %d timeline entries of incident %s are kept"
@@ -583,6 +596,19 @@ class IncidentRun:
             self._record("step-refused", detail=why)
         return why
 
+    def _stand_down(self, plan: Plan) -> Outcome | None:
+        """Right before acting: an execution whose lease was declared lost (its incident already
+        escalated by the check that declared it, its flow run marked Crashed) does not act."""
+        why = self.lease.confirm() if self.lease is not None else None
+        if why is None:
+            return None
+        if self.lease is not None and not self.lease.lost:
+            return self._store_down(StoreUnavailable(why), plan)
+        self._record("stood-down", detail=f"not acting: {why}")
+        return self.outcome(
+            "escalated", actions=_not_executed(plan), summary=f"not attempted: {why}"
+        )
+
     def _store_down(self, exc: StoreUnavailable, plan: Plan) -> Outcome:
         """Fail closed: the kill switch, the budget and the lock cannot be checked."""
         return self.escalate(
@@ -624,6 +650,9 @@ class IncidentRun:
             refused = safety.refusal(current, policy=policy, store=self.store, automatic=automatic)
             if refused:
                 return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
+            stand_down = self._stand_down(plan)
+            if stand_down is not None:
+                return stand_down
             self.phase = "while acting"
             halted: list[str] = []
             gate = _STEP_GATE.set(lambda: self._step_gate(policy, halted, locked))

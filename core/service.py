@@ -124,6 +124,7 @@ async def _serve(
         settings,
         starter=DeploymentStarter(executor=warm),
         extra_routes=[incident.route] if incident else [],
+        watch_leases=True,
     )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
     # Our own signal handling: uvicorn's would re-raise Ctrl-C after its shutdown.

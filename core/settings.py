@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     github_api_url: str = "https://api.github.com"
     notify_attempts: int = Field(default=3, ge=1, le=10)
     watchdog_interval_seconds: int = Field(default=60, ge=5)
+    # A run renews its lease in the store every third of this while it executes (waiting for an
+    # approval included); one left expired for another whole lease means its executor is lost:
+    # the incident escalates and the run is marked Crashed (docs/reliability.md).
+    run_lease_seconds: int = Field(default=15, ge=3, le=600)
 
     # Scheduled health sweeps.
     sweep_interval_seconds: int = Field(default=300, ge=10)

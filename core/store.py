@@ -423,6 +423,65 @@ class Store:
         finally:
             conn.close()
 
+    # Run leases: is the process executing an incident's run still there (`core/liveness.py`)?
+
+    def take_lease(
+        self,
+        incident_id: str,
+        *,
+        flow_run_id: str | None,
+        run_count: int,
+        holder: str,
+        ttl_seconds: int,
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                """INSERT INTO run_leases (incident_id, flow_run_id, run_count, holder,
+                                           ttl_seconds, expires_at)
+                   VALUES (%s, %s, %s, %s, %s,
+                           clock_timestamp() + make_interval(secs => %s))
+                   ON CONFLICT (incident_id) DO NOTHING""",
+                (incident_id, flow_run_id, run_count, holder, ttl_seconds, ttl_seconds),
+            )
+
+    def renew_lease(self, incident_id: str) -> bool:
+        """Renew the lease for another of its terms; False when it was declared lost (or is
+        gone): the execution holding it must not act any more."""
+        with self._cursor() as cur:
+            cur.execute(
+                """UPDATE run_leases SET renewed_at = clock_timestamp(), suspected_at = NULL,
+                          expires_at = clock_timestamp() + make_interval(secs => ttl_seconds)
+                   WHERE incident_id = %s AND lost_at IS NULL""",
+                (incident_id,),
+            )
+            return cur.rowcount == 1
+
+    def release_lease(self, incident_id: str) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "DELETE FROM run_leases WHERE incident_id = %s AND lost_at IS NULL", (incident_id,)
+            )
+
+    def lost_leases(self) -> list[dict[str, Any]]:
+        """Leases now declared lost (each returned once, to one caller, across processes): expired,
+        seen expired by a check, and still not renewed a whole term after that check. The second
+        look is what tells a dead executor from one that could not reach the store for a while:
+        a live one renews within a third of a term of the store coming back."""
+        with self._cursor() as cur, cur.connection.transaction():
+            cur.execute(
+                """UPDATE run_leases SET suspected_at = clock_timestamp()
+                   WHERE lost_at IS NULL AND suspected_at IS NULL
+                     AND expires_at < clock_timestamp()"""
+            )
+            cur.execute(
+                """UPDATE run_leases SET lost_at = clock_timestamp()
+                   WHERE lost_at IS NULL AND expires_at < clock_timestamp()
+                     AND suspected_at < clock_timestamp() - make_interval(secs => ttl_seconds)
+                   RETURNING incident_id::text AS incident_id, flow_run_id, run_count, holder,
+                             renewed_at, lost_at"""
+            )
+            return list(cur.fetchall())
+
     # Known-good snapshots (used by later runbooks: policies, key fingerprints…).
 
     def save_snapshot(self, kind: str, resource: str, data: dict[str, Any]) -> None:

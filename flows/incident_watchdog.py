@@ -6,7 +6,8 @@ nothing would. Every `WATCHDOG_INTERVAL_SECONDS` this flow reads the open incide
 and escalates each one past its target that has not been escalated for it yet, with the same
 checklist, messages and page as the run's own clock (one `target-missed` per incident, whoever
 gets there first). First it writes to the store what runs kept on disk while it was unreachable
-(`core/journal.py`), so the incidents it reads are complete.
+(`core/journal.py`), so the incidents it reads are complete, and it notices the runs whose
+executor is gone (`core/liveness.py`; every receiver does too, every few seconds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 from core import catalogue, lifecycle
 from core.comms import IncidentComms
 from core.journal import replay_spool
+from core.liveness import notice_lost_runs
 from core.settings import load_settings
 from core.store import Store
 
@@ -31,6 +33,7 @@ class WatchdogReport(BaseModel):
     # Incidents it cannot handle (a runbook no longer in the catalogue), with the reason.
     skipped: list[str] = Field(default_factory=list)
     escalated: list[str] = Field(default_factory=list)
+    lost_runs: list[str] = Field(default_factory=list)
 
 
 @flow(name=FLOW, log_prints=True)
@@ -39,6 +42,8 @@ def incident_watchdog() -> WatchdogReport:
     settings = load_settings()
     store = Store.open(settings.remediation_database_url)
     report = WatchdogReport(replayed_entries=replay_spool(settings, store=store))
+    # Runs whose executor is gone (their lease lapsed): escalated now, not at the target.
+    report.lost_runs = [lost.incident_id for lost in notice_lost_runs(settings, store)]
     now = store.now()
     for incident in store.incidents(open_only=True, limit=1000):
         report.open_incidents += 1
@@ -56,7 +61,8 @@ def incident_watchdog() -> WatchdogReport:
         report.escalated.append(incident.id)
     print(
         f"incident watchdog: {report.open_incidents} open incident(s),"
-        f" {len(report.escalated)} escalated now, {report.replayed_entries} spooled timeline"
+        f" {len(report.escalated)} escalated now, {len(report.lost_runs)} lost run(s),"
+        f" {report.replayed_entries} spooled timeline"
         " entries written" + "".join(f"; skipped {line}" for line in report.skipped)
     )
     return report

@@ -9,6 +9,8 @@ retries and nothing is lost. Signed approval links are answered here too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import html
@@ -343,13 +345,25 @@ def create_app(
     starter: Starter | None = None,
     store: Store | None = None,
     extra_routes: Sequence[Route] = (),
+    watch_leases: bool = False,
 ) -> FastAPI:
-    """The receiver app; `extra_routes` go before the configured ones (the demo's)."""
+    """The receiver app; `extra_routes` go before the configured ones (the demo's). With
+    `watch_leases` (a receiver process, `serve`), it also notices runs whose executor is lost
+    (`core/liveness.py`)."""
     receiver = Receiver(settings, starter=starter, store=store, extra_routes=extra_routes)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        watcher = None
+        if watch_leases:
+            from core.liveness import watch_leases as watch
+
+            watcher = asyncio.create_task(watch(settings))
         yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
         receiver.close()
 
     app = FastAPI(

@@ -58,7 +58,7 @@ def build() -> Any:
     require_api()
     for warning in warnings:
         print(f"remediate receive: {warning}", file=sys.stderr)
-    return create_app(settings)
+    return create_app(settings, watch_leases=True)
 
 
 _built: Any = None

@@ -1,0 +1,100 @@
+"""Run leases on the real PostgreSQL store: when is an executor declared lost, and by whom.
+
+The lost-executor path end to end (a worker's run killed while it waits, the approval refused,
+the claim taken over) is `tests/e2e/test_production_layout.py`'s; here the rule itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pydantic import SecretStr
+
+from core.store import Store
+
+
+@pytest.fixture
+def store(store_url: str) -> Store:
+    return Store.open(SecretStr(store_url))
+
+
+def incident(store: Store) -> str:
+    return store.open_incident(
+        runbook="rate-limiter", severity="P2", resource="redis", title="t"
+    ).id
+
+
+def test_an_expired_lease_is_lost_only_after_a_second_look_a_whole_term_later(
+    store: Store,
+) -> None:
+    """Expired once is suspicion; a renewal (an executor back after a store outage) clears it.
+    Still expired a whole term after the check that saw it: lost, returned once, and the holder
+    can never renew it again."""
+    incident_id = incident(store)
+    store.take_lease(incident_id, flow_run_id=None, run_count=1, holder="h:1", ttl_seconds=1)
+    assert store.lost_leases() == []  # fresh
+    time.sleep(1.2)
+    assert store.lost_leases() == []  # expired: suspected, not lost
+    assert store.renew_lease(incident_id)  # the executor was only away
+    time.sleep(1.2)
+    assert store.lost_leases() == []  # suspected again
+    time.sleep(1.2)
+    lost = store.lost_leases()
+    assert [row["incident_id"] for row in lost] == [incident_id]
+    assert lost[0]["holder"] == "h:1"
+    assert store.lost_leases() == []  # handled once
+    assert not store.renew_lease(incident_id)  # the execution must stand down
+
+
+def test_many_checkers_declare_a_lost_run_once(store: Store, store_url: str) -> None:
+    incident_id = incident(store)
+    store.take_lease(incident_id, flow_run_id=None, run_count=1, holder="h:2", ttl_seconds=1)
+    time.sleep(1.2)
+    store.lost_leases()
+    time.sleep(1.3)
+    found: list[str] = []
+
+    def check() -> None:
+        own = Store(SecretStr(store_url))
+        found.extend(str(row["incident_id"]) for row in own.lost_leases())
+        own.close()
+
+    threads = [threading.Thread(target=check) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert found.count(incident_id) == 1
+
+
+def test_a_released_lease_is_never_declared_lost(store: Store) -> None:
+    incident_id = incident(store)
+    store.take_lease(incident_id, flow_run_id=None, run_count=1, holder="h:3", ttl_seconds=1)
+    store.release_lease(incident_id)
+    time.sleep(1.2)
+    store.lost_leases()
+    time.sleep(1.2)
+    assert incident_id not in {str(r["incident_id"]) for r in store.lost_leases()}
+
+
+def test_a_live_run_keeps_its_lease_and_releases_it_at_its_end(
+    store: Store, store_url: str
+) -> None:
+    """The renewing thread keeps a 3 s lease alive across two terms; released, the row is gone."""
+    from core.liveness import Lease
+    from core.settings import load_settings
+
+    settings = load_settings(remediation_database_url=SecretStr(store_url), run_lease_seconds=3)
+    incident_id = incident(store)
+    lease = Lease.take(settings, incident_id=incident_id, flow_run_id=None, run_count=1)
+    assert lease is not None
+    for _ in range(8):
+        time.sleep(1)
+        assert incident_id not in {str(r["incident_id"]) for r in store.lost_leases()}
+    assert lease.confirm() is None
+    lease.release()
+    with store._cursor() as cur:
+        cur.execute("SELECT count(*) AS n FROM run_leases WHERE incident_id = %s", (incident_id,))
+        row = cur.fetchone()
+    assert row is not None and row["n"] == 0
