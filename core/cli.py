@@ -396,6 +396,40 @@ def receive(
     uvicorn.run(built, host=host, port=port, log_level="warning")
 
 
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option("--pool", "-p", help="The process work pool.")] = "remediate",
+    name: Annotated[str | None, typer.Option(help="The worker's name.")] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, help="At most this many runs at once on this worker.")
+    ] = 8,
+    drain_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0, help="On SIGTERM: how long running runs get to finish before handed back."
+        ),
+    ] = 30.0,
+) -> None:
+    """Prefect's process worker for the pool, stopped cleanly by SIGTERM: no new run, the current
+    ones finish or are handed back to the pool (docs/service.md)."""
+    try:
+        settings = load_settings()
+        from core.prefect_api import require_api
+
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ConfigError(
+                "PREFECT_API_URL is not set: a worker polls the shared Prefect server's work pool"
+            )
+        require_api()
+    except ConfigError as exc:
+        _fail(str(exc))
+    from core.worker import run_worker
+
+    raise typer.Exit(
+        run_worker(settings, pool=pool, name=name, limit=limit, drain_seconds=drain_seconds)
+    )
+
+
 @app.command("check-migrations")
 def check_migrations(
     paths: Annotated[
