@@ -29,6 +29,7 @@ bench: setup
 	$(VENV)/python bench/connection_pool.py
 	$(VENV)/python bench/receiver.py
 	$(VENV)/python bench/sweep_and_bulk.py
+	$(VENV)/python bench/liveness.py
 
 prefect-yaml:
 	$(VENV)/python -m deployments.prefect_yaml

@@ -602,8 +602,6 @@ class IncidentRun:
         why = self.lease.confirm() if self.lease is not None else None
         if why is None:
             return None
-        if self.lease is not None and not self.lease.lost:
-            return self._store_down(StoreUnavailable(why), plan)
         self._record("stood-down", detail=f"not acting: {why}")
         return self.outcome(
             "escalated", actions=_not_executed(plan), summary=f"not attempted: {why}"

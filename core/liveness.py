@@ -107,13 +107,12 @@ class Lease:
             return not self.lost
 
     def confirm(self) -> str | None:
-        """Right before acting: why this execution must stand down (its lease was declared lost,
-        or cannot be renewed), or None. A renewed lease cannot be declared lost for two terms."""
-        try:
-            if self.renew():
-                return None
-        except StoreUnavailable as exc:
-            return f"its run lease cannot be renewed ({exc})"
+        """Right before acting: why this execution must stand down (its lease was declared
+        lost), or None. A renewed lease cannot be declared lost for two terms. A store that does
+        not answer raises StoreUnavailable: the run fails closed, as without the store it
+        cannot read the kill switch or take the lock either."""
+        if self.renew():
+            return None
         return (
             "its executor was declared lost (the lease was not renewed in time) and the incident"
             " was escalated"

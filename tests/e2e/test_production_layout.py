@@ -88,6 +88,9 @@ class Layout:
             "ALERT_ROUTES_FILE": str(routes),
             "RUN_LEASE_SECONDS": LEASE,
             "PREFECT_WORKER_QUERY_SECONDS": "1",
+            # Prefect's INFO lines are what a run writes into its worker's pipe: with the worker
+            # gone, the first one after the approval killed the run (a broken pipe).
+            "PREFECT_LOGGING_LEVEL": "INFO",
             "APPROVAL_TIMEOUT_SECONDS": "300",
             "APPROVAL_LINK_SECRET": "l" * 32,
             "REMEDIATE_HOME": str(tmp_path / "home"),
