@@ -23,13 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from prefect.client.orchestration import get_client
 
 from core.worker import runs_under
 from tests.conftest import ROOT, _free_port
 from tests.e2e.conftest import TOKEN, kinds
-from tests.e2e.test_serve import alert, wait_healthz
+from tests.e2e.test_serve import alert, wait_healthz, write_routes
 from tests.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -65,24 +64,7 @@ class Layout:
     def __init__(self, world: dict[str, Any], pool: str, tmp_path: Path) -> None:
         self.world = world
         self.tmp = tmp_path
-        routes = tmp_path / "routes.yaml"
-        routes.write_text(
-            yaml.safe_dump(
-                {
-                    "routes": [
-                        {
-                            "runbook": "connection-pool-exhausted",
-                            "match": {"name": "PostgresqlTooManyConnections"},
-                            "parameters": {
-                                "database": "$labels.datname",
-                                "usage_threshold": world["params"]["usage_threshold"],
-                                "idle_minutes": 0,
-                            },
-                        }
-                    ]
-                }
-            )
-        )
+        routes = write_routes(world, tmp_path / "routes.yaml")
         self.env = {
             **os.environ,
             "ALERT_ROUTES_FILE": str(routes),

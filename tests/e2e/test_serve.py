@@ -26,18 +26,8 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
 
 
-def start_serve(
-    w: dict[str, Any],
-    tmp_path: Path,
-    *,
-    auto_approve: bool,
-    extra_env: dict[str, str] | None = None,
-    command: str = REMEDIATE,
-) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """`remediate serve` (`command`: another installation's) with a route for the world's
-    alert (and auto-approval of the fix if asked), once its receiver answers: the process, its
-    URL and its log."""
-    routes = tmp_path / "routes.yaml"
+def write_routes(w: dict[str, Any], routes: Path) -> Path:
+    """A routes file sending the world's alert to connection-pool-exhausted on its database."""
     routes.write_text(
         yaml.safe_dump(
             {
@@ -55,6 +45,21 @@ def start_serve(
             }
         )
     )
+    return routes
+
+
+def start_serve(
+    w: dict[str, Any],
+    tmp_path: Path,
+    *,
+    auto_approve: bool,
+    extra_env: dict[str, str] | None = None,
+    command: str = REMEDIATE,
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`remediate serve` (`command`: another installation's) with a route for the world's
+    alert (and auto-approval of the fix if asked), once its receiver answers: the process, its
+    URL and its log."""
+    routes = write_routes(w, tmp_path / "routes.yaml")
     port = _free_port()
     env = {
         **os.environ,
