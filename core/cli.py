@@ -414,9 +414,9 @@ def worker(
     ones finish or are handed back to the pool (docs/service.md)."""
     try:
         settings = load_settings()
-        from core.prefect_api import require_api
+        from core.prefect_api import configured_api_url, require_api
 
-        if not os.environ.get("PREFECT_API_URL"):
+        if not configured_api_url():
             raise ConfigError(
                 "PREFECT_API_URL is not set: a worker polls the shared Prefect server's work pool"
             )

@@ -236,9 +236,9 @@ def _redis(url: SecretStr, *, keys: bool, schemes: tuple[str, ...] = ("redis", "
 
 
 def _prefect() -> str:
-    from core.prefect_api import LOCAL_API_URL
+    from core.prefect_api import LOCAL_API_URL, configured_api_url, owned_server_answers
 
-    configured = os.environ.get("PREFECT_API_URL")
+    configured = configured_api_url()
     api = (configured or LOCAL_API_URL).rstrip("/")
     headers = {}
     if os.environ.get("PREFECT_API_KEY"):
@@ -273,7 +273,15 @@ def _prefect() -> str:
         version = "Prefect"
     if configured:
         return f"{redact_url(api)}: {version} answers /health"
-    return f"not set; the private server on {LOCAL_API_URL} answers ({version}) and commands use it"
+    if not owned_server_answers():
+        raise Broken(
+            f"not set, and a server this installation did not start answers on {LOCAL_API_URL}"
+            f" ({version}): commands refuse it; set PREFECT_API_URL to it, or stop it"
+        )
+    return (
+        f"not set; the local server a running remediate command started answers on"
+        f" {LOCAL_API_URL} ({version}) and commands use it while that command runs"
+    )
 
 
 def _docker_reason(exc: BaseException) -> str:

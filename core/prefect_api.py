@@ -1,9 +1,13 @@
 """Finding (or starting) the Prefect server the CLI talks to.
 
 An approval is answered from another process (`remediate approve`, the UI), so runs must live on a
-server both can reach: `PREFECT_API_URL` when the user has one, else a local server on
-127.0.0.1:4200 that the first `remediate run` starts in the background (embedded SQLite default)
-and later commands reuse. Import this module before Prefect: Prefect reads its settings at import.
+server both can reach: `PREFECT_API_URL` as Prefect itself reads it (the environment, the active
+profile of `prefect config set`, `prefect.toml`, `.env`) when the user has one. Otherwise a local
+server on 127.0.0.1:`REMEDIATE_PREFECT_PORT` (4200; embedded SQLite) **owned** by the command that
+starts it (`remediate serve`, or one `remediate run`): identified by a file in the state folder,
+and stopped when that command ends, SIGKILL included (the kernel sends it SIGTERM when its parent
+dies). A later command reuses it only while it is that owner's; whatever else answers on the port
+is refused, never adopted.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ __all__ = [
     "start_server",
 ]
 
-LOCAL_API_URL = "http://127.0.0.1:4200/api"
+LOCAL_PORT = int(os.environ.get("REMEDIATE_PREFECT_PORT") or 4200)
+LOCAL_API_URL = f"http://127.0.0.1:{LOCAL_PORT}/api"
 STATE_DIR = Path(os.environ.get("REMEDIATE_HOME", Path.home() / ".remediate"))
 
 
@@ -54,10 +59,24 @@ def _healthy(api_url: str, *, timeout: float = 2.0) -> bool:
         return False
 
 
+def configured_api_url() -> str | None:
+    """PREFECT_API_URL as Prefect reads it: the environment, the active profile (`prefect config
+    set`), `prefect.toml` or `.env`; None when none of them sets it."""
+    if os.environ.get("PREFECT_API_URL"):
+        return os.environ["PREFECT_API_URL"]
+    from prefect.settings import Settings
+
+    url = Settings().api.url  # read now, not the copy Prefect froze when it was imported
+    return str(url) if url else None
+
+
 def _configure(api_url: str) -> None:
     os.environ["PREFECT_API_URL"] = api_url
-    # Each runbook run is short; a pause needs an answer within a second, not the default 10 s.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "prefect.context" in sys.modules:  # Prefect froze its settings when it was imported
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 @contextmanager
@@ -77,12 +96,32 @@ def run_settings() -> Iterator[None]:
         yield
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies (Linux)."""
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 def start_server(
-    *, port: int, log_path: Path, database_url: str | None = None, ui: bool = True
+    *,
+    port: int,
+    log_path: Path,
+    database_url: str | None = None,
+    ui: bool = True,
+    owned: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start `prefect server start` in the background (its own session: Ctrl-C here spares it).
 
     `database_url` (postgresql://…) puts the server on PostgreSQL instead of the embedded SQLite.
+    `owned`: it stops when this process ends, however it ends.
     """
     env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     if database_url:
@@ -100,6 +139,7 @@ def start_server(
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent if owned else None,
         )
 
 
@@ -118,8 +158,9 @@ def wait_healthy(
 
 
 def require_api() -> str:
-    """The configured or local server's URL, which must already answer (exit 2 otherwise)."""
-    api_url = os.environ.get("PREFECT_API_URL") or LOCAL_API_URL
+    """The configured server's URL, or the local one while its owner runs; it must already
+    answer (ConfigError otherwise)."""
+    api_url = configured_api_url() or LOCAL_API_URL
     if not _healthy(api_url):
         raise ConfigError(
             f"PREFECT_API_URL ({api_url}): no Prefect server answers there"
@@ -129,21 +170,64 @@ def require_api() -> str:
     return api_url
 
 
-def ensure_api(*, start_timeout: float = 90.0) -> str:
-    """The server's URL, starting the local one in the background if none is configured."""
-    configured = os.environ.get("PREFECT_API_URL")
-    if configured:
-        return require_api()
+SERVER_FILE = "prefect-server.json"
+
+
+def owned_server_answers() -> bool:
+    """Whether what answers on the local port is a server a command of this installation
+    started (its file names a live `prefect server` process on that port)."""
+    import json
+
+    try:
+        record = json.loads((STATE_DIR / SERVER_FILE).read_text())
+        cmdline = Path(f"/proc/{int(record['pid'])}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (
+        record.get("port") == LOCAL_PORT
+        and b"server" in cmdline
+        and any(part.endswith(b"prefect") for part in cmdline)
+    )
+
+
+def local_server(*, owner: str, start_timeout: float = 90.0) -> subprocess.Popen[bytes] | None:
+    """Use the local server of this installation when one answers (None), else start one owned
+    by this process (returned). Anything else answering on the port is refused."""
+    import json
+
     if _healthy(LOCAL_API_URL):
+        if not owned_server_answers():
+            raise ConfigError(
+                f"a server this installation did not start answers on {LOCAL_API_URL}: set"
+                " PREFECT_API_URL to it (or `prefect config set PREFECT_API_URL=…`) to use it,"
+                " stop it, or set REMEDIATE_PREFECT_PORT to another port"
+            )
         _configure(LOCAL_API_URL)
-        return LOCAL_API_URL
+        return None
     private_dir(STATE_DIR)
     log_path = STATE_DIR / "prefect-server.log"
-    print(f"starting a local Prefect server on {LOCAL_API_URL} (log: {log_path})", file=sys.stderr)
-    start_server(port=4200, log_path=log_path)
-    if not wait_healthy(LOCAL_API_URL, timeout=start_timeout):
+    print(
+        f"starting a Prefect server for {owner} on {LOCAL_API_URL} (SQLite; it stops with"
+        f" {owner}; log: {log_path})",
+        file=sys.stderr,
+    )
+    process = start_server(port=LOCAL_PORT, log_path=log_path, owned=True)
+    (STATE_DIR / SERVER_FILE).write_text(
+        json.dumps({"pid": process.pid, "port": LOCAL_PORT, "owner": owner, "by": os.getpid()})
+    )
+    if not wait_healthy(LOCAL_API_URL, timeout=start_timeout, process=process):
+        process.terminate()
         raise ConfigError(
             f"the local Prefect server did not start within {start_timeout:.0f} s; see {log_path}"
         )
     _configure(LOCAL_API_URL)
+    return process
+
+
+def ensure_api(*, owner: str = "this command", start_timeout: float = 90.0) -> str:
+    """The configured server's URL; else the local one, started for this command if none of
+    this installation's answers (and stopped when the command ends)."""
+    if configured_api_url():
+        return require_api()
+    local_server(owner=owner, start_timeout=start_timeout)
     return LOCAL_API_URL

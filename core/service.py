@@ -67,33 +67,15 @@ def _prepare_environment(host: str, port: int) -> Path | None:
 
 
 def _own_server() -> subprocess.Popen[bytes] | None:
-    """Start the local Prefect server unless one is configured or already answers."""
-    from core.prefect_api import (
-        LOCAL_API_URL,
-        STATE_DIR,
-        _configure,
-        _healthy,
-        private_dir,
-        require_api,
-        start_server,
-        wait_healthy,
-    )
+    """The configured Prefect server (None), or the local one: started here and owned by this
+    process (it stops with it, SIGKILL included), or that of another `serve` of this
+    installation still running."""
+    from core.prefect_api import configured_api_url, local_server, require_api
 
-    if os.environ.get("PREFECT_API_URL"):
+    if configured_api_url():
         require_api()
         return None
-    if _healthy(LOCAL_API_URL):
-        _configure(LOCAL_API_URL)
-        return None
-    private_dir(STATE_DIR)
-    log_path = STATE_DIR / "prefect-server.log"
-    _say(f"starting a Prefect server on {LOCAL_API_URL} (SQLite; log: {log_path})")
-    process = start_server(port=4200, log_path=log_path)
-    if not wait_healthy(LOCAL_API_URL, timeout=90, process=process):
-        process.terminate()
-        raise ConfigError(f"the local Prefect server did not start; see {log_path}")
-    _configure(LOCAL_API_URL)
-    return process
+    return local_server(owner="remediate serve")
 
 
 async def _serve(

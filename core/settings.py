@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     # Runs an alert starts that `remediate serve` executes in its own process at once.
     # 0: none; Prefect's own runner executes every run (as workers do).
     warm_workers: int = Field(default=4, ge=0, le=32)
+    # The local Prefect server a command starts and owns when no PREFECT_API_URL is configured
+    # (core/prefect_api.py reads it from the environment before these settings exist).
+    remediate_prefect_port: int = Field(default=4200, ge=1, le=65535)
 
     # The product itself.
     remediation_database_url: SecretStr = SecretStr(DEFAULT_STORE_URL)

@@ -27,8 +27,10 @@ def receiver_problems(settings: Settings) -> tuple[list[str], list[str]]:
     """(what stops a receiver-only process, what it should be told) for these settings."""
     import os
 
+    from core.prefect_api import configured_api_url
+
     errors, warnings = [], []
-    if not os.environ.get("PREFECT_API_URL"):
+    if not configured_api_url():
         errors.append(
             "PREFECT_API_URL is not set: a receiver on its own creates runs on the shared Prefect"
             " server that the workers poll; it never starts a private one"
