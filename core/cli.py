@@ -430,6 +430,53 @@ def worker(
     )
 
 
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", "-p", help="The process work pool.")] = "remediate",
+) -> None:
+    """Register every deployment on the shared Prefect server with `prefect deploy`, the health
+    sweep and the watchdog every SWEEP_INTERVAL_SECONDS and WATCHDOG_INTERVAL_SECONDS."""
+    import subprocess
+    import tempfile
+
+    try:
+        settings = load_settings()
+        from core.prefect_api import configured_api_url, require_api
+
+        if not configured_api_url():
+            raise ConfigError(
+                "PREFECT_API_URL is not set: deployments go to the shared Prefect server"
+                " the workers poll"
+            )
+        require_api()
+    except ConfigError as exc:
+        _fail(str(exc))
+    from deployments.prefect_yaml import render
+
+    text = render(
+        sweep_interval_seconds=settings.sweep_interval_seconds,
+        watchdog_interval_seconds=settings.watchdog_interval_seconds,
+        pool=pool,
+    )
+    prefect = Path(sys.executable).with_name("prefect")
+    with tempfile.TemporaryDirectory(prefix="remediate-deploy-") as folder:
+        (Path(folder) / "prefect.yaml").write_text(text, encoding="utf-8")
+        done = subprocess.run(
+            [str(prefect), "--no-prompt", "deploy", "--all", "--prefect-file", "prefect.yaml"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode != 0:
+        lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+        _fail(f"prefect deploy failed: {lines[-1] if lines else done.returncode}", code=1)
+    typer.echo(
+        f"deployed {text.count('- name: ')} deployments to work pool {pool!r} (health-sweep"
+        f" every {settings.sweep_interval_seconds} s, incident-watchdog every"
+        f" {settings.watchdog_interval_seconds} s)"
+    )
+
+
 @app.command("check-migrations")
 def check_migrations(
     paths: Annotated[
