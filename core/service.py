@@ -167,6 +167,23 @@ async def _recover_orphans(deployment_ids: list[Any]) -> None:
         await asyncio.sleep(RECOVERY_INTERVAL_SECONDS)
 
 
+def _refuse_pooled(names: list[str]) -> None:
+    """`prefect deploy` owns these deployments on this server (the production layout): serving
+    them here would re-register them without their pool, and the workers would stop getting
+    runs. One line and exit 2 instead."""
+    from deployments.serve import pooled
+
+    taken = pooled(names)
+    if taken:
+        first, pool = next(iter(sorted(taken.items())))
+        raise ConfigError(
+            f"{len(taken)} deployment(s) on this Prefect server belong to work pool {pool!r}"
+            f" ({first}, registered by `prefect deploy`): serving them here would take them from"
+            " its workers. There, run `remediate receive` beside the workers; or point serve at"
+            " another Prefect server"
+        )
+
+
 def serve(*, host: str, port: int, demo: bool = False) -> int:
     made = _prepare_environment(host, port)
     settings = load_settings()
@@ -181,6 +198,7 @@ def serve(*, host: str, port: int, demo: bool = False) -> int:
             sweep_interval_seconds=settings.sweep_interval_seconds,
             watchdog_interval_seconds=settings.watchdog_interval_seconds,
         )
+        _refuse_pooled([d.name for d in served])
         asyncio.run(_serve(settings, served, host=host, port=port, demo=demo))
     finally:
         if process is not None:

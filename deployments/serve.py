@@ -53,6 +53,24 @@ def deployments(
     return [*runbooks, sweep, watchdog]
 
 
+def pooled(names: list[str]) -> dict[str, str]:
+    """{"flow/deployment": work pool} of the deployments among `names` that `prefect deploy`
+    registered into a work pool on the configured server (serving them would take them from
+    the pool's workers)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with get_client(sync_client=True) as client:
+        found = client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=names))
+        )
+        return {
+            f"{client.read_flow(d.flow_id).name}/{d.name}": d.work_pool_name
+            for d in found
+            if d.work_pool_name
+        }
+
+
 def main() -> None:
     from prefect import serve
 

@@ -286,6 +286,30 @@ def deployment_ids(prefect_server: str) -> Iterator[dict[str, uuid.UUID]]:
     delete_scheduled_runs()
 
 
+def unpool_deployments(ids: dict[str, uuid.UUID]) -> None:
+    """After a test of the production layout: the deployments `prefect deploy` put in a work pool
+    are registered again without one and without schedules, as the other tests have them (a
+    `serve` refuses pooled ones; re-registering alone keeps the pool). `ids` (the session's
+    deployment ids) is updated in place."""
+    from flows.health_sweep import health_sweep
+    from flows.incident_watchdog import incident_watchdog
+
+    with get_client(sync_client=True) as client:
+        pooled = [d for d in client.read_deployments() if d.work_pool_name]
+        for deployment in pooled:
+            client.delete_deployment(deployment.id)
+    flows = {r.id: r.load_flow() for r in catalogue.CATALOGUE.values()}
+    flows.update({"health-sweep": health_sweep, "incident-watchdog": incident_watchdog})
+    for deployment in pooled:
+        flow = flows.get(deployment.name)
+        if flow is None:
+            continue
+        new_id = flow.to_deployment(name=deployment.name).apply()
+        if deployment.name in ids:
+            ids[deployment.name] = new_id
+    delete_scheduled_runs()
+
+
 def delete_scheduled_runs() -> None:
     """Runs the receiver or the sweep started with no runner to take them: gone, so that a later
     `remediate serve` on this server does not run them against databases dropped since."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from prefect.client.orchestration import get_client
 
 from core import catalogue
 from tests.conftest import ROOT
+from tests.e2e.conftest import unpool_deployments
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -88,3 +91,38 @@ def test_remediate_deploy_takes_the_intervals_and_pool_from_the_settings() -> No
     }
     assert intervals == {"health-sweep": 7200, "incident-watchdog": 3600}
     assert deployments["rate-limiter"].pull_steps in (None, [])
+
+
+def test_serve_refuses_to_take_deployments_prefect_deploy_put_in_a_pool(tmp_path: Path) -> None:
+    """In the production layout `prefect deploy` owns the deployments: a `remediate serve`
+    started against the same server used to re-register them without their pool, and the
+    workers stopped getting runs. It refuses in one line (exit 2) and changes nothing."""
+    from tests.conftest import _free_port
+
+    before = pooled_now()
+    assert before  # the tests above deployed into pools
+    done = subprocess.run(
+        [str(Path(PREFECT).with_name("remediate")), "serve", "--port", str(_free_port())],
+        env=os.environ,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "prefect deploy" in done.stderr and "Traceback" not in done.stderr
+    assert pooled_now() == before
+
+
+def pooled_now() -> dict[str, str]:
+    from deployments.serve import deployments, pooled
+
+    return pooled([d.name for d in deployments()])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _unpooled_afterwards(deployment_ids: dict[str, uuid.UUID]) -> Iterator[None]:
+    """Leave the server as the other tests expect it: no deployment in a pool."""
+    yield
+    unpool_deployments(deployment_ids)
+    assert pooled_now() == {}

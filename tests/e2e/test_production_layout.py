@@ -27,7 +27,7 @@ from prefect.client.orchestration import get_client
 
 from core.worker import runs_under
 from tests.conftest import ROOT, _free_port
-from tests.e2e.conftest import TOKEN, kinds
+from tests.e2e.conftest import TOKEN, kinds, unpool_deployments
 from tests.e2e.test_serve import alert, wait_healthz, write_routes
 from tests.sessions import pids_alive
 
@@ -37,7 +37,7 @@ LEASE = "3"
 
 
 @pytest.fixture(scope="module")
-def pool() -> str:
+def pool(deployment_ids: dict[str, uuid.UUID]) -> Iterator[str]:
     """A process work pool of this module's own, and the deployment `prefect deploy` put in it."""
     name = f"rt-layout-{uuid.uuid4().hex[:6]}"
     env = dict(os.environ)  # the workers import the flows from the installed product
@@ -57,7 +57,8 @@ def pool() -> str:
             command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
         )
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return name
+    yield name
+    unpool_deployments(deployment_ids)
 
 
 class Layout:
