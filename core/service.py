@@ -169,8 +169,9 @@ async def _recover_orphans(deployment_ids: list[Any]) -> None:
 
 def _refuse_pooled(names: list[str]) -> None:
     """`prefect deploy` owns these deployments on this server (the production layout): serving
-    them here would re-register them without their pool, and the workers would stop getting
-    runs. One line and exit 2 instead."""
+    them here would re-register them with this process's entrypoints (files of this checkout,
+    which a worker elsewhere cannot import) and race the pool's workers for every run. One line
+    and exit 2 instead."""
     from deployments.serve import pooled
 
     taken = pooled(names)
