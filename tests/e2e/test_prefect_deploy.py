@@ -9,6 +9,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -19,6 +20,16 @@ from tests.e2e.conftest import unpool_deployments
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def in_pool(pool: str) -> dict[str, Any]:
+    """{"flow/deployment": deployment} of the deployments in work pool `pool`."""
+    with get_client(sync_client=True) as client:
+        return {
+            f"{client.read_flow(d.flow_id).name}/{d.name}": d
+            for d in client.read_deployments()
+            if d.work_pool_name == pool
+        }
 
 
 def test_prefect_deploy_all_registers_every_deployment() -> None:
@@ -41,12 +52,7 @@ def test_prefect_deploy_all_registers_every_deployment() -> None:
         timeout=300,
     )
     assert deploy.returncode == 0, deploy.stdout[-3000:] + deploy.stderr[-3000:]
-    with get_client(sync_client=True) as client:
-        deployments = {
-            f"{client.read_flow(d.flow_id).name}/{d.name}": d
-            for d in client.read_deployments()
-            if d.work_pool_name == "remediate"
-        }
+    deployments = in_pool("remediate")
     expected = {f"{r}/{r}" for r in [*catalogue.CATALOGUE, "health-sweep", "incident-watchdog"]}
     assert expected <= set(deployments)
     sweep = deployments["health-sweep/health-sweep"]
@@ -78,12 +84,7 @@ def test_remediate_deploy_takes_the_intervals_and_pool_from_the_settings() -> No
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    with get_client(sync_client=True) as client:
-        deployments = {
-            client.read_flow(d.flow_id).name: d
-            for d in client.read_deployments()
-            if d.work_pool_name == pool
-        }
+    deployments = {name.split("/")[0]: d for name, d in in_pool(pool).items()}
     assert set(deployments) == {*catalogue.CATALOGUE, "health-sweep", "incident-watchdog"}
     intervals = {
         name: deployments[name].schedules[0].schedule.interval.total_seconds()
