@@ -184,6 +184,17 @@ def paused_incident(layout: Layout, run_id: str, *, not_id: str | None = None) -
     return wait_for(f"run {run_id} never asked for an approval", asked, layout)
 
 
+def assert_resolved(layout: Layout, incident_id: str) -> None:
+    """Once the run has ended its incident: resolved (a verified fix)."""
+    store = layout.world["store"]
+    wait_for(
+        "the run did not finish",
+        lambda: (i := store.incident(incident_id)) is not None and i.status != "open",
+        layout,
+    )
+    assert store.incident(incident_id).status == "resolved", kinds(store, incident_id)
+
+
 def approve(run_id: str, *, deny: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "remediate"), "approve", run_id, "--as", "alice", *(["--deny"] if deny else [])],
@@ -209,12 +220,7 @@ def test_an_alert_is_fixed_through_a_worker_even_when_the_worker_dies_while_the_
     answered = approve(run_id)
     assert answered.returncode == 0, answered.stdout + answered.stderr
     store = w["store"]
-    wait_for(
-        "the run did not finish",
-        lambda: (i := store.incident(incident.id)) is not None and i.status != "open",
-        layout,
-    )
-    assert store.incident(incident.id).status == "resolved", kinds(store, incident.id)
+    assert_resolved(layout, incident.id)
     events = kinds(store, incident.id)
     assert events.count("acted") == 1 and "executor-lost" not in events
     assert pids_alive(w["idle"]) == set()
@@ -282,12 +288,7 @@ def test_sigterm_drains_a_worker_and_its_waiting_run_is_fixed_once_by_the_other(
     assert other != name
     answered = approve(run_id)
     assert answered.returncode == 0, answered.stdout + answered.stderr
-    wait_for(
-        "the run did not finish",
-        lambda: (i := store.incident(second.id)) is not None and i.status != "open",
-        layout,
-    )
-    assert store.incident(second.id).status == "resolved", kinds(store, second.id)
+    assert_resolved(layout, second.id)
     assert kinds(store, second.id).count("acted") == 1
     assert "acted" not in kinds(store, first.id)
     assert pids_alive(w["idle"]) == set()
