@@ -11,11 +11,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime
 
 from tests.conftest import _free_port
 from tests.e2e.test_serve import REMEDIATE, wait_healthz
@@ -72,6 +74,7 @@ def test_a_prefect_profile_names_the_server(
 ) -> None:
     """`prefect config set PREFECT_API_URL=…` (a profile, no environment variable) is obeyed: the
     run is on that server, and no local one is started."""
+    began = datetime.now(UTC)
     configured = subprocess.run(
         [
             str(Path(REMEDIATE).with_name("prefect")),
@@ -89,8 +92,16 @@ def test_a_prefect_profile_names_the_server(
     assert done.returncode == 0, done.stderr[-2000:]
     assert "starting a Prefect server" not in done.stderr
     assert not answers(int(bare_env["REMEDIATE_PREFECT_PORT"]))
+    # a dry run on a healthy database opens no incident, so the outcome names no flow run: find it
+    # among the runs created since the test began (a fixed page of the server's runs misses it
+    # once the session has made a few hundred)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=50)
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=began)
+            ),
+            limit=200,
+        )
     assert any(r.parameters.get("database") == sandbox for r in runs)
 
 
