@@ -28,6 +28,7 @@ format:
 bench: setup
 	$(VENV)/python bench/connection_pool.py
 	$(VENV)/python bench/receiver.py
+	$(VENV)/python bench/sweep.py
 	$(VENV)/python bench/sweep_and_bulk.py
 	$(VENV)/python bench/liveness.py
 

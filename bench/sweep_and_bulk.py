@@ -1,7 +1,7 @@
-"""Benchmarks: health-sweep across 1, 10 and 50 target databases, and bulk remediation plans
-(thousands of stuck rate-limit buckets; every idle session the shared server allows, and hundreds
-on a PostgreSQL server of its own in a container) against the bare commands, each floor measured
-in the same run.
+"""Benchmarks: bulk remediation plans (thousands of stuck rate-limit buckets; every idle session
+the shared server allows, and hundreds on a PostgreSQL server of its own in a container) against
+the bare commands, each floor measured in the same run. The health sweep's scaling is
+`bench/sweep.py`.
 
     .venv/bin/python bench/sweep_and_bulk.py [--rounds 3] [--buckets 5000] [--sessions 400]
 """
@@ -18,45 +18,13 @@ from contextlib import contextmanager
 from common import (
     ADMIN,
     bench_environment,
-    create_db,
-    drop_db,
     expire_unbounded,
     median_of,
-    timed,
     url,
 )
 
 import psycopg  # isort: skip
 import redis  # isort: skip
-
-SWEPT = ["connection-pool-exhausted", "database-connection-errors", "rls-auth-failure"]
-
-
-def sweep_scaling(rounds: int) -> dict[int, float]:
-    """Seconds for one sweep of the database runbooks across N databases (no runs started)."""
-    from core.prefect_api import run_settings
-    from flows.health_sweep import health_sweep
-
-    extra = [f"bench_sweep_{uuid.uuid4().hex[:6]}_{i}" for i in range(49)]
-    for name in extra:
-        create_db(name)
-    try:
-        results = {}
-        for n in (1, 10, 50):
-            targets = extra[: n - 1]
-
-            def once(targets: list[str] = targets) -> float:
-                with run_settings():
-                    return timed(
-                        lambda: health_sweep(runbooks=SWEPT, databases=targets, start_runs=False)
-                    )
-
-            results[n] = median_of(rounds, once)
-            print(f"sweep of {n:2d} database(s): {results[n] * 1000:8.0f} ms", flush=True)
-        return results
-    finally:
-        for name in extra:
-            drop_db(name)
 
 
 def bulk_buckets(n: int, rounds: int) -> tuple[float, float]:
@@ -198,17 +166,11 @@ def main() -> None:
         "TARGET_REDIS_URL": "redis://127.0.0.1:6379/0",
     }
     with bench_environment(**env) as names:
-        os.environ["SWEEP_CONCURRENCY"] = os.environ.get("SWEEP_CONCURRENCY", "8")
-        sweep = sweep_scaling(args.rounds)
         bare_b, flow_b = bulk_buckets(args.buckets, args.rounds)
         n = room_for_sessions()
         bare_s, flow_s = bulk_sessions(ADMIN, url(names["target"]), n, args.rounds)
         with big_server(args.sessions + 60) as admin:
             big_bare, big_flow = bulk_sessions(admin, admin, args.sessions, args.rounds)
-    print(f"\nhealth-sweep, {len(SWEPT)} database runbooks per database, medians of {args.rounds}")
-    for k, v in sweep.items():
-        print(f"  {k:2d} database(s)   {v * 1000:8.0f} ms   ({v / sweep[1]:.1f} x one database)")
-    print(f"  50 databases cost {sweep[50] / sweep[1]:.1f} x one (linear would be 50 x)")
     print(f"\nbulk plans, medians of {args.rounds}")
     print(
         f"  {args.buckets} stuck buckets: bare {bare_b * 1000:8.0f} ms, rate-limiter"

@@ -8,6 +8,9 @@ with one line naming the variable, which the CLI turns into exit code 2.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -16,7 +19,14 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["ConfigError", "Settings", "load_settings", "redact_url", "setting_problem"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "redact_url",
+    "setting_problem",
+    "settings_read_once",
+]
 
 DEFAULT_STORE_URL = "postgresql://postgres@127.0.0.1:5432/remediate"
 # Supabase's own login roles (its services and tooling): their sessions are never a leak to cut.
@@ -201,6 +211,7 @@ class Settings(BaseSettings):
     # More databases on TARGET_DATABASE_URL's server for the database runbooks to sweep.
     sweep_databases: Annotated[list[str], NoDecode] = Field(default_factory=list)
     sweep_concurrency: int = Field(default=8, ge=1, le=64)
+    sweep_connections_per_server: int = Field(default=4, ge=1, le=64)
     # Schemas whose RLS policies rls-auth-failure watches, comma separated; empty: every schema but
     # PostgreSQL's and Supabase's internal ones (`auth` among them; `storage` is watched).
     rls_schemas: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -329,8 +340,26 @@ class Settings(BaseSettings):
         return self.target_database_url
 
 
+_READ_ONCE: ContextVar[Settings | None] = ContextVar("remediate_settings", default=None)
+
+
+@contextmanager
+def settings_read_once(settings: Settings) -> Iterator[Settings]:
+    """Within this block (this thread, or a context copied from it), `load_settings()` returns
+    `settings` instead of reading the environment again: a health sweep reads them once for its
+    hundreds of checks."""
+    token = _READ_ONCE.set(settings)
+    try:
+        yield settings
+    finally:
+        _READ_ONCE.reset(token)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings, turning a validation error into one `ConfigError` line."""
+    read = _READ_ONCE.get()
+    if read is not None and not overrides:
+        return read
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -14,6 +14,7 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from pydantic import SecretStr
 from core.models import Incident, Severity, TimelineEvent
 from core.settings import ConfigError, redact_url
 
-__all__ = ["LockTimeout", "Store", "StoreUnavailable"]
+__all__ = ["LockTimeout", "Store", "StoreUnavailable", "one_store"]
 
 APPLICATION_NAME = "remediate:store"
 # The store's schema: `migrations/` of a checkout, else the copy the wheel carries as
@@ -46,6 +47,7 @@ MIGRATIONS = next(
 )
 _MIGRATION_LOCK = 0x7265_6D65  # "reme": one advisory lock id for schema upgrades
 _migrated: set[str] = set()
+_ONE: ContextVar[Store | None] = ContextVar("remediate_one_store", default=None)
 _migrated_lock = threading.Lock()
 
 
@@ -109,6 +111,17 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
+@contextmanager
+def one_store(store: Store) -> Iterator[Store]:
+    """Within this block (this thread, or a context copied from it), `Store.open` of the same URL
+    returns `store`, one connection for all: a health sweep's hundreds of checks share it."""
+    token = _ONE.set(store)
+    try:
+        yield store
+    finally:
+        _ONE.reset(token)
+
+
 class Store:
     """A thread-safe handle on the incident store. One connection, reopened if it drops."""
 
@@ -120,6 +133,9 @@ class Store:
     @classmethod
     def open(cls, url: SecretStr) -> Store:
         raw = url.get_secret_value()
+        one = _ONE.get()
+        if one is not None and one._url.get_secret_value() == raw:
+            return one
         with _migrated_lock:
             if raw not in _migrated:
                 try:

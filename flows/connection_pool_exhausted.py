@@ -271,6 +271,11 @@ def plan_pooler_restart(
     )
 
 
+# The detector connects to the target first, which is this preflight's check: the health sweep
+# skips it (one connection less per database).
+SWEEP_PREFLIGHT = False
+
+
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     """Before a CLI run: the target answers (a server with no free slot is the incident itself)."""
     database = params.get("database")

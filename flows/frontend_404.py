@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 import httpx
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
@@ -24,6 +23,7 @@ from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
 from core.settings import ConfigError, Settings, load_settings
 from tasks import containers
 from tasks.containers import ComposeService
+from tasks.steps import task
 
 RUNBOOK = "frontend-404"
 RESTART = "restart-frontend-container"

@@ -2,8 +2,9 @@
 
 Each runbook is run in detect-only mode (`core.incident.detect_only`): its own detection code up to
 the point where it would open an incident, so the sweep and the runbook can never disagree about
-what is broken. Checks run concurrently (bounded by SWEEP_CONCURRENCY) across every configured
-target: the database runbooks on TARGET_DATABASE_URL's database and each of SWEEP_DATABASES.
+what is broken. Checks run concurrently (bounded by SWEEP_CONCURRENCY, and by
+SWEEP_CONNECTIONS_PER_SERVER on the database server) across every configured target: the database
+runbooks on TARGET_DATABASE_URL's database and each of SWEEP_DATABASES.
 While checks pass, runbooks record their known-good snapshots (policies, key fingerprints). Each
 finding starts the matching runbook's deployment through the receiver's deduplication, so an
 incident already running (from an alert) is not started twice.
@@ -11,24 +12,27 @@ incident already running (from an alert) is not started twice.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import inspect
-import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from prefect import flow, task
-from prefect.cache_policies import NONE
-from prefect.futures import PrefectFuture
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect import flow
 from pydantic import BaseModel, Field
 
 from core import catalogue
 from core.incident import Detected, detect_only
 from core.models import Alert, Finding
-from core.settings import ConfigError, Settings, load_settings
+from core.settings import ConfigError, Settings, load_settings, settings_read_once
+from core.store import Store, StoreUnavailable, one_store
+from tasks.steps import plain_calls
 
-__all__ = ["Check", "SweepReport", "health_sweep", "sweep_targets"]
+__all__ = ["Check", "SweepReport", "check", "health_sweep", "run_checks", "sweep_targets"]
 
 FLOW = "health-sweep"
 
@@ -88,18 +92,22 @@ def sweep_targets(
     return targets
 
 
-@task(name="detect", task_run_name="detect-{runbook_id}", cache_policy=NONE)
-def detect(runbook_id: str, parameters: dict[str, Any]) -> Check:
-    """One runbook's detector on one target; read-only."""
+def check(runbook_id: str, parameters: dict[str, Any]) -> Check:
+    """One runbook's detector on one target; read-only. Runs inside `run_checks`' scopes: the
+    sweep's settings, steps as plain calls."""
     runbook = catalogue.get(runbook_id)
     module = importlib.import_module(runbook.flow_module)
     settings = load_settings()
-    check = getattr(module, "preflight", None)
+    # A runbook whose detector is its own preflight (it connects first) says so: the sweep then
+    # spends no connection on the preflight's.
+    preflight = (
+        getattr(module, "preflight", None) if getattr(module, "SWEEP_PREFLIGHT", True) else None
+    )
     skip = getattr(module, "sweep_skip", None)  # a runbook with nothing to watch here says why
     try:
         reason = skip(settings) if skip is not None else None
-        if reason is None and check is not None:
-            check(settings, parameters)
+        if reason is None and preflight is not None:
+            preflight(settings, parameters)
     except ConfigError as exc:
         reason = str(exc)
     if reason is not None:
@@ -107,6 +115,10 @@ def detect(runbook_id: str, parameters: dict[str, Any]) -> Check:
     try:
         with detect_only():
             outcome = runbook.load_flow().fn(**parameters, requested_by="health-sweep")
+    except StoreUnavailable as exc:  # the product's own store, not the target: an error
+        return Check(runbook=runbook_id, parameters=parameters, status="error", detail=str(exc))
+    except ConfigError as exc:  # what a preflight says: a setting missing, the target unreachable
+        return Check(runbook=runbook_id, parameters=parameters, status="skipped", detail=str(exc))
     except Detected as found:
         return Check(
             runbook=runbook_id,
@@ -128,6 +140,52 @@ def detect(runbook_id: str, parameters: dict[str, Any]) -> Check:
     return Check(
         runbook=runbook_id, parameters=parameters, status=status, detail=outcome.summary[:500]
     )
+
+
+def database_server(settings: Settings) -> str | None:
+    """host:port of TARGET_DATABASE_URL, where every database the sweep checks lives."""
+    if settings.target_database_url is None:
+        return None
+    parts = urlsplit(settings.target_database_url.get_secret_value())
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+def run_checks(
+    targets: list[tuple[catalogue.Runbook, dict[str, Any]]], settings: Settings
+) -> list[Check]:
+    """Every check, `SWEEP_CONCURRENCY` at a time, in order. The database runbooks' checks hold
+    one of `SWEEP_CONNECTIONS_PER_SERVER` slots of their server while they run (each holds at
+    most one connection to it at a time), so a sweep over hundreds of databases never opens more
+    than that many connections to one server. Settings are read once, the incident store is one
+    connection; a probe is a plain call, not a Prefect task run of its own (`tasks.steps`): the
+    sweep's artifact is its record."""
+    server = threading.BoundedSemaphore(settings.sweep_connections_per_server)
+    on_server = database_server(settings) is not None
+
+    def one(runbook: catalogue.Runbook, parameters: dict[str, Any]) -> Check:
+        if not (on_server and _takes_database(runbook)):
+            return check(runbook.id, parameters)
+        with server:
+            return check(runbook.id, parameters)
+
+    with ExitStack() as scopes:
+        scopes.enter_context(settings_read_once(settings))
+        scopes.enter_context(plain_calls())
+        try:  # one store connection for every check that reads or saves a snapshot
+            store = Store.open(settings.remediation_database_url)
+        except StoreUnavailable:
+            store = None  # each check meets the outage itself and reports it
+        if store is not None:
+            scopes.callback(store.close)
+            scopes.enter_context(one_store(store))
+        pool = scopes.enter_context(
+            ThreadPoolExecutor(settings.sweep_concurrency, thread_name_prefix="sweep")
+        )
+        futures = [
+            pool.submit(contextvars.copy_context().run, one, runbook, parameters)
+            for runbook, parameters in targets
+        ]
+        return [future.result() for future in futures]
 
 
 def _start_runs(report: SweepReport, settings: Settings) -> None:
@@ -160,13 +218,7 @@ def _start_runs(report: SweepReport, settings: Settings) -> None:
         dispatcher.close()
 
 
-def _concurrency() -> int:
-    """SWEEP_CONCURRENCY, read when the flow is defined (the task runner is fixed then)."""
-    raw = os.environ.get("SWEEP_CONCURRENCY", "")
-    return max(1, min(64, int(raw))) if raw.isdigit() else 8
-
-
-@flow(name=FLOW, log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=_concurrency()))  # type: ignore[arg-type]
+@flow(name=FLOW, log_prints=True)
 def health_sweep(
     *,
     runbooks: list[str] | None = None,
@@ -186,11 +238,7 @@ def health_sweep(
     targets = sweep_targets(
         settings, runbooks=runbooks, databases=databases or [], parameters=parameters
     )
-    # Concurrent, bounded by the task runner's SWEEP_CONCURRENCY threads; reported in order.
-    futures: list[PrefectFuture[Check]] = [
-        detect.submit(runbook.id, parameters) for runbook, parameters in targets
-    ]
-    report = SweepReport(checks=[future.result() for future in futures])
+    report = SweepReport(checks=run_checks(targets, settings))
     if start_runs:
         _start_runs(report, settings)
     found = report.findings

@@ -442,6 +442,11 @@ def rollback_file(migrations_dir: str, statements: list[str], *, now: float) -> 
     return path
 
 
+# The detector connects to the target first, which is this preflight's check: the health sweep
+# skips it (one connection less per database).
+SWEEP_PREFLIGHT = False
+
+
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     """Before a CLI run: the target database answers."""
     database = params.get("database")

@@ -15,11 +15,11 @@ from typing import Any
 
 import docker
 from docker.errors import DockerException, NotFound
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from core.settings import ConfigError, Settings
+from tasks.steps import task
 
 __all__ = [
     "AppConfig",

@@ -15,9 +15,10 @@ from email.message import EmailMessage
 from urllib.parse import quote
 
 import httpx
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, SecretStr
+
+from tasks.steps import task
 
 __all__ = ["SendGridState", "SmtpResult", "remove_bounce", "send_test_message", "sendgrid_state"]
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from core.settings import ConfigError
+from tasks.steps import task
 
 __all__ = ["Commit", "recent_commits", "revert_commit"]
 

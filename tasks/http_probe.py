@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 
 import httpx
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field, SecretStr
+
+from tasks.steps import task
 
 __all__ = ["MISCONFIGURED", "HttpProbe", "misconfiguration", "probe_http", "probe_login"]
 

@@ -14,12 +14,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from prefect import task
 from prefect.cache_policies import NONE
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.settings import ConfigError, Settings
+from tasks.steps import task
 
 __all__ = [
     "SATURATED",

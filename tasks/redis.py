@@ -15,11 +15,11 @@ import fnmatch
 import time
 
 import redis
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from core.settings import ConfigError, Settings, redact_url
+from tasks.steps import task
 
 __all__ = [
     "Bucket",

@@ -13,12 +13,12 @@ import json
 from typing import Any
 
 import psycopg
-from prefect import task
 from prefect.cache_policies import NONE
 from psycopg import sql
 from pydantic import BaseModel, model_validator
 
 from tasks.postgres import PgTarget
+from tasks.steps import task
 
 __all__ = [
     "INTERNAL_SCHEMAS",

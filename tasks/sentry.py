@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import httpx
-from prefect import task
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, SecretStr
+
+from tasks.steps import task
 
 __all__ = ["ErrorRate", "error_rate"]
 

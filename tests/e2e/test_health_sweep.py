@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,9 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from pydantic import SecretStr
 
 from core.store import Store
+from flows.connection_pool_exhausted import connection_pool_exhausted
 from flows.health_sweep import health_sweep
 from flows.rls_auth_failure import SNAPSHOT
 from tests import supabase
@@ -108,3 +112,72 @@ def test_sweep_covers_every_configured_database(
     assert by_target[("database-connection-errors", gone)] == "finding"
     assert by_target[("rate-limiter", None)] == "skipped"
     assert [r.parameters["database"] for r in runs_for(deployment_ids, gone)] == [gone]
+
+
+class HeldConnections:
+    """The most connections the product held at once to `databases`, read from pg_stat_activity
+    every few milliseconds while the block runs."""
+
+    def __init__(self, databases: list[str]) -> None:
+        self.databases = databases
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            while not self._stop.is_set():
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(%s)"
+                    " AND application_name = 'remediate:postgres'",
+                    (self.databases,),
+                ).fetchone()
+                assert row is not None
+                self.most = max(self.most, int(row[0]))
+                time.sleep(0.002)
+
+    def __enter__(self) -> HeldConnections:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_sweep_of_many_databases_holds_its_connection_bound_and_no_task_run_per_probe(
+    receiver_env: dict[str, str],
+    make_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue "Past one machine": SWEEP_CONNECTIONS_PER_SERVER bounds the connections a sweep
+    holds to the database server however many databases it covers, and the probes of a sweep
+    are plain calls, not a Prefect task run each (the old sweep made four or five per check)."""
+    databases = [make_database() for _ in range(12)]
+    monkeypatch.setenv("SWEEP_CONNECTIONS_PER_SERVER", "1")
+    monkeypatch.setenv("SWEEP_CONCURRENCY", "8")
+    default = receiver_env["TARGET_DATABASE_URL"].rsplit("/", 1)[1]
+    runbooks = ["connection-pool-exhausted", "database-connection-errors", "rls-auth-failure"]
+    with HeldConnections([default, *databases]) as held:
+        state = health_sweep(
+            runbooks=runbooks, databases=databases, start_runs=False, return_state=True
+        )
+    report = state.result()
+    assert len(report.checks) == 3 * 13
+    assert {c.status for c in report.checks} == {"healthy"}, report.to_markdown()
+    # The bound, and at most one more: a backend whose client has closed stays listed in
+    # pg_stat_activity until its process exits.
+    assert 1 <= held.most <= 2, held.most
+    # The same runbook run as itself records its probes as task runs, as before.
+    run = connection_pool_exhausted(database=databases[0], dry_run=True, return_state=True)
+    assert run.result().status == "healthy"
+    with get_client(sync_client=True) as client:
+
+        def task_runs(flow_run_id: uuid.UUID | None) -> list[str]:
+            found = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            return [t.name for t in found]
+
+        assert task_runs(state.state_details.flow_run_id) == []
+        assert [n for n in task_runs(run.state_details.flow_run_id) if "read-activity" in n]
