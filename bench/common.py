@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,10 +80,70 @@ def parallel(n: int, call: Callable[[int], Any], workers: int = 8) -> list[Any]:
         return list(pool.map(call, range(n)))
 
 
+# A multi-worker Prefect server (`--workers N`) needs Redis for its messaging, event ordering and
+# lease storage (prefect-redis); the benchmark gives it a Redis database of its own, empty first.
+SERVER_REDIS_DB = 9
+
+
+def server_redis_env() -> dict[str, str]:
+    import redis
+
+    r = redis.Redis(host="127.0.0.1", port=6379, db=SERVER_REDIS_DB)
+    if r.dbsize():
+        sys.exit(f"Redis database {SERVER_REDIS_DB} is not empty: the benchmark uses it alone")
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_HOST": "127.0.0.1",
+        "PREFECT_REDIS_MESSAGING_PORT": "6379",
+        "PREFECT_REDIS_MESSAGING_DB": str(SERVER_REDIS_DB),
+        # Several workers starting at once race on the schema and the block types: migrate
+        # first (below), and register no blocks (the benchmark uses none).
+        "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+        "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
+    }
+
+
+def start_multi_worker_server(
+    port: int, workers: int, home: str, database_url: str
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **server_redis_env(),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url.replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        ),
+    }
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    subprocess.run(
+        [prefect, "server", "database", "upgrade", "-y"], env=env, check=True, capture_output=True
+    )
+    command = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    return subprocess.Popen(
+        [*command, "--workers", str(workers)],
+        env=env,
+        stdout=(Path(home) / "server.log").open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def drop_server_redis() -> None:
+    """Empty the Redis database the multi-worker server used (it was empty before)."""
+    import redis
+
+    redis.Redis(host="127.0.0.1", port=6379, db=SERVER_REDIS_DB).flushdb()
+
+
 @contextmanager
-def bench_environment(**env: str) -> Iterator[dict[str, str]]:
-    """A Prefect server on PostgreSQL and the store, both in databases of their own; `env` and
-    PREFECT_API_URL set for this process. Yields the names: server, store, target."""
+def bench_environment(server_workers: int = 1, **env: str) -> Iterator[dict[str, str]]:
+    """A Prefect server on PostgreSQL (`server_workers` processes) and the store, both in databases
+    of their own; `env` and PREFECT_API_URL set for this process. Yields the names: server, store,
+    target."""
     from core.prefect_api import start_server, wait_healthy
 
     home = tempfile.mkdtemp(prefix="bench-")
@@ -103,9 +164,15 @@ def bench_environment(**env: str) -> Iterator[dict[str, str]]:
             **env,
         }
     )
-    server = start_server(
-        port=port, log_path=Path(home) / "server.log", database_url=url(names["prefect"]), ui=False
-    )
+    if server_workers > 1:
+        server = start_multi_worker_server(port, server_workers, home, url(names["prefect"]))
+    else:
+        server = start_server(
+            port=port,
+            log_path=Path(home) / "server.log",
+            database_url=url(names["prefect"]),
+            ui=False,
+        )
     try:
         if not wait_healthy(os.environ["PREFECT_API_URL"], timeout=120, process=server):
             sys.exit("the Prefect server did not start")
@@ -113,5 +180,7 @@ def bench_environment(**env: str) -> Iterator[dict[str, str]]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        if server_workers > 1:
+            drop_server_redis()
         for name in names.values():
             drop_db(name)

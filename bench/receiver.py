@@ -28,8 +28,10 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -115,14 +117,16 @@ def storm_with_wrk(address: str, body: bytes, home: str) -> dict[str, float]:
     }
 
 
-def receiver_process(home: str, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+def receiver_process(
+    home: str, port: int, name: str = "receiver"
+) -> tuple[subprocess.Popen[bytes], Path]:
     """The receiver alone (uvicorn, one process), as `remediate serve` runs it."""
     code = (
         "import uvicorn; from core.settings import load_settings; from receiver import create_app;"
         f" uvicorn.run(create_app(load_settings()), host='127.0.0.1', port={port},"
         " log_level='warning')"
     )
-    log = Path(home) / "receiver.log"
+    log = Path(home) / f"{name}.log"
     # The benchmark's databases exist nowhere: a route of its own names them as targets (an
     # alert may only name configured ones).
     routes = Path(home) / "bench-routes.yaml"
@@ -228,6 +232,137 @@ def throughput(args: argparse.Namespace, home: str, prefix: str) -> dict[str, fl
     }
 
 
+def runs_of(deployment: UUID) -> list[str]:
+    """The `database` parameter of every flow run of `deployment` on the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    chosen = DeploymentFilter(id=DeploymentFilterId(any_=[deployment]))
+    found: list[str] = []
+    with get_client(sync_client=True) as prefect:
+        while page := prefect.read_flow_runs(
+            deployment_filter=chosen, limit=200, offset=len(found)
+        ):
+            found += [str(run.parameters.get("database")) for run in page]
+    return found
+
+
+def delete_runs(deployment: UUID) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    chosen = DeploymentFilter(id=DeploymentFilterId(any_=[deployment]))
+    with get_client(sync_client=True) as prefect:
+        while page := prefect.read_flow_runs(deployment_filter=chosen, limit=200):
+            for run in page:
+                prefect.delete_flow_run(run.id)
+
+
+def runs_storm(args: argparse.Namespace, home: str) -> dict[str, Any]:
+    """`--distinct` alerts for as many databases at once (every one a new incident), through one
+    receiver and through two (alternating), against bare `create_flow_run_from_deployment` calls
+    on the same server before and after. A 503 is retried as Alertmanager would; afterwards the
+    server must hold exactly one run per database: none lost, none twice."""
+    from prefect.client.orchestration import get_client
+
+    from core import catalogue
+
+    deployment = (
+        catalogue.get("connection-pool-exhausted")
+        .load_flow()
+        .to_deployment(name="connection-pool-exhausted")
+        .apply()
+    )
+    ports = [free_port(), free_port()]
+    started = [receiver_process(home, port, f"receiver-{i}") for i, port in enumerate(ports)]
+    addresses = [f"http://127.0.0.1:{port}" for port in ports]
+    clients = [
+        httpx.Client(
+            base_url=address,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            limits=httpx.Limits(max_connections=THREADS),
+            timeout=60,
+        )
+        for address in addresses
+    ]
+    results: dict[str, Any] = {"retried": 0}
+    lock = threading.Lock()
+
+    def floor(label: str) -> None:
+        with get_client(sync_client=True) as prefect:
+
+            def create_run(i: int) -> None:
+                prefect.create_flow_run_from_deployment(
+                    deployment, parameters={"database": f"bench_floor_{label}_{i}"}
+                )
+
+            results[f"floor_{label}"] = rate(args.distinct, create_run)
+        delete_runs(deployment)
+
+    def through(label: str, chosen: list[httpx.Client]) -> None:
+        tag = uuid.uuid4().hex[:6]
+        databases = [f"bench_s{tag}_{i}" for i in range(args.distinct)]
+
+        def post(i: int) -> None:
+            client = chosen[i % len(chosen)]
+            for _ in range(50):
+                answer = client.post("/alerts/alertmanager", content=alert(databases[i]))
+                if answer.status_code == 202:
+                    assert answer.json()["accepted"] == 1, answer.text
+                    return
+                assert answer.status_code == 503, answer.text
+                with lock:
+                    results["retried"] += 1
+                time.sleep(0.2)
+            raise AssertionError(f"alert {i} refused 50 times")
+
+        results[label] = rate(args.distinct, post)
+        created = runs_of(deployment)
+        lost = set(databases) - set(created)
+        twice = len(created) - len(set(created))
+        assert not lost and not twice, f"{label}: {len(lost)} lost, {twice} twice"
+        results[f"{label}_runs"] = len(created)
+        delete_runs(deployment)
+
+    try:
+        for (process, log), address, client in zip(started, addresses, clients, strict=True):
+            wait_http(address, process, log)
+            client.post("/alerts/alertmanager", content=alert(f"bench_warm_{address[-5:]}"))
+        delete_runs(deployment)
+        floor("before")
+        through("one", clients[:1])
+        through("two", clients)
+        floor("after")
+    finally:
+        for client in clients:
+            client.close()
+        for process, _ in started:
+            process.terminate()
+            process.wait(timeout=20)
+    return results
+
+
+def report_runs_storm(args: argparse.Namespace, s: dict[str, Any]) -> None:
+    print(
+        f"\n{args.distinct} distinct alerts at once (a new incident each), {THREADS} client"
+        f" threads, a Prefect server of {args.server_workers} process(es)"
+    )
+    names = {
+        "floor_before": "bare create_flow_run, before",
+        "one": "through one receiver",
+        "two": "through two receivers",
+        "floor_after": "bare create_flow_run, after",
+    }
+    for label, name in names.items():
+        runs = f"   {s[label + '_runs']} runs, none lost or twice" if label + "_runs" in s else ""
+        print(f"  {name:32s} {s[label]:7.1f} runs/s{runs}")
+    floor = (s["floor_before"] + s["floor_after"]) / 2
+    print(
+        f"  receivers / floor: one {s['one'] / floor:.2f}, two {s['two'] / floor:.2f};"
+        f" 503s retried: {s['retried']}"
+    )
+
+
 def stuck_buckets(r: redis.Redis, prefix: str, n: int) -> None:
     """The incident of seed 002 §4: rate-limit counters written without a TTL."""
     with r.pipeline(transaction=False) as pipe:
@@ -278,6 +413,7 @@ def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[floa
     r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     flow_times: list[float] = []
     bare_times: list[float] = []
+    phases: list[dict[str, float]] = []
     try:
         wait_http(address, processes[-1], log)
         headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -306,6 +442,8 @@ def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[floa
                 time.sleep(0.01)
             flow_times.append(time.perf_counter() - started)
             assert incident.status == "resolved", incident.status
+            if args.workers:
+                phases.append(run_phases(run_id, incident.opened_at, incident.closed_at))
             assert not [k for k in r.scan_iter(match=f"{prefix}ratelimit:*") if r.ttl(k) == -1]
             body["status"] = body["alerts"][0]["status"] = "resolved"
             httpx.post(f"{address}/alerts/alertmanager", content=json.dumps(body), headers=headers)
@@ -321,7 +459,30 @@ def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[floa
             process.send_signal(signal.SIGINT)
             process.wait(timeout=60)
         r.close()
+    if phases:
+        print("\nwhere the time goes through a worker, p50 of the rounds (warm-up excluded):")
+        for name in phases[0]:
+            print(f"  {name:48s} {statistics.median(p[name] for p in phases[1:]) * 1000:8.0f} ms")
     return bare_times[1:], flow_times[1:]
+
+
+def run_phases(run_id: str, opened: datetime, closed: datetime | None) -> dict[str, float]:
+    """The run's way through a worker, from its Prefect states and its incident's times."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        states = prefect.read_flow_run_states(UUID(run_id))
+    first = {}
+    for state in sorted(states, key=lambda st: st.timestamp):
+        first.setdefault(state.type.value, state.timestamp)
+    created, pending, running = first["SCHEDULED"], first["PENDING"], first["RUNNING"]
+    assert closed is not None
+    return {
+        "created -> taken by the worker (its poll)": (pending - created).total_seconds(),
+        "taken -> running (a process, its imports)": (running - pending).total_seconds(),
+        "running -> incident detected (imports, detection)": (opened - running).total_seconds(),
+        "detected -> verified fix": (closed - opened).total_seconds(),
+    }
 
 
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
@@ -374,6 +535,9 @@ def start_workers(
 
 
 def run(args: argparse.Namespace, home: str, prefix: str) -> None:
+    if args.runs_storm:
+        report_runs_storm(args, runs_storm(args, home))
+        return
     if args.workers:
         b, f = latency(args, home, prefix)
         print(
@@ -425,10 +589,23 @@ def main() -> None:
     parser.add_argument(
         "--workers", action="store_true", help="only the latency, through a worker and a receiver"
     )
+    parser.add_argument(
+        "--runs-storm",
+        action="store_true",
+        help="only the storm of distinct alerts, through one and two receivers",
+    )
+    parser.add_argument(
+        "--server-workers",
+        type=int,
+        default=1,
+        help="processes of the Prefect server (more than 1 needs Redis messaging: prefect-redis)",
+    )
     args = parser.parse_args()
 
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
-    with bench_environment(ALERT_WEBHOOK_TOKEN=TOKEN, REMEDIATION_REDIS_PREFIX=prefix) as names:
+    with bench_environment(
+        args.server_workers, ALERT_WEBHOOK_TOKEN=TOKEN, REMEDIATION_REDIS_PREFIX=prefix
+    ) as names:
         try:
             run(args, names["home"], prefix)
         finally:
