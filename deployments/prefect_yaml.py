@@ -76,6 +76,9 @@ def render(
                 "tags": [tag],
                 "parameters": {},
                 "schedules": [{"interval": interval}],
+                # One at a time: a sweep or watchdog that outlasts its interval is not joined
+                # by the next one; the run that finds the slot taken is cancelled.
+                "concurrency_limit": {"limit": 1, "collision_strategy": "CANCEL_NEW"},
                 "work_pool": {"name": pool},
             }
         )

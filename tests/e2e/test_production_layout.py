@@ -11,6 +11,7 @@ which asks again and fixes it once."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -293,3 +294,90 @@ def test_sigterm_drains_a_worker_and_its_waiting_run_is_fixed_once_by_the_other(
     assert "acted" not in kinds(store, first.id)
     assert pids_alive(w["idle"]) == set()
     assert pids_alive(w["survivors"]) == w["survivors"]
+
+
+def test_sweeps_fire_on_schedule_through_the_workers_and_never_two_at_once(
+    pool: str, receiver_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`remediate deploy` gives health-sweep (and the watchdog) a deployment concurrency limit of
+    one, CANCEL_NEW: under workers the schedule still fires (seen completing, auto-scheduled), and
+    three sweeps started at once never run together: at least one is cancelled. (Under `serve` on
+    Prefect 3.9.1 the same limit stopped every scheduled run: `serve` registers none.)"""
+    env = {
+        **os.environ,
+        "SWEEP_INTERVAL_SECONDS": "10",
+        "WATCHDOG_INTERVAL_SECONDS": "3600",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+    }
+    done = subprocess.run(
+        [str(BIN / "remediate"), "deploy", "--pool", pool],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    quiet = {"runbooks": ["database-connection-errors"], "start_runs": False}
+    with get_client(sync_client=True) as client:
+        sweep = client.read_deployment_by_name("health-sweep/health-sweep")
+        assert sweep.work_pool_name == pool
+        assert sweep.global_concurrency_limit is not None
+        assert sweep.global_concurrency_limit.limit == 1
+        assert sweep.concurrency_options is not None
+        assert sweep.concurrency_options.collision_strategy == "CANCEL_NEW"
+        for schedule in sweep.schedules:  # one database, no runs started from findings
+            client.update_deployment_schedule(sweep.id, schedule.id, parameters=quiet)
+        manual = {
+            client.create_flow_run_from_deployment(sweep.id, parameters=quiet).id for _ in range(3)
+        }
+    workers = []
+    for number in (1, 2):
+        log = tmp_path / f"worker-{number}.log"
+        workers.append(
+            subprocess.Popen(
+                [str(BIN / "remediate"), "worker", "--pool", pool, "--drain-seconds", "2"],
+                env=env,
+                cwd=tmp_path,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+
+    def sweeps() -> list[Any]:
+        with get_client(sync_client=True) as client:
+            return [
+                r
+                for r in client.read_flow_runs(limit=200)
+                if r.deployment_id == sweep.id and r.state is not None
+            ]
+
+    def settled() -> bool:
+        runs = sweeps()
+        scheduled_done = [
+            r for r in runs if r.auto_scheduled and r.state and r.state.type.value == "COMPLETED"
+        ]
+        by_hand = [r for r in runs if r.id in manual and r.state and r.state.is_final()]
+        return len(scheduled_done) >= 2 and len(by_hand) == 3
+
+    try:
+        deadline = time.monotonic() + 180
+        while not settled():
+            logs = "\n".join((tmp_path / f"worker-{n}.log").read_text()[-2000:] for n in (1, 2))
+            assert time.monotonic() < deadline, f"sweeps did not settle\n{logs}"
+            time.sleep(1)
+    finally:
+        for worker in workers:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+    runs = sweeps()
+    ran = sorted(
+        (r.start_time, r.end_time)
+        for r in runs
+        if r.state and r.state.type.value == "COMPLETED" and r.start_time and r.end_time
+    )
+    for (_, ended), (began, _) in itertools.pairwise(ran):
+        assert began >= ended, f"two sweeps ran at once: {ran}"
+    states = {r.id: r.state.type.value for r in runs if r.id in manual and r.state}
+    assert "CANCELLED" in states.values(), states
