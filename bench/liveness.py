@@ -41,8 +41,10 @@ def main() -> None:
             lease.release()
 
         cycle = [timed(lambda i=i: lease_cycle(i)) for i in incidents]
-        renew_lease = Lease(url=store_url, incident_id=incidents[0], ttl_seconds=15)
-        store.take_lease(incidents[0], flow_run_id=None, run_count=1, holder="b", ttl_seconds=15)
+        lease_id = store.take_lease(
+            incident_id=incidents[0], flow_run_id=None, run_count=1, holder="b", ttl_seconds=15
+        )
+        renew_lease = Lease(url=store_url, lease_id=lease_id, ttl_seconds=15)
         renew = [timed(renew_lease.renew) for _ in range(ROUNDS)]
         renew_lease.close()
         check = [timed(store.lost_leases) for _ in range(50)]

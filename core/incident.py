@@ -24,8 +24,8 @@ from core.comms import IncidentComms
 from core.journal import JournaledStore
 from core.liveness import Lease
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
-from core.settings import Settings
-from core.store import LockTimeout, StoreUnavailable
+from core.settings import ConfigError, Settings, load_settings
+from core.store import LockTimeout, Store, StoreUnavailable
 from tasks import notify
 
 __all__ = ["Detected", "IncidentRun", "detect_only", "runbook_flow", "step_refusal"]
@@ -94,6 +94,31 @@ class _RunFlags:
 
 _NO_FLAGS = _RunFlags()
 _FLAGS: ContextVar[_RunFlags] = ContextVar("remediate_run_flags", default=_NO_FLAGS)
+_LEASE: ContextVar[Lease | None] = ContextVar("remediate_run_lease", default=None)
+
+
+def _first_lease() -> Lease | None:
+    """The run's lease from its first step; None in a health sweep's detection, outside a flow
+    run, or with the settings or the store unusable (the run goes on, and meets that itself)."""
+    if _DETECT_ONLY.get() or not runtime.flow_run.id:
+        return None
+    try:
+        settings = load_settings()
+        Store.open(settings.remediation_database_url)  # the schema, once per process
+        return Lease.take(
+            settings,
+            flow_run_id=str(runtime.flow_run.id),
+            run_count=int(runtime.flow_run.run_count or 0),
+        )
+    except ConfigError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - no lease is a lost signal, never a lost run
+        logging.getLogger(__name__).warning("no run lease: %s", _first_line(exc))
+        return None
+
+
+def _opened_runs() -> list[IncidentRun]:
+    return _OPENED.get() or []
 
 
 _STEP_GATE: ContextVar[Callable[[], str | None] | None] = ContextVar(
@@ -138,6 +163,10 @@ def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]
             flags = _FLAGS.set(
                 _RunFlags(dry_run=bool(kwargs.get("dry_run")), auto_approve_ignored=ignored)
             )
+            # Held from the first step: a run whose process dies while it still detects is
+            # noticed too (its claim freed), not only one that opened its incident.
+            early = _first_lease()
+            leased = _LEASE.set(early)
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:
@@ -148,6 +177,9 @@ def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]
                 for run in opened:  # stopped without an outcome (cancelled): the lease lapses
                     if run.lease is not None and not run.ended:
                         run.lease.close()
+                if early is not None and not any(run.lease is early for run in opened):
+                    early.release()  # ended without an incident (healthy, refused, an error)
+                _LEASE.reset(leased)
                 _FLAGS.reset(flags)
                 _OPENED.reset(token)
 
@@ -213,12 +245,17 @@ class IncidentRun:
                 incident, settings=settings, store=store, silent=_FLAGS.get().dry_run
             ),
         )
-        run.lease = Lease.take(
-            settings,
-            incident_id=incident.id,
-            flow_run_id=flow_run_id,
-            run_count=int(runtime.flow_run.run_count or 0),
-        )
+        early = _LEASE.get()
+        if early is not None and not any(r.lease is early for r in _opened_runs()):
+            early.attach(incident.id)
+            run.lease = early
+        else:
+            run.lease = Lease.take(
+                settings,
+                incident_id=incident.id,
+                flow_run_id=flow_run_id,
+                run_count=int(runtime.flow_run.run_count or 0),
+            )
         targets = lifecycle.targets_for(runbook.id, runbook.severity, settings)
         run._record(
             "detected",

@@ -1,8 +1,9 @@
-"""Is the process executing an incident's run still there? (issue "Past one machine", item 1)
+"""Is the process executing a run still there? (issue "Past one machine", item 1)
 
-A run that has opened its incident holds a lease in the store and renews it every third of
-`RUN_LEASE_SECONDS` from a thread of its own, whatever the run is doing (a 30-minute wait for an
-approval included). When the process is gone (a worker's machine lost, a SIGKILL, an OOM), the
+A runbook's run holds a lease in the store from its first step (`core.incident.runbook_flow`;
+the incident's once it opens one) and renews it every third of `RUN_LEASE_SECONDS` from a thread
+of its own, whatever the run is doing (detecting, a 30-minute wait for an approval). When the
+process is gone (a worker's machine lost, a SIGKILL, an OOM), the
 lease expires; a check (every receiver's loop, and the incident watchdog) that sees it expired,
 and still expired a whole lease later, declares the run lost: the incident escalates with what was
 done and what was not, and the flow run is marked Crashed, so an approval given afterwards is
@@ -10,6 +11,8 @@ refused (`remediate approve` exits 1 naming the loss) and the alert's claim is t
 next alert. The second look keeps a run that merely could not reach the store from being declared
 lost: it renews within a third of a lease once the store is back. A run whose lease was declared
 lost stands down before acting (`Lease.confirm`), so "escalated" and "acted" never both happen.
+A run lost while still detecting has no incident to escalate: its flow run is marked Crashed,
+which frees the alert's claim for the next alert.
 
 The thread also notices the run's parent process (a Prefect worker) going away: the run's
 standard output is a pipe to that worker, and the next line written into it would kill the run
@@ -45,10 +48,12 @@ def holder() -> str:
 
 @dataclass(kw_only=True)
 class Lease:
-    """One execution's lease on its incident; `release()` when the run ends."""
+    """One execution's lease, from its first step (`incident_id` None while it detects) to its
+    end; `attach()` when it opens its incident, `release()` when it ends."""
 
     url: SecretStr
-    incident_id: str
+    lease_id: str = ""
+    incident_id: str | None = None
     ttl_seconds: int
     flow_run_id: str | None = None
     # Set when the store says the lease was declared lost: this execution must not act.
@@ -61,7 +66,12 @@ class Lease:
 
     @classmethod
     def take(
-        cls, settings: Settings, *, incident_id: str, flow_run_id: str | None, run_count: int
+        cls,
+        settings: Settings,
+        *,
+        incident_id: str | None = None,
+        flow_run_id: str | None,
+        run_count: int,
     ) -> Lease | None:
         """Take the lease and start renewing it; None when the store cannot be reached (the
         run goes on: its record is spooled, and nothing can declare it lost either)."""
@@ -77,19 +87,34 @@ class Lease:
             flow_run_id
         )
         try:
-            lease._db().take_lease(
-                incident_id,
+            lease.lease_id = lease._db().take_lease(
+                incident_id=incident_id,
                 flow_run_id=flow_run_id,
                 run_count=run_count,
                 holder=holder(),
                 ttl_seconds=lease.ttl_seconds,
             )
         except StoreUnavailable as exc:
-            log.warning("no run lease for incident %s: %s", incident_id, exc)
+            log.warning("no run lease for %s: %s", lease.name, exc)
             lease.close()
             return None
-        threading.Thread(target=lease._keep, name=f"lease-{incident_id[:8]}", daemon=True).start()
+        threading.Thread(target=lease._keep, name=f"lease-{lease.name[:8]}", daemon=True).start()
         return lease
+
+    @property
+    def name(self) -> str:
+        return self.incident_id or self.flow_run_id or self.lease_id or "run"
+
+    def attach(self, incident_id: str) -> None:
+        """The run opened its incident: the lease is the incident's from now on (a lease
+        declared lost meanwhile stays lost: the run stands down before acting)."""
+        self.incident_id = incident_id
+        try:
+            with self._lock:
+                if not self.lost and not self._db().attach_lease(self.lease_id, incident_id):
+                    self.lost = True
+        except StoreUnavailable as exc:
+            log.warning("could not attach the run lease to incident %s: %s", incident_id, exc)
 
     def _db(self) -> Store:
         if self._store is None:
@@ -102,7 +127,7 @@ class Lease:
         with self._lock:
             if self.lost:
                 return False
-            if not self._db().renew_lease(self.incident_id):
+            if not self._db().renew_lease(self.lease_id):
                 self.lost = True
             return not self.lost
 
@@ -125,20 +150,19 @@ class Lease:
             try:
                 if not self.renew():
                     log.warning(
-                        "the run lease of incident %s was declared lost: this run will not act",
-                        self.incident_id,
+                        "the run lease of %s was declared lost: this run will not act", self.name
                     )
                     return
             except StoreUnavailable:
                 continue  # the store is away; the checks cannot see it either
             except Exception as exc:  # noqa: BLE001 - the thread must outlive a surprise
-                log.warning("renewing the run lease of incident %s: %s", self.incident_id, exc)
+                log.warning("renewing the run lease of %s: %s", self.name, exc)
 
     def _watch_parent(self) -> None:
         if not self._own_process or os.getppid() == self._parent:
             return
         self._parent = os.getppid()
-        path = _orphan_log(self.flow_run_id or self.incident_id)
+        path = _orphan_log(self.flow_run_id or self.name)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         except OSError:
@@ -154,7 +178,7 @@ class Lease:
         try:
             with self._lock:
                 if not self.lost:
-                    self._db().release_lease(self.incident_id)
+                    self._db().release_lease(self.lease_id)
         except StoreUnavailable:
             pass  # it expires; the check finds the incident closed, or escalates it honestly
         finally:
@@ -176,7 +200,7 @@ def _orphan_log(name: str) -> Path:
 
 @dataclass(frozen=True)
 class LostRun:
-    incident_id: str
+    incident_id: str | None  # None: lost while detecting, before it opened an incident
     flow_run_id: str | None
     holder: str
     renewed_at: datetime
@@ -192,6 +216,8 @@ def notice_lost_runs(settings: Settings, store: Store) -> list[LostRun]:
 
 
 def _handle(settings: Settings, store: Store, row: dict[str, Any]) -> LostRun:
+    if row.get("incident_id") is None:
+        return _lost_while_detecting(row)
     from core.comms import IncidentComms
 
     incident_id = str(row["incident_id"])
@@ -240,6 +266,27 @@ def _handle(settings: Settings, store: Store, row: dict[str, Any]) -> LostRun:
     log.warning("incident %s: executor lost: %s", incident_id, detail)
     return LostRun(
         incident_id=incident_id,
+        flow_run_id=row.get("flow_run_id"),
+        holder=str(row["holder"]),
+        renewed_at=row["renewed_at"],
+        crashed=crashed,
+        detail=detail,
+    )
+
+
+def _lost_while_detecting(row: dict[str, Any]) -> LostRun:
+    """A run lost before it opened an incident changed nothing and told nobody: its flow run is
+    marked Crashed, which ends the alert's claim, so the next alert starts a new run instead of
+    being deduplicated against a run that will never finish."""
+    detail = (
+        f"the process executing this run ({row['holder']}) stopped renewing its lease at"
+        f" {row['renewed_at']:%H:%M:%S %Z} while detecting, before it opened an incident:"
+        " nothing was changed. A new alert starts a new run"
+    )
+    crashed = _crash(row, detail) if row.get("flow_run_id") else False
+    log.warning("flow run %s: executor lost: %s", row.get("flow_run_id"), detail)
+    return LostRun(
+        incident_id=None,
         flow_run_id=row.get("flow_run_id"),
         holder=str(row["holder"]),
         renewed_at=row["renewed_at"],

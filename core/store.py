@@ -443,39 +443,59 @@ class Store:
 
     def take_lease(
         self,
-        incident_id: str,
         *,
+        incident_id: str | None = None,
         flow_run_id: str | None,
         run_count: int,
         holder: str,
         ttl_seconds: int,
-    ) -> None:
+    ) -> str:
+        """A new lease (its id), for a run still detecting (`incident_id` None) or an incident's."""
         with self._cursor() as cur:
             cur.execute(
                 """INSERT INTO run_leases (incident_id, flow_run_id, run_count, holder,
                                            ttl_seconds, expires_at)
                    VALUES (%s, %s, %s, %s, %s,
                            clock_timestamp() + make_interval(secs => %s))
-                   ON CONFLICT (incident_id) DO NOTHING""",
+                   RETURNING id::text AS id""",
                 (incident_id, flow_run_id, run_count, holder, ttl_seconds, ttl_seconds),
             )
+            row = cur.fetchone()
+            assert row is not None
+            return str(row["id"])
 
-    def renew_lease(self, incident_id: str) -> bool:
+    def attach_lease(self, lease_id: str, incident_id: str) -> bool:
+        """The run opened `incident_id`: its lease is now the incident's. False when the lease
+        was declared lost meanwhile (the execution must not act)."""
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE run_leases SET incident_id = %s WHERE id = %s AND lost_at IS NULL",
+                (incident_id, lease_id),
+            )
+            return cur.rowcount == 1
+
+    def renew_lease(self, lease_id: str) -> bool:
         """Renew the lease for another of its terms; False when it was declared lost (or is
         gone): the execution holding it must not act any more."""
         with self._cursor() as cur:
             cur.execute(
                 """UPDATE run_leases SET renewed_at = clock_timestamp(), suspected_at = NULL,
                           expires_at = clock_timestamp() + make_interval(secs => ttl_seconds)
-                   WHERE incident_id = %s AND lost_at IS NULL""",
-                (incident_id,),
+                   WHERE id = %s AND lost_at IS NULL""",
+                (lease_id,),
             )
             return cur.rowcount == 1
 
-    def release_lease(self, incident_id: str) -> None:
+    def release_lease(self, lease_id: str) -> None:
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM run_leases WHERE id = %s AND lost_at IS NULL", (lease_id,))
+
+    def release_run_leases(self, flow_run_id: str) -> None:
+        """Every live lease of a flow run (a worker handing the run back)."""
         with self._cursor() as cur:
             cur.execute(
-                "DELETE FROM run_leases WHERE incident_id = %s AND lost_at IS NULL", (incident_id,)
+                "DELETE FROM run_leases WHERE flow_run_id = %s AND lost_at IS NULL",
+                (flow_run_id,),
             )
 
     def lost_leases(self) -> list[dict[str, Any]]:
@@ -493,8 +513,8 @@ class Store:
                 """UPDATE run_leases SET lost_at = clock_timestamp()
                    WHERE lost_at IS NULL AND expires_at < clock_timestamp()
                      AND suspected_at < clock_timestamp() - make_interval(secs => ttl_seconds)
-                   RETURNING incident_id::text AS incident_id, flow_run_id, run_count, holder,
-                             renewed_at, lost_at"""
+                   RETURNING id::text AS id, incident_id::text AS incident_id, flow_run_id,
+                             run_count, holder, renewed_at, lost_at"""
             )
             return list(cur.fetchall())
 

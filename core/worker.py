@@ -97,8 +97,8 @@ def _hand_back(settings: Settings, flow_run_id: str) -> None:
                 " ended; nothing more is done under this incident: the run executes again on"
                 " another worker, from detection, and asks again for any approval",
             )
-            store.release_lease(incident.id)
             store.close_incident(incident.id, status="handed-back")
+        store.release_run_leases(flow_run_id)  # stopped while detecting too: nothing lost
         store.close()
     except StoreUnavailable as exc:
         _say(f"the incident of flow run {flow_run_id} could not be closed: {exc}")

@@ -43,7 +43,10 @@ def incident_watchdog() -> WatchdogReport:
     store = Store.open(settings.remediation_database_url)
     report = WatchdogReport(replayed_entries=replay_spool(settings, store=store))
     # Runs whose executor is gone (their lease lapsed): escalated now, not at the target.
-    report.lost_runs = [lost.incident_id for lost in notice_lost_runs(settings, store)]
+    report.lost_runs = [
+        lost.incident_id or f"flow run {lost.flow_run_id}"
+        for lost in notice_lost_runs(settings, store)
+    ]
     now = store.now()
     for incident in store.incidents(open_only=True, limit=1000):
         report.open_incidents += 1

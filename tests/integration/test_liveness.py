@@ -32,11 +32,13 @@ def test_an_expired_lease_is_lost_only_after_a_second_look_a_whole_term_later(
     Still expired a whole term after the check that saw it: lost, returned once, and the holder
     can never renew it again."""
     incident_id = incident(store)
-    store.take_lease(incident_id, flow_run_id=None, run_count=1, holder="h:1", ttl_seconds=1)
+    lease = store.take_lease(
+        incident_id=incident_id, flow_run_id=None, run_count=1, holder="h:1", ttl_seconds=1
+    )
     assert store.lost_leases() == []  # fresh
     time.sleep(1.2)
     assert store.lost_leases() == []  # expired: suspected, not lost
-    assert store.renew_lease(incident_id)  # the executor was only away
+    assert store.renew_lease(lease)  # the executor was only away
     time.sleep(1.2)
     assert store.lost_leases() == []  # suspected again
     time.sleep(1.2)
@@ -44,12 +46,14 @@ def test_an_expired_lease_is_lost_only_after_a_second_look_a_whole_term_later(
     assert [row["incident_id"] for row in lost] == [incident_id]
     assert lost[0]["holder"] == "h:1"
     assert store.lost_leases() == []  # handled once
-    assert not store.renew_lease(incident_id)  # the execution must stand down
+    assert not store.renew_lease(lease)  # the execution must stand down
 
 
 def test_many_checkers_declare_a_lost_run_once(store: Store, store_url: str) -> None:
     incident_id = incident(store)
-    store.take_lease(incident_id, flow_run_id=None, run_count=1, holder="h:2", ttl_seconds=1)
+    store.take_lease(
+        incident_id=incident_id, flow_run_id=None, run_count=1, holder="h:2", ttl_seconds=1
+    )
     time.sleep(1.2)
     store.lost_leases()
     time.sleep(1.3)
@@ -70,8 +74,10 @@ def test_many_checkers_declare_a_lost_run_once(store: Store, store_url: str) -> 
 
 def test_a_released_lease_is_never_declared_lost(store: Store) -> None:
     incident_id = incident(store)
-    store.take_lease(incident_id, flow_run_id=None, run_count=1, holder="h:3", ttl_seconds=1)
-    store.release_lease(incident_id)
+    lease = store.take_lease(
+        incident_id=incident_id, flow_run_id=None, run_count=1, holder="h:3", ttl_seconds=1
+    )
+    store.release_lease(lease)
     time.sleep(1.2)
     store.lost_leases()
     time.sleep(1.2)
@@ -98,3 +104,58 @@ def test_a_live_run_keeps_its_lease_and_releases_it_at_its_end(
         cur.execute("SELECT count(*) AS n FROM run_leases WHERE incident_id = %s", (incident_id,))
         row = cur.fetchone()
     assert row is not None and row["n"] == 0
+
+
+def test_a_lease_taken_while_detecting_is_attached_to_the_incident_the_run_opens(
+    store: Store,
+) -> None:
+    """From its first step a run holds a lease without an incident; lost then, it is returned
+    with no incident (the flow run is marked Crashed, nothing to escalate). Attached once the run
+    opens its incident, it is the incident's; a lease declared lost cannot be attached."""
+    early = store.take_lease(flow_run_id="fr-1", run_count=1, holder="h:4", ttl_seconds=1)
+    incident_id = incident(store)
+    assert store.attach_lease(early, incident_id)
+    detecting = store.take_lease(flow_run_id="fr-2", run_count=1, holder="h:5", ttl_seconds=1)
+    time.sleep(1.2)
+    store.lost_leases()
+    time.sleep(1.3)
+    lost = {row["flow_run_id"]: row for row in store.lost_leases()}
+    assert lost["fr-1"]["incident_id"] == incident_id
+    assert lost["fr-2"]["incident_id"] is None
+    assert not store.attach_lease(detecting, incident(store))  # too late: stand down
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_run_lost_while_detecting_is_marked_crashed_and_frees_its_claim(
+    store: Store, store_url: str
+) -> None:
+    """A flow run Running on the Prefect server whose lease, taken at its first step, lapsed
+    before it opened an incident: the check marks it Crashed (the receiver then lets the next
+    alert start a new run) and escalates nothing."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from core.liveness import notice_lost_runs
+    from core.settings import load_settings
+
+    @flow(name="rt-detecting")
+    def detecting() -> None:
+        return None
+
+    settings = load_settings(remediation_database_url=SecretStr(store_url), run_lease_seconds=3)
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(detecting)
+        client.set_flow_run_state(run.id, Running(), force=True)
+        run_count = client.read_flow_run(run.id).run_count
+        store.take_lease(
+            flow_run_id=str(run.id), run_count=run_count, holder="gone:1", ttl_seconds=1
+        )
+        time.sleep(1.2)
+        assert notice_lost_runs(settings, store) == []  # suspected
+        time.sleep(1.3)
+        [lost] = [r for r in notice_lost_runs(settings, store) if r.flow_run_id == str(run.id)]
+        assert lost.incident_id is None and lost.crashed
+        assert "before it opened an incident" in lost.detail
+        state = client.read_flow_run(run.id).state
+    assert state is not None and state.type.value == "CRASHED"
