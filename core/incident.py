@@ -22,7 +22,7 @@ from core import approval_links, catalogue, lifecycle, monitoring, safety
 from core.approval import ApprovalPolicy, auto_approval_rule, plan_digest, request_approval
 from core.comms import IncidentComms
 from core.journal import JournaledStore
-from core.liveness import Lease
+from core.liveness import ExecutorLost, Lease
 from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Status
 from core.settings import ConfigError, Settings, load_settings
 from core.store import LockTimeout, Store, StoreUnavailable
@@ -117,10 +117,6 @@ def _first_lease() -> Lease | None:
         return None
 
 
-def _opened_runs() -> list[IncidentRun]:
-    return _OPENED.get() or []
-
-
 _STEP_GATE: ContextVar[Callable[[], str | None] | None] = ContextVar(
     "remediate_step_gate", default=None
 )
@@ -177,7 +173,7 @@ def runbook_flow(name: str) -> Callable[[Callable[P, Outcome]], Flow[P, Outcome]
                 for run in opened:  # stopped without an outcome (cancelled): the lease lapses
                     if run.lease is not None and not run.ended:
                         run.lease.close()
-                if early is not None and not any(run.lease is early for run in opened):
+                if early is not None and early.incident_id is None:
                     early.release()  # ended without an incident (healthy, refused, an error)
                 _LEASE.reset(leased)
                 _FLAGS.reset(flags)
@@ -220,6 +216,14 @@ class IncidentRun:
         if _DETECT_ONLY.get():
             raise Detected(runbook_id, resource=resource, findings=list(findings))
         runbook = catalogue.get(runbook_id)
+        early = _LEASE.get()
+        if early is not None and early.incident_id is None and early.lost_now():
+            # Declared lost while detecting: its flow run is Crashed and the alert's claim freed
+            # for a new run; this execution opens nothing and tells nobody.
+            raise ExecutorLost(
+                "this run's lease was declared lost while it detected (another run takes the"
+                " incident over): it stops without opening an incident"
+            )
         store = JournaledStore.for_run(settings)
         flow_run_id = str(runtime.flow_run.id) if runtime.flow_run.id else None
         incident = store.open_incident(
@@ -245,8 +249,10 @@ class IncidentRun:
                 incident, settings=settings, store=store, silent=_FLAGS.get().dry_run
             ),
         )
-        early = _LEASE.get()
-        if early is not None and not any(r.lease is early for r in _opened_runs()):
+        opened = _OPENED.get()
+        if opened is not None:
+            opened.append(run)  # from here on, a failure is this incident's (`broke`)
+        if early is not None and early.incident_id is None:
             early.attach(incident.id)
             run.lease = early
         else:
@@ -266,9 +272,6 @@ class IncidentRun:
             resolution_target_minutes=targets.resolution.total_seconds() / 60,
         )
         run.comms.declared(impact=impact, opened_at=incident.opened_at)
-        opened = _OPENED.get()
-        if opened is not None:
-            opened.append(run)
         run.phase = "while diagnosing"
         return run
 

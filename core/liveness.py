@@ -23,6 +23,7 @@ Cost: one UPDATE per third of a lease per running incident, and one thread (benc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -32,14 +33,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from pydantic import SecretStr
 
 from core.settings import Settings
 from core.store import Store, StoreUnavailable
 
-__all__ = ["Lease", "LostRun", "notice_lost_runs", "watch_leases"]
+__all__ = ["ExecutorLost", "Lease", "LostRun", "notice_lost_runs", "watch_leases"]
 
 log = logging.getLogger(__name__)
+
+
+class ExecutorLost(Exception):
+    """This execution's lease was declared lost before it opened an incident: it must stop."""
 
 
 def holder() -> str:
@@ -94,8 +100,8 @@ class Lease:
                 holder=holder(),
                 ttl_seconds=lease.ttl_seconds,
             )
-        except StoreUnavailable as exc:
-            log.warning("no run lease for %s: %s", lease.name, exc)
+        except (StoreUnavailable, psycopg.Error) as exc:
+            log.warning("no run lease for %s: %s", lease.name, type(exc).__name__)
             lease.close()
             return None
         threading.Thread(target=lease._keep, name=f"lease-{lease.name[:8]}", daemon=True).start()
@@ -127,9 +133,18 @@ class Lease:
         with self._lock:
             if self.lost:
                 return False
+            if self._stop.is_set():  # released or closed: nothing to renew, no store to reopen
+                return True
             if not self._db().renew_lease(self.lease_id):
                 self.lost = True
             return not self.lost
+
+    def lost_now(self) -> bool:
+        """Whether this lease was declared lost, asked of the store now (a store that does not
+        answer says nothing: the run goes on, as it does without a lease)."""
+        with contextlib.suppress(StoreUnavailable):
+            self.renew()
+        return self.lost
 
     def confirm(self) -> str | None:
         """Right before acting: why this execution must stand down (its lease was declared
@@ -217,7 +232,13 @@ def notice_lost_runs(settings: Settings, store: Store) -> list[LostRun]:
 
 def _handle(settings: Settings, store: Store, row: dict[str, Any]) -> LostRun:
     if row.get("incident_id") is None:
-        return _lost_while_detecting(row)
+        # Its incident may exist all the same: opened, but the lease not attached to it (the
+        # store away at that moment, or the process killed in between).
+        flow_run_id = row.get("flow_run_id")
+        opened = store.incident_for_flow_run(str(flow_run_id)) if flow_run_id else None
+        if opened is None or opened.closed_at is not None:
+            return _lost_while_detecting(row)
+        row = {**row, "incident_id": opened.id}
     from core.comms import IncidentComms
 
     incident_id = str(row["incident_id"])

@@ -125,10 +125,14 @@ def one_store(store: Store) -> Iterator[Store]:
 class Store:
     """A thread-safe handle on the incident store. One connection, reopened if it drops."""
 
-    def __init__(self, url: SecretStr) -> None:
+    def __init__(self, url: SecretStr, *, fail_fast_seconds: float = 0.0) -> None:
         self._url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.RLock()
+        # After a failed connection, calls within this many seconds fail at once rather than
+        # each waiting out its own connect timeout (a store shared by many threads).
+        self._fail_fast = fail_fast_seconds
+        self._outage: tuple[float, StoreUnavailable] | None = None
 
     @classmethod
     def open(cls, url: SecretStr) -> Store:
@@ -170,11 +174,16 @@ class Store:
         """A cursor on the store's connection; a lost or refused connection is `StoreUnavailable`
         (the next call connects again)."""
         with self._lock:
+            if self._outage is not None and time.monotonic() < self._outage[0]:
+                raise self._outage[1]
             try:
                 with self._connection().cursor(row_factory=dict_row) as cursor:
                     yield cursor
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-                raise self._unavailable(exc) from None
+                down = self._unavailable(exc)
+                if self._fail_fast:
+                    self._outage = (time.monotonic() + self._fail_fast, down)
+                raise down from None
 
     # Incidents and their timeline.
 

@@ -172,7 +172,8 @@ def run_checks(
         scopes.enter_context(settings_read_once(settings))
         scopes.enter_context(plain_calls())
         try:  # one store connection for every check that reads or saves a snapshot
-            store = Store.open(settings.remediation_database_url)
+            Store.open(settings.remediation_database_url)  # the schema
+            store = Store(settings.remediation_database_url, fail_fast_seconds=30)
         except StoreUnavailable:
             store = None  # each check meets the outage itself and reports it
         if store is not None:

@@ -4,7 +4,9 @@ A runbook's run records each step as a Prefect task run (retries, tags, the UI's
 health sweep runs hundreds of runbook detectors at a time, read-only; there a task run per probe
 costs more than the probe (the run's creation, a tag concurrency-limit call to the server, its
 events), and the sweep's own table artifact is the record. Inside `plain_calls()` a step is its
-function, called directly.
+function, called directly, without the task's retries: a probe that fails there is that check's
+`error` (or `skipped`, for a target that does not answer) in this sweep, and the next sweep looks
+again; a runbook's own run keeps its retries.
 """
 
 from __future__ import annotations

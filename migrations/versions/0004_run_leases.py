@@ -1,7 +1,6 @@
 """Run leases: how the product notices that the process executing an incident's run is gone.
 
-A run takes its lease at its first step and renews it every few seconds while it executes
-(detecting, and waiting for an approval, included);
+A run renews its lease every few seconds while it executes (waiting for an approval included);
 a lease left to expire, and still expired a whole lease later, means the executor is lost
 (`core/liveness.py`).
 
@@ -25,19 +24,10 @@ def upgrade() -> None:
     op.create_table(
         "run_leases",
         sa.Column(
-            "id",
-            postgresql.UUID(as_uuid=True),
-            primary_key=True,
-            server_default=sa.text("gen_random_uuid()"),
-        ),
-        # Empty while the run detects (it holds its lease from its first step); the incident's
-        # once it opens one.
-        sa.Column(
             "incident_id",
             postgresql.UUID(as_uuid=True),
             sa.ForeignKey("incidents.id", ondelete="CASCADE"),
-            nullable=True,
-            unique=True,
+            primary_key=True,
         ),
         sa.Column("flow_run_id", sa.Text(), nullable=True),
         # Which execution of the flow run holds it (Prefect's run_count): a run handed back and

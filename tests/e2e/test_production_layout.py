@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from core.worker import runs_under
 from tests.conftest import ROOT, _free_port
@@ -349,8 +350,11 @@ def test_sweeps_fire_on_schedule_through_the_workers_and_never_two_at_once(
         with get_client(sync_client=True) as client:
             return [
                 r
-                for r in client.read_flow_runs(limit=200)
-                if r.deployment_id == sweep.id and r.state is not None
+                for r in client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[sweep.id])),
+                    limit=200,
+                )
+                if r.state is not None
             ]
 
     def settled() -> bool:

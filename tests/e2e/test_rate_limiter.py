@@ -239,3 +239,28 @@ def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
             raw.delete(key)
         raw.close()
         slack.close()
+
+
+def test_a_run_declared_lost_while_it_detected_opens_nothing_and_changes_nothing(
+    limiter: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue "Past one machine": a run whose lease (held from its first step) was declared lost
+    while it detected has had its flow run marked Crashed and its alert's claim freed for a new
+    run; if its process is in fact still alive, it stops where it would open an incident."""
+    from pydantic import SecretStr
+
+    from core.liveness import ExecutorLost, Lease
+    from core.store import Store
+
+    keys = seed(limiter)
+    monkeypatch.setattr(Lease, "lost_now", lambda self: True)
+    state = rate_limiter(
+        key_pattern=limiter["pattern"], window_seconds=60, auto_approve=True, return_state=True
+    )
+    assert state.is_failed()
+    with pytest.raises(ExecutorLost):
+        state.result()
+    assert limiter["client"].ttl(keys["no_ttl"]) == -1  # nothing changed
+    store = Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"]))
+    assert store.incident_for_flow_run(str(state.state_details.flow_run_id)) is None
+    store.close()

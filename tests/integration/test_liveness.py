@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 
 import pytest
 from pydantic import SecretStr
@@ -159,3 +160,29 @@ def test_a_run_lost_while_detecting_is_marked_crashed_and_frees_its_claim(
         assert "before it opened an incident" in lost.detail
         state = client.read_flow_run(run.id).state
     assert state is not None and state.type.value == "CRASHED"
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_a_lease_never_attached_to_the_incident_its_run_opened_still_escalates_it(
+    store: Store, store_url: str
+) -> None:
+    """The run opened its incident but its lease was not attached to it (the store away at that
+    moment, or the process killed in between): lost, it is that incident's loss, escalated, not
+    "lost while detecting"."""
+    from core.liveness import notice_lost_runs
+    from core.settings import load_settings
+
+    settings = load_settings(remediation_database_url=SecretStr(store_url), run_lease_seconds=3)
+    flow_run_id = str(uuid.uuid4())  # no such flow run on the server: nothing to mark Crashed
+    opened = store.open_incident(
+        runbook="rate-limiter", severity="P2", resource="redis", title="t", flow_run_id=flow_run_id
+    )
+    store.take_lease(flow_run_id=flow_run_id, run_count=1, holder="gone:9", ttl_seconds=1)
+    time.sleep(1.2)
+    notice_lost_runs(settings, store)
+    time.sleep(1.3)
+    [lost] = [r for r in notice_lost_runs(settings, store) if r.flow_run_id == flow_run_id]
+    assert lost.incident_id == opened.id
+    incident = store.incident(opened.id)
+    assert incident is not None and incident.status == "escalated"
+    assert "executor-lost" in [e.kind for e in store.timeline(opened.id)]

@@ -98,7 +98,7 @@ def test_store_creates_its_database_and_schema_once() -> None:
             "postmortems",
             "alembic_version",
         } <= tables
-        assert version == "0004"  # head
+        assert version == "0005"  # head
     finally:
         drop_database(name)
 
@@ -136,7 +136,7 @@ def test_an_older_store_is_brought_to_head_on_first_use() -> None:
         store.close()
         with psycopg.connect(url) as conn:
             (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        assert version == "0004"
+        assert version == "0005"
     finally:
         drop_database(name)
 
