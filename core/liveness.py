@@ -222,6 +222,19 @@ class LostRun:
     crashed: bool
     detail: str
 
+    @classmethod
+    def of(
+        cls, row: dict[str, Any], *, incident_id: str | None, crashed: bool, detail: str
+    ) -> LostRun:
+        return cls(
+            incident_id=incident_id,
+            flow_run_id=row.get("flow_run_id"),
+            holder=str(row["holder"]),
+            renewed_at=row["renewed_at"],
+            crashed=crashed,
+            detail=detail,
+        )
+
 
 def notice_lost_runs(settings: Settings, store: Store) -> list[LostRun]:
     """Declare lost the runs whose lease expired and stayed expired; escalate their incidents
@@ -285,14 +298,7 @@ def _handle(settings: Settings, store: Store, row: dict[str, Any]) -> LostRun:
         )
         comms.ended("escalated", causes=causes, needs_person=f"executor lost: {detail}")
     log.warning("incident %s: executor lost: %s", incident_id, detail)
-    return LostRun(
-        incident_id=incident_id,
-        flow_run_id=row.get("flow_run_id"),
-        holder=str(row["holder"]),
-        renewed_at=row["renewed_at"],
-        crashed=crashed,
-        detail=detail,
-    )
+    return LostRun.of(row, incident_id=incident_id, crashed=crashed, detail=detail)
 
 
 def _lost_while_detecting(row: dict[str, Any]) -> LostRun:
@@ -306,14 +312,7 @@ def _lost_while_detecting(row: dict[str, Any]) -> LostRun:
     )
     crashed = _crash(row, detail) if row.get("flow_run_id") else False
     log.warning("flow run %s: executor lost: %s", row.get("flow_run_id"), detail)
-    return LostRun(
-        incident_id=None,
-        flow_run_id=row.get("flow_run_id"),
-        holder=str(row["holder"]),
-        renewed_at=row["renewed_at"],
-        crashed=crashed,
-        detail=detail,
-    )
+    return LostRun.of(row, incident_id=None, crashed=crashed, detail=detail)
 
 
 def _crash(row: dict[str, Any], detail: str) -> bool:

@@ -32,6 +32,19 @@ def in_pool(pool: str) -> dict[str, Any]:
         }
 
 
+def remediate_deploy(pool: str, env: dict[str, str], cwd: Path | None = None) -> None:
+    """`remediate deploy --pool POOL`, which must succeed."""
+    done = subprocess.run(
+        [str(Path(PREFECT).with_name("remediate")), "deploy", "--pool", pool],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 def test_prefect_deploy_all_registers_every_deployment() -> None:
     env = dict(os.environ)  # no variable: the flows are imported from the installed product
     pool = subprocess.run(
@@ -76,14 +89,7 @@ def test_remediate_deploy_takes_the_intervals_and_pool_from_the_settings() -> No
         timeout=120,
         check=True,
     )
-    done = subprocess.run(
-        [str(Path(PREFECT).with_name("remediate")), "deploy", "--pool", pool],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    remediate_deploy(pool, env)
     deployments = {name.split("/")[0]: d for name, d in in_pool(pool).items()}
     assert set(deployments) == {*catalogue.CATALOGUE, "health-sweep", "incident-watchdog"}
     intervals = {

@@ -30,6 +30,7 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from core.worker import runs_under
 from tests.conftest import ROOT, _free_port
 from tests.e2e.conftest import TOKEN, kinds, unpool_deployments
+from tests.e2e.test_prefect_deploy import remediate_deploy
 from tests.e2e.test_serve import alert, wait_healthz, write_routes
 from tests.sessions import pids_alive
 
@@ -310,15 +311,7 @@ def test_sweeps_fire_on_schedule_through_the_workers_and_never_two_at_once(
         "WATCHDOG_INTERVAL_SECONDS": "3600",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
     }
-    done = subprocess.run(
-        [str(BIN / "remediate"), "deploy", "--pool", pool],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    remediate_deploy(pool, env, cwd=tmp_path)
     quiet = {"runbooks": ["database-connection-errors"], "start_runs": False}
     with get_client(sync_client=True) as client:
         sweep = client.read_deployment_by_name("health-sweep/health-sweep")
