@@ -4,7 +4,9 @@ alert's incident; `--version` and shell completion work."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
+from core.worker import runs_under
 from tests.conftest import PG_ADMIN_URL, ROOT, db_url
 from tests.e2e.test_serve import post_alert, start_serve
 from tests.sessions import pids_alive
@@ -109,6 +112,13 @@ def test_installed_serve_makes_its_store_and_fixes_an_alert(
             assert pids_alive(w["survivors"]) == w["survivors"]
             assert versions == [(ScriptDirectory(str(ROOT / "migrations")).get_current_head(),)]
         finally:
+            # The runs serve's runner started (its scheduled watchdog) outlive a killed serve and
+            # would create the store again after the drop below: serve is frozen (it starts no
+            # more), they go first.
+            process.send_signal(signal.SIGSTOP)
+            for pid in runs_under(process.pid).values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             process.kill()
             process.wait()
     finally:
