@@ -255,7 +255,6 @@ def health_sweep(
 def _heartbeat(report: SweepReport, settings: Settings) -> None:
     """Leave this sweep's time in the incident store: the receiver's `/metrics` exports it
     (`remediate_sweep_last_run_timestamp_seconds`), so a sweep that stops running is seen."""
-    from core.store import Store
     from receiver.dispatch import SWEEP_SNAPSHOT
 
     data = {
