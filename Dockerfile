@@ -22,11 +22,10 @@ WORKDIR /src
 # The dependencies first: this layer is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=secret,id=ca with-ca /opt/uv/bin/uv sync --frozen --no-dev --no-install-project
-COPY core core
+COPY remediate remediate
 COPY flows flows
 COPY tasks tasks
 COPY deployments deployments
-COPY receiver receiver
 COPY drills drills
 COPY migrations migrations
 COPY prefect.yaml ./

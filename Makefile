@@ -19,6 +19,7 @@ lint:
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
 	$(VENV)/mypy
+	$(VENV)/lint-imports
 	$(VENV)/remediate check-migrations
 
 format:
@@ -33,7 +34,7 @@ bench: setup
 	$(VENV)/python bench/liveness.py
 
 prefect-yaml:
-	$(VENV)/python -m deployments.prefect_yaml
+	$(VENV)/python -m remediate.deployments.prefect_yaml
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

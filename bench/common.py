@@ -144,7 +144,7 @@ def bench_environment(server_workers: int = 1, **env: str) -> Iterator[dict[str,
     """A Prefect server on PostgreSQL (`server_workers` processes) and the store, both in databases
     of their own; `env` and PREFECT_API_URL set for this process. Yields the names: server, store,
     target."""
-    from core.prefect_api import start_server, wait_healthy
+    from remediate.engine.prefect_api import start_server, wait_healthy
 
     home = tempfile.mkdtemp(prefix="bench-")
     port = free_port()

@@ -89,12 +89,12 @@ def main() -> None:
 
     with bench_environment() as names:
         target_db = names["target"]
-        from core.drills import threshold_below
-        from core.prefect_api import run_settings
+        from remediate.drills.runner import threshold_below
+        from remediate.engine.prefect_api import run_settings
 
         settings = run_settings()  # once per process, as `remediate run` does
         settings.__enter__()
-        from flows.connection_pool_exhausted import connection_pool_exhausted
+        from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
         bare_times, flow_times = [], []
         for round_ in range(args.rounds + 1):  # round 0 warms imports, store and server

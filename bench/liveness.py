@@ -1,4 +1,5 @@
-"""What a run pays for its lease (core/liveness.py), against one timeline write in the same run.
+"""What a run pays for its lease (remediate/engine/liveness.py), against one timeline write in the
+same run.
 
 Per run: the lease taken when the incident opens and released at its end (two statements and a
 thread started), and one renewal every third of RUN_LEASE_SECONDS while it executes. Baseline:
@@ -15,9 +16,9 @@ import uuid
 from common import create_db, drop_db, timed, url
 from pydantic import SecretStr
 
-from core.liveness import Lease
-from core.settings import load_settings
-from core.store import Store
+from remediate.domain.settings import load_settings
+from remediate.engine.liveness import Lease
+from remediate.store.database import Store
 
 ROUNDS = 200
 

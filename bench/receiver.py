@@ -122,7 +122,8 @@ def receiver_process(
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """The receiver alone (uvicorn, one process), as `remediate serve` runs it."""
     code = (
-        "import uvicorn; from core.settings import load_settings; from receiver import create_app;"
+        "import uvicorn; from remediate.domain.settings import load_settings;"
+        " from remediate.receiver import create_app;"
         f" uvicorn.run(create_app(load_settings()), host='127.0.0.1', port={port},"
         " log_level='warning')"
     )
@@ -157,7 +158,7 @@ def receiver_process(
 def throughput(args: argparse.Namespace, home: str, prefix: str) -> dict[str, float]:
     from prefect.client.orchestration import get_client
 
-    from core import catalogue
+    from remediate.engine import catalogue
 
     deployment = (
         catalogue.get("connection-pool-exhausted")
@@ -265,7 +266,7 @@ def runs_storm(args: argparse.Namespace, home: str) -> dict[str, Any]:
     server must hold exactly one run per database: none lost, none twice."""
     from prefect.client.orchestration import get_client
 
-    from core import catalogue
+    from remediate.engine import catalogue
 
     deployment = (
         catalogue.get("connection-pool-exhausted")
@@ -384,7 +385,7 @@ def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[floa
     """rate-limiter, auto-approved, through `remediate serve`: alert to verified fix."""
     from pydantic import SecretStr
 
-    from core.store import Store
+    from remediate.store.database import Store
 
     routes = Path(home) / "routes.yaml"
     routes.write_text(

@@ -62,7 +62,7 @@ class Sampler:
 
 
 def sweep(databases: list[str]) -> tuple[float, Sampler]:
-    from flows.health_sweep import health_sweep
+    from remediate.flows.health_sweep import health_sweep
 
     with Sampler() as held:
         started = time.perf_counter()
@@ -81,8 +81,8 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",")]
     with bench_environment():
-        from core.prefect_api import run_settings
-        from core.settings import load_settings
+        from remediate.domain.settings import load_settings
+        from remediate.engine.prefect_api import run_settings
 
         settings = load_settings()
         extra = [f"bench_sweep_{uuid.uuid4().hex[:6]}_{i}" for i in range(max(sizes) - 1)]

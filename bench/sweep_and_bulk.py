@@ -29,8 +29,8 @@ import redis  # isort: skip
 
 def bulk_buckets(n: int, rounds: int) -> tuple[float, float]:
     """rate-limiter repairing `n` stuck buckets in one plan, against SCAN + EXPIRE by hand."""
-    from core.prefect_api import run_settings
-    from flows.rate_limiter import rate_limiter
+    from remediate.engine.prefect_api import run_settings
+    from remediate.flows.rate_limiter import rate_limiter
 
     r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     prefix = f"bench-bulk-{uuid.uuid4().hex[:6]}:"
@@ -70,9 +70,9 @@ def bulk_buckets(n: int, rounds: int) -> tuple[float, float]:
 def bulk_sessions(admin: str, target_url: str, n: int, rounds: int) -> tuple[float, float]:
     """connection-pool-exhausted terminating `n` idle sessions of `target_url`'s database, against
     one `pg_terminate_backend` over the same pids."""
-    from core.drills import threshold_below
-    from core.prefect_api import run_settings
-    from flows.connection_pool_exhausted import connection_pool_exhausted
+    from remediate.drills.runner import threshold_below
+    from remediate.engine.prefect_api import run_settings
+    from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
     database = target_url.rsplit("/", 1)[1]
     os.environ["TARGET_DATABASE_URL"] = target_url
@@ -130,11 +130,12 @@ def room_for_sessions() -> int:
 
 @contextmanager
 def big_server(max_connections: int) -> Iterator[str]:
-    """A PostgreSQL server of its own, in a container (`drills.sandbox.postgres_server`), with
+    """A PostgreSQL server of its own, in a container (`remediate.drills.sandbox.postgres_server`),
+    with
     room for hundreds of sessions; yields its admin URL."""
     import docker
 
-    from drills.sandbox import DOCKER_HOST, IMAGE, free_port, postgres_server, reachable
+    from remediate.drills.sandbox import DOCKER_HOST, IMAGE, free_port, postgres_server, reachable
 
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     port = free_port()

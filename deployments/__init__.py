@@ -1,1 +1,1 @@
-"""Serving the runbook flows as Prefect deployments (`python -m deployments.serve`)."""
+"""Serving the runbook flows as Prefect deployments (`python -m remediate.deployments.serve`)."""

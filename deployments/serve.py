@@ -3,7 +3,8 @@
 
 Each runbook deployment is named after its runbook id and takes the flow's typed parameters, so
 the Prefect UI shows a form for manual runs; `health-sweep` runs every SWEEP_INTERVAL_SECONDS.
-`python -m deployments.serve` serves them from one process without a work pool; `remediate serve`
+`python -m remediate.deployments.serve` serves them from one process without a work pool;
+`remediate serve`
 does the same beside the alert receiver. Ctrl-C stops serving.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from core import catalogue
+from remediate.engine import catalogue
 
 SWEEP = "health-sweep"
 DEFAULT_SWEEP_INTERVAL = 300
@@ -27,8 +28,8 @@ def deployments(
     sweep_interval_seconds: int = DEFAULT_SWEEP_INTERVAL,
     watchdog_interval_seconds: int = DEFAULT_WATCHDOG_INTERVAL,
 ) -> list[Any]:
-    from flows.health_sweep import health_sweep
-    from flows.incident_watchdog import incident_watchdog
+    from remediate.flows.health_sweep import health_sweep
+    from remediate.flows.incident_watchdog import incident_watchdog
 
     runbooks = [
         runbook.load_flow().to_deployment(
@@ -74,7 +75,7 @@ def pooled(names: list[str]) -> dict[str, str]:
 def main() -> None:
     from prefect import serve
 
-    from core.settings import load_settings
+    from remediate.domain.settings import load_settings
 
     settings = load_settings()
     serve(

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from core.settings import ConfigError
+from remediate.domain.settings import ConfigError
 
 __all__ = [
     "ADMIN_URL",
@@ -79,7 +79,7 @@ def postgres_server(port: int, *, max_connections: int | None = None) -> dict[st
     """The `containers.run` arguments (command first) of a real PostgreSQL server on
     127.0.0.1:`port`, from this machine's own binaries mounted read-only into the test image; its
     data survives a stop and a start (`drills/assets/postgres.sh`)."""
-    from drills import ASSETS
+    from remediate.drills import ASSETS
 
     environment = {"PGPORT": str(port)}
     if max_connections is not None:

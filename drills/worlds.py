@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from drills import ASSETS
-from drills.sandbox import (
+from remediate.drills import ASSETS
+from remediate.drills.sandbox import (
     ADMIN_URL,
     DOCKER_HOST,
     REDIS_URL,
@@ -64,7 +64,7 @@ def _count(database: str, state: str) -> int:
 
 
 def connection_pool_exhausted(sb: Sandbox) -> World:
-    from core.drills import threshold_below
+    from remediate.drills.runner import threshold_below
 
     database = sb.database()
     url = sb.url(database)
@@ -149,8 +149,8 @@ def rate_limiter(sb: Sandbox) -> World:
 
 
 def rls_auth_failure(sb: Sandbox) -> World:
-    from drills.supabase import ALICE, build, supabase_roles
-    from flows.rls_auth_failure import rls_auth_failure as flow
+    from remediate.drills.supabase import ALICE, build, supabase_roles
+    from remediate.flows.rls_auth_failure import rls_auth_failure as flow
 
     sb.enter(supabase_roles(ADMIN_URL, database_prefix="remediate\\_drill\\_"))
     database = sb.database()
@@ -437,7 +437,7 @@ def frontend_404(sb: Sandbox) -> World:
 def email_delivery(sb: Sandbox) -> World:
     from aiosmtpd.controller import Controller
 
-    from drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
+    from remediate.drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
 
     inbox, port = Inbox(), free_port()
     smtp = Controller(

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.actions import narrowed_restarts
-from core.incident import IncidentRun, runbook_flow, step_refusal
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import ConfigError, Settings, load_settings
-from flows.auth_server_health import error_lines
-from tasks import containers, git, http_probe, postgres
-from tasks.containers import ComposeService
-from tasks.postgres import PgTarget
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.actions import narrowed_restarts
+from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.tasks import containers, git, http_probe, postgres
 
 RUNBOOK = "api-500-errors"
 ROLLBACK = "roll-back-last-deploy"
@@ -104,7 +102,7 @@ def api_500_errors(
 
     # Diagnose: logs, database, migrations, recent deploys.
     evidence: list[Finding] = []
-    service = ComposeService.from_settings(settings, settings.app_service)
+    service = targets.compose_service(settings, settings.app_service)
     found = []
     if service is not None:
         try:
@@ -112,7 +110,7 @@ def api_500_errors(
             for c in found[:1]:
                 evidence += [
                     Finding(check="log-error", ok=False, detail=line)
-                    for line in error_lines(
+                    for line in containers.error_lines(
                         containers.container_logs(service, container_id=c.id, tail=200)
                     )
                 ]
@@ -120,15 +118,15 @@ def api_500_errors(
             evidence.append(Finding(check="app-container", ok=False, detail=str(exc)))
     database_ok = migrations_ok = True
     if settings.target_database_url is not None:
-        db = postgres.probe_query(PgTarget.from_settings(settings), timeout_seconds=5)
+        db = postgres.probe_query(targets.pg_target(settings), timeout_seconds=5)
         database_ok = db.ok
         evidence.append(
             Finding(check="database", ok=db.ok, detail="reachable" if db.ok else db.error)
         )
     if settings.alembic_config and database_ok:
-        from tasks import alembic
+        from remediate.tasks import alembic
 
-        state = alembic.read_schema_state(alembic.AlembicTarget.from_settings(settings))
+        state = alembic.read_schema_state(targets.alembic_target(settings))
         migrations_ok = state.current == state.heads
         evidence.append(
             Finding(

@@ -16,12 +16,12 @@ import socket
 import time
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow, step_refusal
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import ConfigError, Settings, load_settings
-from tasks import containers, postgres
-from tasks.containers import ComposeService, ServiceContainer
-from tasks.postgres import PgTarget
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.tasks import containers, postgres
+from remediate.tasks.containers import ComposeService, ServiceContainer
 
 RUNBOOK = "app-not-starting"
 RESTART = "restart-services"
@@ -194,7 +194,7 @@ def app_not_starting(
     evidence += variables
     database_ok = None
     if settings.target_database_url is not None:
-        probe = postgres.probe_query(PgTarget.from_settings(settings), timeout_seconds=3)
+        probe = postgres.probe_query(targets.pg_target(settings), timeout_seconds=3)
         database_ok = probe.ok
         evidence.append(
             Finding(check="database", ok=probe.ok, detail="reachable" if probe.ok else probe.error)

@@ -16,13 +16,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
-from core.settings import ConfigError, Settings, load_settings
-from core.store import Store
-from tasks import containers, http_probe
-from tasks.containers import AppConfig, ComposeService
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.store.database import Store
+from remediate.tasks import containers, http_probe
+from remediate.tasks.containers import AppConfig
 
 RUNBOOK = "auth-failures"
 SNAPSHOT = "secret-key-fingerprint"
@@ -161,7 +162,7 @@ def auth_failures(
         settings.app_url,
     )
     store = Store.open(settings.remediation_database_url)
-    service = ComposeService.from_settings(settings, settings.app_service)
+    service = targets.compose_service(settings, settings.app_service)
 
     route = login_path or settings.app_login_path
     attempts: list[http_probe.HttpProbe] = []

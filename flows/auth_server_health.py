@@ -8,20 +8,19 @@ login. Diagnose: error and exception lines of the app container's log (`APP_SERV
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
-from core.actions import restart_action, restart_planned
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
-from core.settings import ConfigError, Settings, load_settings
-from tasks import containers, http_probe
-from tasks.containers import ComposeService, ContainerInfo
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.actions import restart_action, restart_planned
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.tasks import containers, http_probe
+from remediate.tasks.containers import ComposeService, ContainerInfo
 
 RUNBOOK = "auth-server-health"
 RESTART = "restart-application-container"
-ERROR_LINE = re.compile(r"error|exception|traceback|fatal|panic", re.IGNORECASE)
 PREVENTION = (
     "a container health check on /health with a restart policy; alert on /health latency;"
     " find the leak or deadlock the error lines point at"
@@ -37,10 +36,6 @@ def health_finding(
         ok=probe.ok and not slow,
         detail=probe.detail + (f" (over the {latency_limit:g} s limit)" if slow else ""),
     )
-
-
-def error_lines(lines: list[str], limit: int = 20) -> list[str]:
-    return [line for line in lines if ERROR_LINE.search(line)][-limit:]
 
 
 def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resource: str) -> Plan:
@@ -132,7 +127,7 @@ def auth_server_health(
     )
 
     # Diagnose: error and exception lines of the app's log.
-    service = ComposeService.from_settings(settings, settings.app_service)
+    service = targets.compose_service(settings, settings.app_service)
     found: list[ContainerInfo] = []
     evidence: list[Finding] = []
     if service is None:
@@ -149,7 +144,8 @@ def auth_server_health(
             for c in found[:1]:
                 lines = containers.container_logs(service, container_id=c.id, tail=200)
                 evidence += [
-                    Finding(check="log-error", ok=False, detail=line) for line in error_lines(lines)
+                    Finding(check="log-error", ok=False, detail=line)
+                    for line in containers.error_lines(lines)
                 ]
             evidence += [
                 Finding(

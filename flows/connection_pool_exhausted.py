@@ -13,12 +13,13 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow, step_refusal
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import ConfigError, Settings, load_settings
-from tasks import containers, postgres
-from tasks.containers import ComposeService, ContainerInfo
-from tasks.postgres import MAINTENANCE_APPLICATIONS, Activity, PgTarget, Session
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.tasks import containers, postgres
+from remediate.tasks.containers import ComposeService, ContainerInfo
+from remediate.tasks.postgres import MAINTENANCE_APPLICATIONS, Activity, Session
 
 RUNBOOK = "connection-pool-exhausted"
 SLOW_QUERY_SECONDS = 5.0
@@ -279,7 +280,7 @@ SWEEP_PREFLIGHT = False
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     """Before a CLI run: the target answers (a server with no free slot is the incident itself)."""
     database = params.get("database")
-    target = PgTarget.from_settings(settings, database=str(database) if database else None)
+    target = targets.pg_target(settings, database=str(database) if database else None)
     try:
         target.connect().close()
     except postgres.TargetUnreachable as exc:
@@ -328,7 +329,7 @@ def connection_pool_exhausted(
 ) -> Outcome:
     """Seed 002 §2: too many connections → terminate idle sessions (approval first) → verify."""
     settings = load_settings()
-    target = PgTarget.from_settings(settings, database=database)
+    target = targets.pg_target(settings, database=database)
     pooler = pooler_service(settings)
     idle_seconds = max(0.0, idle_minutes * 60)
     # PROTECTED_ROLES (Supabase's system roles by default) holds for every run, alert- and

@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from core.actions import restart_planned
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import Settings, load_settings
-from tasks import containers, postgres
-from tasks.containers import ComposeService, ContainerInfo
-from tasks.postgres import PgTarget
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.actions import restart_planned
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.tasks import containers, postgres
+from remediate.tasks.containers import ComposeService, ContainerInfo
+from remediate.tasks.postgres import PgTarget
 
 RUNBOOK = "database-connection-errors"
 RESTART = "restart-database-container"
@@ -122,8 +123,8 @@ def database_connection_errors(
 ) -> Outcome:
     """Seed 000: "could not connect to server" → restart the database container (approval)."""
     settings = load_settings()
-    target = PgTarget.from_settings(settings, database=database)
-    service = ComposeService.from_settings(settings, settings.database_service)
+    target = targets.pg_target(settings, database=database)
+    service = targets.compose_service(settings, settings.database_service)
 
     # Detect: can the app's connection settings reach the database?
     probe = postgres.probe_query(target, timeout_seconds=5)
@@ -221,11 +222,9 @@ def database_connection_errors(
             )
         ]
         if after.ok and settings.alembic_config:
-            from tasks import alembic
+            from remediate.tasks import alembic
 
-            state = alembic.read_schema_state(
-                alembic.AlembicTarget.from_settings(settings, database=database)
-            )
+            state = alembic.read_schema_state(targets.alembic_target(settings, database=database))
             checks.append(
                 Finding(
                     check="alembic-current",

@@ -14,11 +14,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import Settings, load_settings
-from tasks import containers, email
-from tasks.containers import AppEmail, ComposeService
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.tasks import containers, email
+from remediate.tasks.containers import AppEmail
 
 RUNBOOK = "email-delivery"
 REMOVE = "remove-bounced-address"
@@ -95,7 +96,7 @@ def settings_findings(smtp: Smtp) -> list[Finding]:
 
 def backend_email(settings: Settings) -> AppEmail | None:
     """The backend container's email settings, when the product can see its container."""
-    service = ComposeService.from_settings(settings, settings.app_service)
+    service = targets.compose_service(settings, settings.app_service)
     if service is None:
         return None
     try:

@@ -17,13 +17,13 @@ import httpx
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan
-from core.settings import ConfigError, Settings, load_settings
-from tasks import containers
-from tasks.containers import ComposeService
-from tasks.steps import task
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.tasks import containers
+from remediate.tasks.steps import task
 
 RUNBOOK = "frontend-404"
 RESTART = "restart-frontend-container"
@@ -142,7 +142,7 @@ def frontend_404(
         causes.append("no-history-fallback")
     run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
 
-    service = ComposeService.from_settings(settings, settings.frontend_service)
+    service = targets.compose_service(settings, settings.frontend_service)
     found = containers.find_service(service) if service else []
     if service is None or not found:
         return run.escalate(

@@ -1,6 +1,7 @@
 """Seeds 000 and 002, "Monitoring": every runbook's detector, read-only, on a schedule.
 
-Each runbook is run in detect-only mode (`core.incident.detect_only`): its own detection code up to
+Each runbook is run in detect-only mode (`remediate.engine.incident.detect_only`): its own
+detection code up to
 the point where it would open an incident, so the sweep and the runbook can never disagree about
 what is broken. Checks run concurrently (bounded by SWEEP_CONCURRENCY, and by
 SWEEP_CONNECTIONS_PER_SERVER on the database server) across every configured target: the database
@@ -25,12 +26,12 @@ from urllib.parse import urlsplit
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from core import catalogue
-from core.incident import Detected, detect_only
-from core.models import Alert, Finding
-from core.settings import ConfigError, Settings, load_settings, settings_read_once
-from core.store import Store, StoreUnavailable, one_store
-from tasks.steps import plain_calls
+from remediate.domain.models import Alert, Finding
+from remediate.domain.settings import ConfigError, Settings, load_settings, settings_read_once
+from remediate.engine import catalogue
+from remediate.engine.incident import Detected, detect_only
+from remediate.store.database import Store, StoreUnavailable, one_store
+from remediate.tasks.steps import plain_calls
 
 __all__ = ["Check", "SweepReport", "check", "health_sweep", "run_checks", "sweep_targets"]
 
@@ -157,7 +158,8 @@ def run_checks(
     one of `SWEEP_CONNECTIONS_PER_SERVER` slots of their server while they run (each holds at
     most one connection to it at a time), so a sweep over hundreds of databases never opens more
     than that many connections to one server. Settings are read once, the incident store is one
-    connection; a probe is a plain call, not a Prefect task run of its own (`tasks.steps`): the
+    connection; a probe is a plain call, not a Prefect task run of its own
+    (`remediate.tasks.steps`): the
     sweep's artifact is its record."""
     server = threading.BoundedSemaphore(settings.sweep_connections_per_server)
     on_server = database_server(settings) is not None
@@ -191,8 +193,8 @@ def run_checks(
 
 def _start_runs(report: SweepReport, settings: Settings) -> None:
     """Start the runbook for each finding, through the receiver's deduplication."""
-    from receiver.dispatch import Dispatcher, Rejected
-    from receiver.routing import Routed
+    from remediate.intake.dispatch import Dispatcher, Rejected
+    from remediate.intake.routing import Routed
 
     dispatcher = Dispatcher(settings)
     try:
@@ -255,7 +257,7 @@ def health_sweep(
 def _heartbeat(report: SweepReport, settings: Settings) -> None:
     """Leave this sweep's time in the incident store: the receiver's `/metrics` exports it
     (`remediate_sweep_last_run_timestamp_seconds`), so a sweep that stops running is seen."""
-    from receiver.dispatch import SWEEP_SNAPSHOT
+    from remediate.intake.dispatch import SWEEP_SNAPSHOT
 
     data = {
         "finished_at": time.time(),

@@ -6,8 +6,9 @@ nothing would. Every `WATCHDOG_INTERVAL_SECONDS` this flow reads the open incide
 and escalates each one past its target that has not been escalated for it yet, with the same
 checklist, messages and page as the run's own clock (one `target-missed` per incident, whoever
 gets there first). First it writes to the store what runs kept on disk while it was unreachable
-(`core/journal.py`), so the incidents it reads are complete, and it notices the runs whose
-executor is gone (`core/liveness.py`; every receiver does too, every few seconds).
+(`remediate/engine/journal.py`), so the incidents it reads are complete, and it notices the runs
+whose
+executor is gone (`remediate/engine/liveness.py`; every receiver does too, every few seconds).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel, Field
 
-from core import catalogue, lifecycle
-from core.comms import IncidentComms
-from core.journal import replay_spool
-from core.liveness import notice_lost_runs
-from core.settings import load_settings
-from core.store import Store
+from remediate.domain.settings import load_settings
+from remediate.engine import catalogue, lifecycle
+from remediate.engine.comms import IncidentComms
+from remediate.engine.journal import replay_spool
+from remediate.engine.liveness import notice_lost_runs
+from remediate.store.database import Store
 
 __all__ = ["WatchdogReport", "incident_watchdog"]
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import ConfigError, Settings, load_settings
-from tasks import containers, redis
-from tasks.containers import ComposeService
-from tasks.redis import Bucket, RedisTarget
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.tasks import containers, redis
+from remediate.tasks.containers import ComposeService
+from remediate.tasks.redis import Bucket, RedisTarget
 
 RUNBOOK = "rate-limiter"
 DELETE, EXPIRE = "delete-stuck-buckets", "re-expire-stuck-buckets"
@@ -181,7 +182,7 @@ def restart_redis(
 
 
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    RedisTarget.from_settings(settings)
+    targets.redis_target(settings)
 
 
 @runbook_flow(RUNBOOK)
@@ -197,7 +198,7 @@ def rate_limiter(
 ) -> Outcome:
     """Seed 002 §4: stuck rate-limit buckets → re-expire or delete them (approval) → verify."""
     settings = load_settings()
-    target = RedisTarget.from_settings(settings)
+    target = targets.redis_target(settings)
     if not key_pattern or key_pattern in {"*", "**"}:
         raise ConfigError(
             "key_pattern must name the rate limiter's keys (e.g. ratelimit:*), not every key"

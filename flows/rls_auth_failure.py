@@ -24,14 +24,14 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from core.incident import IncidentRun, runbook_flow
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import Settings, load_settings
-from core.sqltext import split_top_level, unwrap
-from core.store import Store
-from tasks import git, http_probe, rls, sentry
-from tasks.postgres import PgTarget
-from tasks.rls import Function, Policy, RlsState
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import Settings, load_settings
+from remediate.domain.sqltext import split_top_level, unwrap
+from remediate.engine import targets
+from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.store.database import Store
+from remediate.tasks import git, http_probe, rls, sentry
+from remediate.tasks.rls import Function, Policy, RlsState
 
 RUNBOOK = "rls-auth-failure"
 SNAPSHOT = "rls-policies"
@@ -450,7 +450,7 @@ SWEEP_PREFLIGHT = False
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     """Before a CLI run: the target database answers."""
     database = params.get("database")
-    PgTarget.from_settings(settings, database=str(database) if database else None).connect().close()
+    targets.pg_target(settings, database=str(database) if database else None).connect().close()
 
 
 # The runbook.
@@ -472,7 +472,7 @@ def rls_auth_failure(
 ) -> Outcome:
     """Seed 002 §1: RLS broken → roll back to the known-good policies (approval) → probe."""
     settings = load_settings()
-    target = PgTarget.from_settings(settings, database=database)
+    target = targets.pg_target(settings, database=database)
     store = Store.open(settings.remediation_database_url)
 
     def access_probe() -> rls.ProbeAccess | None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.incident import IncidentRun, runbook_flow, step_refusal
-from core.migration_safety import Step, column_name
-from core.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from core.settings import ConfigError, Settings, load_settings
-from tasks import alembic
-from tasks.alembic import AlembicTarget, Drift, Revision, SchemaState
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
+from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.engine import targets
+from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.lint.migration_safety import Step, column_name
+from remediate.tasks import alembic
+from remediate.tasks.alembic import AlembicTarget, Drift, Revision, SchemaState
 
 RUNBOOK = "tables-missing-after-migration"
 RESET, UPGRADE, RLS = "reset-alembic-version", "alembic-upgrade-head", "enable-rls"
@@ -415,7 +416,7 @@ def verify_state(state: SchemaState, drift: Drift) -> list[Finding]:
 def preflight(settings: Settings, params: dict[str, Any]) -> None:
     """Before a CLI run: ALEMBIC_CONFIG runs alembic, on the target database, which answers."""
     database = params.get("database")
-    target = AlembicTarget.from_settings(settings, database=str(database) if database else None)
+    target = targets.alembic_target(settings, database=str(database) if database else None)
     target.database.connect().close()
     problem = alembic.config_problem(target)
     if problem:
@@ -460,7 +461,7 @@ def tables_missing_after_migration(
 ) -> Outcome:
     """Seed 000: tables missing after a migration → reset the version, upgrade head (approval)."""
     settings = load_settings()
-    target = AlembicTarget.from_settings(settings, database=database)
+    target = targets.alembic_target(settings, database=database)
     resource = target.database.resource
     problem = alembic.config_problem(target)
     if problem:

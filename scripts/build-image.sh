@@ -35,7 +35,7 @@ fi
 # Everything the Dockerfile copies, and the Dockerfile itself.
 tag=$(
   { echo "$BASE"; find Dockerfile .dockerignore pyproject.toml uv.lock README.md prefect.yaml \
-      core flows tasks deployments receiver drills migrations -type f \
+      remediate flows tasks deployments drills migrations -type f \
       ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum; } \
     | sha256sum | cut -c1-12
 )

@@ -11,7 +11,8 @@
 - `docker compose exec [-T] SERVICE CMD…`: run in the backend's container through the Docker API.
 
 Reading never imports a revision: each file's `revision`, `down_revision` and `upgrade()` are read
-from its syntax (`core.migration_safety.operations`), the schema from the catalog. Whatever form
+from its syntax (`remediate.lint.migration_safety.operations`), the schema from the catalog.
+Whatever form
 runs alembic, the version it reports must be the one the product reads from the target, or
 nothing runs (`config_problem`).
 """
@@ -39,13 +40,13 @@ from prefect.cache_policies import NONE
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
-from core.migration_safety import Step, assigned, operations
-from core.redact import redact
-from core.settings import ConfigError, Settings
-from tasks import containers
-from tasks.containers import ComposeService
-from tasks.postgres import PgTarget
-from tasks.steps import task
+from remediate.domain.errors import ConfigError
+from remediate.domain.redact import redact
+from remediate.lint.migration_safety import Step, assigned, operations
+from remediate.tasks import containers
+from remediate.tasks.containers import ComposeService
+from remediate.tasks.postgres import PgTarget
+from remediate.tasks.steps import task
 
 __all__ = [
     "AlembicTarget",
@@ -137,7 +138,15 @@ def _template_connection(url: str) -> dict[str, str]:
     }
 
 
-def parse_command_prefix(value: str, settings: Settings) -> ContainerCommand | None:
+NOT_SET = (
+    "ALEMBIC_CONFIG is not set (the app's alembic.ini, its own alembic command"
+    " `/srv/app/.venv/bin/alembic -c …/alembic.ini`, or `docker compose exec SERVICE alembic`)"
+)
+
+
+def parse_command_prefix(
+    value: str, *, docker_host: str | None, project: str | None
+) -> ContainerCommand | None:
     """`docker compose exec [-T] SERVICE CMD...` (or `docker-compose exec …`) → the service and
     the command to run there through the Docker API. Never handed to a shell."""
     try:
@@ -154,14 +163,12 @@ def parse_command_prefix(value: str, settings: Settings) -> ContainerCommand | N
         rest = rest[1:]
     if len(rest) < 2:
         return None
-    if not (settings.docker_host and settings.compose_project_name):
+    if not (docker_host and project):
         raise ConfigError(
             "ALEMBIC_CONFIG runs alembic in a container: set DOCKER_HOST and COMPOSE_PROJECT_NAME"
         )
     return ContainerCommand(
-        service=ComposeService(
-            docker_host=settings.docker_host, project=settings.compose_project_name, service=rest[0]
-        ),
+        service=ComposeService(docker_host=docker_host, project=project, service=rest[0]),
         argv=rest[1:],
     )
 
@@ -203,24 +210,27 @@ class AlembicTarget(BaseModel):
     database: PgTarget
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, database: str | None = None) -> AlembicTarget:
-        if not settings.alembic_config:
-            raise ConfigError(
-                "ALEMBIC_CONFIG is not set (the app's alembic.ini, its own alembic command"
-                " `/srv/app/.venv/bin/alembic -c …/alembic.ini`, or"
-                " `docker compose exec SERVICE alembic`)"
-            )
-        db = PgTarget.from_settings(settings, database=database)
-        value = settings.alembic_config
+    def from_config(
+        cls,
+        value: str,
+        *,
+        database: PgTarget,
+        docker_host: str | None = None,
+        project: str | None = None,
+    ) -> AlembicTarget:
+        """ALEMBIC_CONFIG's three forms: an alembic.ini, `docker compose exec SERVICE alembic`
+        (DOCKER_HOST and COMPOSE_PROJECT_NAME), or the app's own alembic command."""
+        if not value:
+            raise ConfigError(NOT_SET)
         path = Path(value)
         if path.is_file() and (path.suffix in {".ini", ".cfg"} or not os.access(path, os.X_OK)):
-            return cls(config_path=str(path.resolve()), database=db)
-        container = parse_command_prefix(value, settings)
+            return cls(config_path=str(path.resolve()), database=database)
+        container = parse_command_prefix(value, docker_host=docker_host, project=project)
         if container is not None:
-            return cls(container=container, database=db)
+            return cls(container=container, database=database)
         local = parse_local_command(value)
         if local is not None:
-            return cls(config_path=local.ini, local=local, database=db)
+            return cls(config_path=local.ini, local=local, database=database)
         raise ConfigError(
             f"ALEMBIC_CONFIG ({value}): no such file, and not a command to run alembic"
             " (`/srv/app/.venv/bin/alembic -c …/alembic.ini` or"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 from datetime import datetime
 from typing import Any
@@ -18,8 +19,8 @@ from docker.errors import DockerException, NotFound
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from core.settings import ConfigError, Settings
-from tasks.steps import task
+from remediate.domain.errors import ConfigError
+from remediate.tasks.steps import task
 
 __all__ = [
     "AppConfig",
@@ -58,15 +59,6 @@ class ComposeService(BaseModel):
     @property
     def resource(self) -> str:
         return f"compose://{self.project}/{self.service}"
-
-    @classmethod
-    def from_settings(cls, settings: Settings, service: str) -> ComposeService | None:
-        """The named service of COMPOSE_PROJECT_NAME on DOCKER_HOST (None if either is unset)."""
-        if not (settings.docker_host and settings.compose_project_name):
-            return None
-        return cls(
-            docker_host=settings.docker_host, project=settings.compose_project_name, service=service
-        )
 
 
 class ContainerInfo(BaseModel):
@@ -307,7 +299,7 @@ def container_logs(service: ComposeService, *, container_id: str, tail: int = 30
 
 def _scrub(line: str) -> str:
     """Log lines may carry a connection string, a token or a password: mask the values."""
-    from core.redact import redact
+    from remediate.domain.redact import redact
 
     return redact(line)[:500]
 
@@ -381,3 +373,11 @@ def restart_containers(
     finally:
         client.close()
     return restarted
+
+
+ERROR_LINE = re.compile(r"error|exception|traceback|fatal|panic", re.IGNORECASE)
+
+
+def error_lines(lines: list[str], limit: int = 20) -> list[str]:
+    """The last `limit` lines of a log that report an error, an exception or a crash."""
+    return [line for line in lines if ERROR_LINE.search(line)][-limit:]

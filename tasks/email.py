@@ -18,7 +18,7 @@ import httpx
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, SecretStr
 
-from tasks.steps import task
+from remediate.tasks.steps import task
 
 __all__ = ["SendGridState", "SmtpResult", "remove_bounce", "send_test_message", "sendgrid_state"]
 

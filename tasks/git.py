@@ -11,8 +11,8 @@ from pathlib import Path
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from core.settings import ConfigError
-from tasks.steps import task
+from remediate.domain.errors import ConfigError
+from remediate.tasks.steps import task
 
 __all__ = ["Commit", "recent_commits", "revert_commit"]
 

@@ -13,7 +13,7 @@ import httpx
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, Field, SecretStr
 
-from tasks.steps import task
+from remediate.tasks.steps import task
 
 __all__ = ["MISCONFIGURED", "HttpProbe", "misconfiguration", "probe_http", "probe_login"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
-from core.models import Plan
+from remediate.domain.models import Plan
 
 __all__ = [
     "Delivery",

@@ -18,8 +18,8 @@ from prefect.cache_policies import NONE
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from core.settings import ConfigError, Settings
-from tasks.steps import task
+from remediate.domain.errors import ConfigError
+from remediate.tasks.steps import task
 
 __all__ = [
     "SATURATED",
@@ -86,13 +86,14 @@ class PgTarget(BaseModel):
     connect_timeout: int = 5
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, database: str | None = None) -> PgTarget:
-        url = settings.require_target_database().get_secret_value()
+    def of(cls, url: SecretStr, *, database: str | None = None) -> PgTarget:
+        """The server of `url`, on `database` when one is named (checked: a bare name)."""
+        raw = url.get_secret_value()
         if database and (len(database) > 63 or any(c in database for c in "/?#%@:")):
             raise ConfigError(f"database {database[:80]!r}: not a database name")
         if database:
-            url = urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-        return cls(url=SecretStr(url))
+            raw = urlunsplit(urlsplit(raw)._replace(path=f"/{database}"))
+        return cls(url=SecretStr(raw))
 
     @property
     def database(self) -> str:

@@ -18,8 +18,9 @@ import redis
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from core.settings import ConfigError, Settings, redact_url
-from tasks.steps import task
+from remediate.domain.errors import ConfigError
+from remediate.domain.redact import redact_url
+from remediate.tasks.steps import task
 
 __all__ = [
     "Bucket",
@@ -72,12 +73,13 @@ class RedisTarget(BaseModel):
     url: SecretStr
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RedisTarget:
-        if settings.target_redis_url is None:
+    def of(cls, url: SecretStr | None) -> RedisTarget:
+        """TARGET_REDIS_URL, checked."""
+        if url is None:
             raise ConfigError("TARGET_REDIS_URL is not set (redis://host:port/db)")
-        if not settings.target_redis_url.get_secret_value().startswith(("redis://", "rediss://")):
+        if not url.get_secret_value().startswith(("redis://", "rediss://")):
             raise ConfigError("TARGET_REDIS_URL must be a redis:// or rediss:// URL")
-        return cls(url=settings.target_redis_url)
+        return cls(url=url)
 
     @property
     def resource(self) -> str:

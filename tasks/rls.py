@@ -17,8 +17,8 @@ from prefect.cache_policies import NONE
 from psycopg import sql
 from pydantic import BaseModel, model_validator
 
-from tasks.postgres import PgTarget
-from tasks.steps import task
+from remediate.tasks.postgres import PgTarget
+from remediate.tasks.steps import task
 
 __all__ = [
     "INTERNAL_SCHEMAS",

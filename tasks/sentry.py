@@ -6,7 +6,7 @@ import httpx
 from prefect.cache_policies import NONE
 from pydantic import BaseModel, SecretStr
 
-from tasks.steps import task
+from remediate.tasks.steps import task
 
 __all__ = ["ErrorRate", "error_rate"]
 

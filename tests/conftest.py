@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from core.prefect_api import start_server, wait_healthy
+from remediate.engine.prefect_api import start_server, wait_healthy
 from tests.sessions import Herd
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -134,7 +134,7 @@ def env(
         "APPROVAL_POLL_SECONDS": "0.5",
         "REMEDIATION_LOCK_TIMEOUT_SECONDS": "30",
     }
-    from core.drills import REAL_SYSTEMS  # every setting that points at a real system
+    from remediate.drills.runner import REAL_SYSTEMS  # every setting that points at a real system
 
     for name in (
         *REAL_SYSTEMS,

@@ -1,6 +1,6 @@
 """The Supabase-shaped database of the drills, for the tests (defined in drills/supabase.py)."""
 
-from drills.supabase import (
+from remediate.drills.supabase import (
     ALICE,
     BOB,
     IS_CLASS_TEACHER,

@@ -2,7 +2,7 @@
 
 A run renews its lease every few seconds while it executes (waiting for an approval included);
 a lease left to expire, and still expired a whole lease later, means the executor is lost
-(`core/liveness.py`).
+(`remediate/engine/liveness.py`).
 
 Revision ID: 0004
 Revises: 0003

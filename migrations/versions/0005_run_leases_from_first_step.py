@@ -1,5 +1,6 @@
 """Run leases from a run's first step: a lease has an id of its own, and an incident only once
-the run opens one (`core/liveness.py`). A run lost while it still detects is then noticed too,
+the run opens one (`remediate/engine/liveness.py`). A run lost while it still detects is then
+noticed too,
 and its flow run marked Crashed, which frees the alert's claim.
 
 Revision ID: 0005

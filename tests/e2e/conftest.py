@@ -29,15 +29,15 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from pydantic import SecretStr
 
-from core import catalogue
-from core.approval import answer_run
-from core.drills import threshold_below
-from core.models import Outcome
-from core.settings import load_settings
-from core.store import Store
-from drills import ASSETS
-from flows.connection_pool_exhausted import connection_pool_exhausted
-from receiver import create_app
+from remediate.domain.models import Outcome
+from remediate.domain.settings import load_settings
+from remediate.drills import ASSETS
+from remediate.drills.runner import threshold_below
+from remediate.engine import catalogue
+from remediate.engine.approval import answer_run
+from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
+from remediate.receiver import create_app
+from remediate.store.database import Store
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, _free_port, db_url
 from tests.sessions import Herd, wait_idle
 
@@ -122,7 +122,7 @@ def postgres_container(
 ) -> tuple[Any, str]:
     """A real PostgreSQL server in a compose-labelled container of the test image (its data
     survives a stop and start), once it answers: the container and its URL."""
-    from drills.sandbox import free_port, postgres_server
+    from remediate.drills.sandbox import free_port, postgres_server
 
     port = free_port()
     server = postgres_server(port)
@@ -144,7 +144,7 @@ def postgres_container(
 
 
 def wait_reachable(url: str, container: Any, timeout: float = 60) -> None:
-    from drills.sandbox import reachable
+    from remediate.drills.sandbox import reachable
 
     deadline = time.monotonic() + timeout
     while not reachable(url):
@@ -291,8 +291,8 @@ def unpool_deployments(ids: dict[str, uuid.UUID]) -> None:
     are registered again without one and without schedules, as the other tests have them (a
     `serve` refuses pooled ones; re-registering alone keeps the pool). `ids` (the session's
     deployment ids) is updated in place."""
-    from flows.health_sweep import health_sweep
-    from flows.incident_watchdog import incident_watchdog
+    from remediate.flows.health_sweep import health_sweep
+    from remediate.flows.incident_watchdog import incident_watchdog
 
     with get_client(sync_client=True) as client:
         pooled = [d for d in client.read_deployments() if d.work_pool_name]

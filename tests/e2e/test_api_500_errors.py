@@ -12,8 +12,8 @@ import docker
 import httpx
 import pytest
 
-from drills.sandbox import git
-from flows.api_500_errors import api_500_errors
+from remediate.drills.sandbox import git
+from remediate.flows.api_500_errors import api_500_errors
 from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
 from tests.e2e.test_auth_server_health import BACKEND, free_port
 

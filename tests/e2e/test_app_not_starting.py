@@ -13,8 +13,8 @@ from typing import Any
 import docker
 import pytest
 
-from drills import ASSETS
-from flows.app_not_starting import app_not_starting
+from remediate.drills import ASSETS
+from remediate.flows.app_not_starting import app_not_starting
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run_where, start
 from tests.e2e.test_auth_server_health import free_port
 

@@ -29,8 +29,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 
-from core import approval
-from core.settings import load_settings
+from remediate.domain.settings import load_settings
+from remediate.engine import approval
 from tests.e2e.conftest import LiveReceiver, kinds, paused_run, start
 from tests.e2e.test_serve import REMEDIATE, alert_until_paused, start_serve
 from tests.httpcapture import CaptureServer

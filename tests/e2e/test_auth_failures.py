@@ -14,7 +14,7 @@ import docker
 import httpx
 import pytest
 
-from flows.auth_failures import auth_failures
+from remediate.flows.auth_failures import auth_failures
 from tests.e2e.conftest import DOCKER_HOST, assert_no_secret
 from tests.e2e.test_auth_server_health import BACKEND, free_port
 

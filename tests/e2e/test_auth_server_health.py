@@ -12,8 +12,8 @@ import docker
 import httpx
 import pytest
 
-from drills import ASSETS
-from flows.auth_server_health import auth_server_health
+from remediate.drills import ASSETS
+from remediate.flows.auth_server_health import auth_server_health
 from tests.e2e.conftest import (
     DOCKER_HOST,
     answer,

@@ -21,10 +21,10 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from core import catalogue
-from core.prefect_api import run_settings
-from drills import Sandbox
-from drills.worlds import DRILLS
+from remediate.drills import Sandbox
+from remediate.drills.worlds import DRILLS
+from remediate.engine import catalogue
+from remediate.engine.prefect_api import run_settings
 from tests.httpcapture import CaptureServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -98,7 +98,7 @@ def test_no_canary_leaves_any_runbook(
     assert outcome.flow_run_id and outcome.incident_id
     from pydantic import SecretStr
 
-    from core.store import Store
+    from remediate.store.database import Store
 
     store = Store.open(SecretStr(os.environ["REMEDIATION_DATABASE_URL"]))
     seen = [

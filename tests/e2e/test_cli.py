@@ -48,7 +48,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, t
 def test_list_names_every_runbook() -> None:
     result = remediate("list")
     assert result.returncode == 0
-    from core.catalogue import CATALOGUE
+    from remediate.engine.catalogue import CATALOGUE
 
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [[r.id, r.severity] for r in CATALOGUE.values()]
@@ -199,7 +199,7 @@ def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
 
     import httpx
 
-    from core.prefect_api import start_server, wait_healthy
+    from remediate.engine.prefect_api import start_server, wait_healthy
     from tests.conftest import _free_port, create_database, db_url, drop_database
     from tests.sessions import pids_alive
 
@@ -221,7 +221,7 @@ def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
     prefect = server()
     # This test's own Prefect server holds connections to the same PostgreSQL: the threshold
     # is taken with them open (halfway between now and once the idle sessions are gone).
-    from core.drills import threshold_below
+    from remediate.drills.runner import threshold_below
 
     w["params"]["usage_threshold"] = threshold_below(len(w["idle"]))
     run = None

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from flows.connection_pool_exhausted import connection_pool_exhausted
+from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, kinds, paused_run, start
 from tests.sessions import Herd, pids_alive, wait_idle

@@ -15,8 +15,8 @@ import docker
 import psycopg
 import pytest
 
-from drills.sandbox import reachable
-from flows.database_connection_errors import database_connection_errors
+from remediate.drills.sandbox import reachable
+from remediate.flows.database_connection_errors import database_connection_errors
 from tests.e2e.conftest import (
     DOCKER_HOST,
     answer,
@@ -106,8 +106,8 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
 ) -> None:
     """Fault: the guarded PostgreSQL dies between the plan and the approval. The approved plan is
     re-read, no longer holds, and nothing is half-done; the incident escalates with the reason."""
-    from core.drills import threshold_below
-    from flows.connection_pool_exhausted import connection_pool_exhausted
+    from remediate.drills.runner import threshold_below
+    from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
     from tests.e2e.conftest import kinds
 
     url = db["url"]
@@ -133,8 +133,8 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
     assert outcome.status == "escalated"
     assert "the plan no longer holds" in outcome.summary
     assert not any(a.executed for a in outcome.actions)
-    from core.settings import load_settings
-    from core.store import Store
+    from remediate.domain.settings import load_settings
+    from remediate.store.database import Store
 
     store = Store.open(load_settings().remediation_database_url)
     events = kinds(store, outcome.incident_id)
@@ -148,7 +148,7 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
 @pytest.fixture
 def exhausted(db: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """20 idle application sessions on the container's server, over the runbook's threshold."""
-    from core.drills import threshold_below
+    from remediate.drills.runner import threshold_below
 
     idle = [
         psycopg.connect(db["url"], autocommit=True, application_name="app-pool") for _ in range(20)
@@ -181,8 +181,8 @@ def stop_then(container: Any, fn: Any, *, before: bool) -> Any:
 
 
 def incident_events(incident_id: str | None) -> list[Any]:
-    from core.settings import load_settings
-    from core.store import Store
+    from remediate.domain.settings import load_settings
+    from remediate.store.database import Store
 
     assert incident_id
     return Store.open(load_settings().remediation_database_url).timeline(incident_id)
@@ -193,7 +193,7 @@ def test_target_down_during_diagnosis_changes_nothing_and_escalates(
 ) -> None:
     """Fault: the guarded PostgreSQL dies after detection, while the run diagnoses, with the fix
     auto-approved. The plan is re-read before acting, no longer holds, and nothing is half-done."""
-    from flows import connection_pool_exhausted as module
+    from remediate.flows import connection_pool_exhausted as module
 
     monkeypatch.setattr(
         module, "diagnose", stop_then(exhausted["container"], module.diagnose, before=True)
@@ -214,16 +214,16 @@ def test_target_down_after_the_fix_fails_the_run_loudly_with_what_was_done(
     """Fault: the server dies right after the idle sessions were terminated, so verification
     cannot connect. The run does not crash with its incident open and silent: it ends `failed`,
     names the phase and what it had already done, and the incident is escalated at once."""
-    from core.settings import load_settings
-    from core.store import Store
-    from tasks import postgres
+    from remediate.domain.settings import load_settings
+    from remediate.store.database import Store
+    from remediate.tasks import postgres
 
     monkeypatch.setattr(
         postgres,
         "terminate_idle_sessions",
         stop_then(exhausted["container"], postgres.terminate_idle_sessions, before=False),
     )
-    from flows.connection_pool_exhausted import connection_pool_exhausted
+    from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
     outcome = connection_pool_exhausted(**exhausted["params"])
 

@@ -23,8 +23,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from typer.testing import CliRunner
 
-from core.cli import app
-from drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
+from remediate.app.cli import app
+from remediate.drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
 from tests.conftest import REDIS_URL, _free_port, db_url
 from tests.e2e.conftest import DOCKER_HOST
 from tests.httpcapture import CaptureServer
@@ -407,7 +407,7 @@ def test_without_prefect_api_url_a_private_server_is_what_runs_would_use(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PREFECT_API_URL")
-    monkeypatch.setattr("core.prefect_api.LOCAL_API_URL", f"http://{world.closed}/api")
+    monkeypatch.setattr("remediate.engine.prefect_api.LOCAL_API_URL", f"http://{world.closed}/api")
     result = doctor_here("--json")
     parsed = json.loads(result.stdout)
     (prefect,) = [p for p in parsed["parts"] if p["setting"] == "PREFECT_API_URL"]

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 import redis
 
-from core import catalogue
-from drills.worlds import DRILLS
+from remediate.drills.worlds import DRILLS
+from remediate.engine import catalogue
 from tests.conftest import PG_ADMIN_URL, REDIS_URL
 from tests.e2e.conftest import DOCKER_HOST
 

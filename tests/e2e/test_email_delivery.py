@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
-from flows.email_delivery import email_delivery
+from remediate.drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
+from remediate.flows.email_delivery import email_delivery
 from tests.e2e.conftest import assert_no_secret
 from tests.e2e.test_auth_server_health import free_port
 from tests.httpcapture import CaptureServer

@@ -13,8 +13,8 @@ import docker
 import httpx
 import pytest
 
-from drills import ASSETS
-from flows.frontend_404 import frontend_404
+from remediate.drills import ASSETS
+from remediate.flows.frontend_404 import frontend_404
 from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
 from tests.e2e.test_auth_server_health import free_port
 

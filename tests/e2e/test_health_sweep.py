@@ -18,10 +18,10 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from pydantic import SecretStr
 
-from core.store import Store
-from flows.connection_pool_exhausted import connection_pool_exhausted
-from flows.health_sweep import health_sweep
-from flows.rls_auth_failure import SNAPSHOT
+from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
+from remediate.flows.health_sweep import health_sweep
+from remediate.flows.rls_auth_failure import SNAPSHOT
+from remediate.store.database import Store
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import runs_for

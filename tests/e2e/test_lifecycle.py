@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from core.store import Store
-from flows.connection_pool_exhausted import connection_pool_exhausted
+from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
+from remediate.store.database import Store
 from tests.e2e.conftest import answer, paused_run, start
 from tests.httpcapture import CaptureServer
 from tests.sessions import pids_alive
@@ -235,7 +235,7 @@ def test_the_watchdog_escalates_an_orphaned_incident_once(
     """A run that died while paused leaves its incident open: the watchdog escalates it."""
     from pydantic import SecretStr
 
-    from flows.incident_watchdog import incident_watchdog
+    from remediate.flows.incident_watchdog import incident_watchdog
 
     monkeypatch.setenv("INCIDENT_TARGETS", "rate-limiter=1")
     store = Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"]))

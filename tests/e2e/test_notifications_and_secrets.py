@@ -10,7 +10,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-from flows.connection_pool_exhausted import connection_pool_exhausted
+from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.e2e.conftest import answer, paused_run, start
 from tests.httpcapture import CaptureServer
 from tests.sessions import pids_alive

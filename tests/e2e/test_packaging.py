@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from core.worker import runs_under
+from remediate.app.worker import runs_under
 from tests.conftest import PG_ADMIN_URL, ROOT, db_url
 from tests.e2e.test_serve import post_alert, start_serve
 from tests.sessions import pids_alive
@@ -57,10 +57,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
     names = zipfile.ZipFile(installed["wheel"]).namelist()
-    assert "core/_migrations/env.py" in names
+    assert "remediate/store/_migrations/env.py" in names
     store_revisions = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
-    assert store_revisions <= {Path(n).name for n in names if n.startswith("core/_migrations/")}
-    assert "receiver/routes.yaml" in names and "deployments/serve.py" in names
+    carried = {Path(n).name for n in names if n.startswith("remediate/store/_migrations/")}
+    assert store_revisions <= carried
+    assert "remediate/intake/routes.yaml" in names and "remediate/deployments/serve.py" in names
+    assert "remediate/flows/rls_auth_failure.py" in names and "remediate/drills/assets" in {
+        str(Path(n).parent.parent) for n in names if n.startswith("remediate/drills/assets/")
+    } | {str(Path(n).parent) for n in names if n.startswith("remediate/drills/assets/")}
+    # One top-level package in a shared environment: no `core`, `flows`, `tasks`… of ours.
+    top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top == {"remediate"}, top
     version = subprocess.run(
         [str(installed["bin"] / "remediate"), "--version"], capture_output=True, text=True
     )

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from core.drills import threshold_below
-from flows.connection_pool_exhausted import RESTART, connection_pool_exhausted
+from remediate.drills.runner import threshold_below
+from remediate.flows.connection_pool_exhausted import RESTART, connection_pool_exhausted
 from tests.conftest import PG_ADMIN_URL
 from tests.e2e.conftest import answer, paused_run, pooler_sessions, start
 from tests.sessions import pids_alive
@@ -99,7 +99,7 @@ def test_the_kill_switch_turned_on_between_two_steps_stops_the_second(
     """A person runs `remediate kill-switch on` while the sessions are being terminated: the
     pooler restart, the plan's next step, does not run, and the run escalates saying what was
     done. The switch is read before every step, not once per plan."""
-    from tasks import postgres
+    from remediate.tasks import postgres
 
     w = incident_world
     store = w["store"]

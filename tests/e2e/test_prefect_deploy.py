@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prefect.client.orchestration import get_client
 
-from core import catalogue
+from remediate.engine import catalogue
 from tests.conftest import ROOT
 from tests.e2e.conftest import unpool_deployments
 
@@ -122,7 +122,7 @@ def test_serve_refuses_to_take_deployments_prefect_deploy_put_in_a_pool(tmp_path
 
 
 def pooled_now() -> dict[str, str]:
-    from deployments.serve import deployments, pooled
+    from remediate.deployments.serve import deployments, pooled
 
     return pooled([d.name for d in deployments()])
 

@@ -27,7 +27,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-from core.worker import runs_under
+from remediate.app.worker import runs_under
 from tests.conftest import ROOT, _free_port
 from tests.e2e.conftest import TOKEN, kinds, unpool_deployments
 from tests.e2e.test_prefect_deploy import remediate_deploy

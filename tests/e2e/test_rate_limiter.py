@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from flows.rate_limiter import rate_limiter
+from remediate.flows.rate_limiter import rate_limiter
 from tests.conftest import REDIS_URL
 from tests.e2e.conftest import answer, paused_run_where, start
 
@@ -102,7 +102,7 @@ def test_a_bucket_that_recovered_after_the_plan_is_left_alone(limiter: dict[str,
 
 
 def test_pattern_for_every_key_is_refused(limiter: dict[str, Any]) -> None:
-    from core.settings import ConfigError
+    from remediate.domain.settings import ConfigError
 
     with pytest.raises(ConfigError, match="key_pattern must name"):
         rate_limiter(key_pattern="*", auto_approve=True)
@@ -249,8 +249,8 @@ def test_a_run_declared_lost_while_it_detected_opens_nothing_and_changes_nothing
     run; if its process is in fact still alive, it stops where it would open an incident."""
     from pydantic import SecretStr
 
-    from core.liveness import ExecutorLost, Lease
-    from core.store import Store
+    from remediate.engine.liveness import ExecutorLost, Lease
+    from remediate.store.database import Store
 
     keys = seed(limiter)
     monkeypatch.setattr(Lease, "lost_now", lambda self: True)

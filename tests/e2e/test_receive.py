@@ -1,4 +1,5 @@
-"""The receiver alone (`remediate receive`, `uvicorn receiver.asgi:app`): it creates the run on
+"""The receiver alone (`remediate receive`, `uvicorn remediate.receiver.asgi:app`): it creates the
+run on
 the shared Prefect server and another process executes it (here a `remediate serve`, as a
 worker would); without the settings a receiver of its own needs, one line and exit 2."""
 
@@ -30,7 +31,7 @@ def test_receive_without_what_it_needs_is_one_line_and_exit_2(
     env = {k: v for k, v in os.environ.items() if k not in {unset, "SENTRY_CLIENT_SECRET"}}
     for command in (
         [str(BIN / "remediate"), "receive", "--port", str(_free_port())],
-        [str(BIN / "uvicorn"), "receiver.asgi:app", "--port", str(_free_port())],
+        [str(BIN / "uvicorn"), "remediate.receiver.asgi:app", "--port", str(_free_port())],
     ):
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, (command, result.stderr)
@@ -47,7 +48,7 @@ def test_a_receiver_on_its_own_starts_a_run_another_process_executes(
     port = _free_port()
     log = tmp_path / "receiver.log"
     receiver = subprocess.Popen(
-        [str(BIN / "uvicorn"), "receiver.asgi:app", "--port", str(port)],
+        [str(BIN / "uvicorn"), "remediate.receiver.asgi:app", "--port", str(port)],
         env={
             **os.environ,
             "ALERT_ROUTES_FILE": str(tmp_path / "routes.yaml"),  # the routes serve was given

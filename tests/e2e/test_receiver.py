@@ -22,8 +22,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
 
-from core.settings import load_settings
-from receiver import create_app
+from remediate.domain.settings import load_settings
+from remediate.receiver import create_app
 from tests.conftest import ROOT, _free_port
 from tests.e2e.conftest import SENTRY_SECRET, TOKEN, LiveReceiver, runs_for
 
@@ -118,7 +118,7 @@ def test_a_claim_of_a_run_that_ended_with_its_incident_open_swallows_no_alert(
     counted a duplicate of a run nobody is executing for the whole dedup window."""
     from prefect.states import Cancelled, Completed, Crashed
 
-    from core.store import Store
+    from remediate.store.database import Store
 
     r = live()
     database = unique_db()
@@ -205,7 +205,7 @@ def test_a_claim_left_by_a_receiver_killed_before_its_run_is_taken_over(
     202 for an alert with no run); once the claim is stale, the next one starts the run."""
     import redis
 
-    from receiver.dedup import STALE_CLAIM_SECONDS
+    from remediate.intake.dedup import STALE_CLAIM_SECONDS
 
     r = live()
     database = unique_db()
@@ -466,7 +466,7 @@ def test_prefect_unreachable_is_a_503_to_retry_and_nothing_is_claimed(
 ) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from receiver.starter import DeploymentStarter
+    from remediate.intake.starter import DeploymentStarter
 
     with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}):
         starter = DeploymentStarter()
@@ -491,7 +491,7 @@ def test_prefect_unreachable_is_a_503_to_retry_and_nothing_is_claimed(
 def test_receiver_refuses_to_start_without_any_credential(
     receiver_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from core.settings import ConfigError
+    from remediate.domain.settings import ConfigError
 
     monkeypatch.delenv("ALERT_WEBHOOK_TOKEN")
     monkeypatch.delenv("SENTRY_CLIENT_SECRET")
@@ -513,8 +513,8 @@ def test_a_signed_link_in_the_approval_message_approves_once(
     incident_world: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from core import approval
-    from core.approval_links import sign
+    from remediate.engine import approval
+    from remediate.engine.approval_links import sign
     from tests.e2e.conftest import paused_run, start
     from tests.httpcapture import CaptureServer
     from tests.sessions import pids_alive
@@ -620,7 +620,7 @@ def test_alert_runs_a_killed_serve_left_pending_go_back_to_the_runner(
     is killed between its 202 and the run, the next `serve` hands the run to the runner."""
     from prefect.states import Pending
 
-    from core.warm import WarmExecutor
+    from remediate.app.warm import WarmExecutor
 
     database = unique_db()
     with get_client(sync_client=True) as client:
@@ -648,8 +648,8 @@ def test_under_serve_an_alert_run_executes_in_the_receivers_process(
     receiver_env: dict[str, str], deployment_ids: dict[str, uuid.UUID], sandbox: str
 ) -> None:
     """With a warm executor the run is created Pending and executed here at once (no runner)."""
-    from core.warm import WarmExecutor
-    from receiver.starter import DeploymentStarter
+    from remediate.app.warm import WarmExecutor
+    from remediate.intake.starter import DeploymentStarter
 
     warm = WarmExecutor(workers=1)
     r = LiveReceiver(create_app(load_settings(), starter=DeploymentStarter(executor=warm)))

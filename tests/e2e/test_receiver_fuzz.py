@@ -11,8 +11,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from core.settings import load_settings
-from receiver import create_app
+from remediate.domain.settings import load_settings
+from remediate.receiver import create_app
 from tests.e2e.conftest import TOKEN
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

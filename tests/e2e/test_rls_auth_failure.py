@@ -15,10 +15,10 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from core.store import Store
-from drills.sandbox import git
-from flows.rls_auth_failure import rls_auth_failure
-from tasks.postgres import PgTarget
+from remediate.drills.sandbox import git
+from remediate.flows.rls_auth_failure import rls_auth_failure
+from remediate.store.database import Store
+from remediate.tasks.postgres import PgTarget
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, paused_run, start

@@ -371,7 +371,7 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
     try:
         for database in unanswered:  # the sender's retries, on a 503 too, as Alertmanager's
             # A claim the killed serve took without recording its run answers 503 "run-pending"
-            # until it is stale (receiver/dedup.py STALE_CLAIM_SECONDS), then is taken over.
+            # until it is stale (remediate/intake/dedup.py STALE_CLAIM_SECONDS), then is taken over.
             deadline = time.monotonic() + 30
             while True:
                 response = httpx.post(

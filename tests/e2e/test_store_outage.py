@@ -22,7 +22,7 @@ import docker
 import pytest
 from pydantic import SecretStr
 
-from core.store import Store
+from remediate.store.database import Store
 from tests.e2e.conftest import (
     DOCKER_HOST,
     answer,
@@ -86,7 +86,7 @@ def test_store_down_while_the_approval_waits_changes_nothing_and_keeps_the_recor
     store_down: dict[str, Any],
 ) -> None:
     w = store_down
-    from flows.connection_pool_exhausted import connection_pool_exhausted
+    from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
     future = start(flow=connection_pool_exhausted, **w["params"], requested_by="fault-store-down")
     run_id = paused_run_where("requested_by", "fault-store-down")
@@ -129,7 +129,7 @@ def test_store_down_before_the_run_still_reports_the_incident_and_changes_nothin
     """An alert's run starts while the store is down: the incident is detected, declared and
     handed to a person; nothing is changed; the incident itself appears in the store later."""
     w = store_down
-    from flows.connection_pool_exhausted import connection_pool_exhausted
+    from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
     w["container"].stop(timeout=10)
     outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
@@ -157,8 +157,8 @@ def test_store_down_during_the_fix_finishes_it_and_writes_the_record_when_back(
     """The store dies after the lock was taken, as the sessions are terminated: the fix goes
     on, is verified and reported; the `acted` event and the rest wait on disk for the store."""
     w = store_down
-    from flows.connection_pool_exhausted import connection_pool_exhausted
-    from tasks import postgres
+    from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
+    from remediate.tasks import postgres
 
     real = postgres.terminate_idle_sessions
 
@@ -179,7 +179,7 @@ def test_store_down_during_the_fix_finishes_it_and_writes_the_record_when_back(
 
     # The watchdog (as `remediate serve` runs it) writes the record once the store is back.
     store = back_up(w)
-    from flows.incident_watchdog import incident_watchdog
+    from remediate.flows.incident_watchdog import incident_watchdog
 
     report = incident_watchdog()
     assert report.replayed_entries == outcome.timeline_spooled

@@ -19,8 +19,8 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
-from drills import ASSETS
-from flows.tables_missing_after_migration import tables_missing_after_migration
+from remediate.drills import ASSETS
+from remediate.flows.tables_missing_after_migration import tables_missing_after_migration
 from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
@@ -126,7 +126,7 @@ def test_only_the_newest_revision_missing_keeps_every_row(app: App) -> None:
 
 def supabase_auth(app: App) -> None:
     """What makes a database Supabase's: GoTrue's `auth` schema and its `auth.uid()`."""
-    from drills.supabase import AUTH_UID
+    from remediate.drills.supabase import AUTH_UID
 
     app.sql(
         "CREATE SCHEMA auth; CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS"

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from core.store import Store
-from drills import ASSETS
-from flows.tables_missing_after_migration import tables_missing_after_migration
+from remediate.drills import ASSETS
+from remediate.flows.tables_missing_after_migration import tables_missing_after_migration
+from remediate.store.database import Store
 from tests.conftest import ROOT, db_url
 from tests.e2e.conftest import answer, paused_run, start
 

@@ -14,8 +14,8 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.operations import ops
 
-from core.alembic_safety import process_revision_directives, safe_configure_options
-from drills import ASSETS
+from remediate.drills import ASSETS
+from remediate.lint.alembic_safety import process_revision_directives, safe_configure_options
 from tests.conftest import db_url
 
 FIXTURE = ASSETS / "app_alembic"
@@ -28,7 +28,7 @@ from sqlalchemy import engine_from_config, pool
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from models import metadata  # noqa: E402
-from core.alembic_safety import safe_configure_options  # noqa: E402
+from remediate.lint.alembic_safety import safe_configure_options  # noqa: E402
 
 config = context.config
 engine = engine_from_config(config.get_section(config.config_ini_section, {}),

@@ -19,11 +19,11 @@ import yaml
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from core.settings import load_settings
-from core.store import Store
-from flows.health_sweep import SweepReport, _heartbeat
-from receiver import create_app
-from receiver.dispatch import StoreGauges
+from remediate.domain.settings import load_settings
+from remediate.flows.health_sweep import SweepReport, _heartbeat
+from remediate.intake.dispatch import StoreGauges
+from remediate.receiver import create_app
+from remediate.store.database import Store
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from core.store import Store
+from remediate.store.database import Store
 
 
 @pytest.fixture
@@ -89,8 +89,8 @@ def test_a_live_run_keeps_its_lease_and_releases_it_at_its_end(
     store: Store, store_url: str
 ) -> None:
     """The renewing thread keeps a 3 s lease alive across two terms; released, the row is gone."""
-    from core.liveness import Lease
-    from core.settings import load_settings
+    from remediate.domain.settings import load_settings
+    from remediate.engine.liveness import Lease
 
     settings = load_settings(remediation_database_url=SecretStr(store_url), run_lease_seconds=3)
     incident_id = incident(store)
@@ -137,8 +137,8 @@ def test_a_run_lost_while_detecting_is_marked_crashed_and_frees_its_claim(
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
-    from core.liveness import notice_lost_runs
-    from core.settings import load_settings
+    from remediate.domain.settings import load_settings
+    from remediate.engine.liveness import notice_lost_runs
 
     @flow(name="rt-detecting")
     def detecting() -> None:
@@ -169,8 +169,8 @@ def test_a_lease_never_attached_to_the_incident_its_run_opened_still_escalates_i
     """The run opened its incident but its lease was not attached to it (the store away at that
     moment, or the process killed in between): lost, it is that incident's loss, escalated, not
     "lost while detecting"."""
-    from core.liveness import notice_lost_runs
-    from core.settings import load_settings
+    from remediate.domain.settings import load_settings
+    from remediate.engine.liveness import notice_lost_runs
 
     settings = load_settings(remediation_database_url=SecretStr(store_url), run_lease_seconds=3)
     flow_run_id = str(uuid.uuid4())  # no such flow run on the server: nothing to mark Crashed

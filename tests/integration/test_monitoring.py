@@ -20,8 +20,8 @@ CANARY_SLACK = "slack-token-canary-2b8"
 # The secrets reach the process as settings only (never in argv), as in production.
 SCRIPT = """
 import os
-from core import monitoring
-from core.settings import load_settings
+from remediate.engine import monitoring
+from remediate.domain.settings import load_settings
 
 settings = load_settings()
 monitoring.tag_incident(runbook="rate-limiter", incident_id="inc-42", settings=settings)

@@ -9,9 +9,9 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from flows.connection_pool_exhausted import plan_idle_terminations, skip_reason
-from tasks import postgres
-from tasks.postgres import PgTarget, TargetUnreachable
+from remediate.flows.connection_pool_exhausted import plan_idle_terminations, skip_reason
+from remediate.tasks import postgres
+from remediate.tasks.postgres import PgTarget, TargetUnreachable
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.sessions import Herd, pids_alive, wait_idle
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from pydantic import SecretStr
 
-from drills.supabase import ALICE, AUTH_UID, build, supabase_roles
-from tasks import rls
-from tasks.postgres import PgTarget
+from remediate.drills.supabase import ALICE, AUTH_UID, build, supabase_roles
+from remediate.tasks import rls
+from remediate.tasks.postgres import PgTarget
 from tests.conftest import PG_ADMIN_URL, db_url
 
 

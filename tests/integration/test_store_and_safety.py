@@ -12,9 +12,9 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from core import safety
-from core.models import Plan, PlannedAction
-from core.store import LockTimeout, Store, StoreUnavailable
+from remediate.domain.models import Plan, PlannedAction
+from remediate.engine import safety
+from remediate.store.database import LockTimeout, Store, StoreUnavailable
 from tests.conftest import create_database, db_url, drop_database
 
 
@@ -46,8 +46,8 @@ def test_a_spooled_record_the_store_cannot_take_is_set_aside_not_replayed_for_ev
     """A spool file naming an incident this store never held (the store was replaced, or
     restored from an older backup) used to fail every replay: the watchdog crashed each minute
     and `remediate incidents` with it. It is moved aside; the other files are written."""
-    from core.journal import UNPLAYABLE, replay_spool
-    from core.settings import Settings
+    from remediate.domain.settings import Settings
+    from remediate.engine.journal import UNPLAYABLE, replay_spool
 
     known = store.open_incident(runbook="rate-limiter", severity="P2", resource="r", title="t")
     spool = tmp_path / "spool"
@@ -110,7 +110,7 @@ def test_an_older_store_is_brought_to_head_on_first_use() -> None:
     from alembic.config import Config
     from sqlalchemy import create_engine
 
-    from core import store as store_module
+    from remediate.store import database as store_module
 
     name = create_database("rt_old")
     url = db_url(name)

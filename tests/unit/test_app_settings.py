@@ -4,10 +4,10 @@ ignored; `FRONTEND_HOST` the CORS origin)."""
 
 from __future__ import annotations
 
-from core.settings import Settings
-from flows.auth_failures import config_findings
-from flows.email_delivery import effective_smtp, settings_findings
-from tasks.containers import AppEmail, app_config
+from remediate.domain.settings import Settings
+from remediate.flows.auth_failures import config_findings
+from remediate.flows.email_delivery import effective_smtp, settings_findings
+from remediate.tasks.containers import AppEmail, app_config
 
 
 def test_empty_values_are_ignored_and_tls_is_starttls_by_default() -> None:

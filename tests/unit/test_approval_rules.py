@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.approval import Approval, ApprovalPolicy, auto_approval_rule, refusal_reason
-from core.models import Plan, PlannedAction
+from remediate.domain.models import Plan, PlannedAction
+from remediate.engine.approval import Approval, ApprovalPolicy, auto_approval_rule, refusal_reason
 
 
 def plan(*actions: tuple[str, bool]) -> Plan:

@@ -6,7 +6,7 @@ import inspect
 
 import pytest
 
-from core import catalogue
+from remediate.engine import catalogue
 from tests.conftest import ROOT
 
 
@@ -30,7 +30,7 @@ def test_each_flow_module_is_in_the_catalogue() -> None:
         "health_sweep",
         "incident_watchdog",
     }
-    assert modules == {r.flow_module.split(".")[1] for r in catalogue.CATALOGUE.values()}
+    assert modules == {r.flow_module.rpartition(".")[2] for r in catalogue.CATALOGUE.values()}
 
 
 def test_unknown_runbook_names_the_known_ones() -> None:

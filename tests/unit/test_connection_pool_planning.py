@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flows.connection_pool_exhausted import (
+from remediate.flows.connection_pool_exhausted import (
     diagnose,
     plan_idle_terminations,
     recheck_plan,
     skip_reason,
     usage_finding,
 )
-from tasks.postgres import Activity, Session
+from remediate.tasks.postgres import Activity, Session
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 

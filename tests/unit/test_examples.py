@@ -17,12 +17,12 @@ import yaml
 from pydantic import SecretStr
 from pydantic_core import PydanticUndefined
 
-from core import catalogue
-from core.models import Alert
-from core.settings import Settings, load_settings
-from receiver import create_app
-from receiver.dispatch import INCIDENT_STATUSES, Metrics, StoreGauges
-from receiver.routing import Router, load_router
+from remediate.domain.models import Alert
+from remediate.domain.settings import Settings, load_settings
+from remediate.engine import catalogue
+from remediate.intake.dispatch import INCIDENT_STATUSES, Metrics, StoreGauges
+from remediate.intake.routing import Router, load_router
+from remediate.receiver import create_app
 from tests.conftest import ROOT
 
 EXAMPLES = ROOT / "examples"

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core import lifecycle
-from core.models import Incident, TimelineEvent
-from core.settings import load_settings
+from remediate.domain.models import Incident, TimelineEvent
+from remediate.domain.settings import load_settings
+from remediate.engine import lifecycle
 
 T0 = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 

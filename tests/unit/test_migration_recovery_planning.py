@@ -5,9 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from core.approval import ApprovalPolicy, auto_approval_rule
-from core.migration_safety import operations
-from flows.tables_missing_after_migration import (
+from remediate.engine.approval import ApprovalPolicy, auto_approval_rule
+from remediate.flows.tables_missing_after_migration import (
     buggy_migrations,
     detect,
     diagnose,
@@ -17,7 +16,8 @@ from flows.tables_missing_after_migration import (
     refusal,
     review_pending,
 )
-from tasks.alembic import Drift, Revision, SchemaState
+from remediate.lint.migration_safety import operations
+from remediate.tasks.alembic import Drift, Revision, SchemaState
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="revisions-"))
 CLEAN = Drift(differences=[])
@@ -194,18 +194,18 @@ def test_unknown_version_and_branches_are_refused() -> None:
 def test_alembic_command_prefix_runs_in_the_named_service() -> None:
     import pytest
 
-    from core.settings import ConfigError, Settings
-    from tasks.alembic import parse_command_prefix
+    from remediate.domain.errors import ConfigError
+    from remediate.tasks.alembic import parse_command_prefix
 
-    settings = Settings(docker_host="unix:///run/podman/podman.sock", compose_project_name="app")
-    parsed = parse_command_prefix("docker compose exec -T backend uv run alembic", settings)
+    settings = {"docker_host": "unix:///run/podman/podman.sock", "project": "app"}
+    parsed = parse_command_prefix("docker compose exec -T backend uv run alembic", **settings)
     assert parsed is not None
     assert (parsed.service.service, parsed.argv) == ("backend", ["uv", "run", "alembic"])
-    assert parse_command_prefix("docker-compose exec backend alembic", settings) is not None
-    assert parse_command_prefix("rm -rf /; alembic", settings) is None
-    assert parse_command_prefix("docker compose exec backend", settings) is None
+    assert parse_command_prefix("docker-compose exec backend alembic", **settings) is not None
+    assert parse_command_prefix("rm -rf /; alembic", **settings) is None
+    assert parse_command_prefix("docker compose exec backend", **settings) is None
     with pytest.raises(ConfigError, match="set DOCKER_HOST and COMPOSE_PROJECT_NAME"):
-        parse_command_prefix("docker compose exec backend alembic", Settings())
+        parse_command_prefix("docker compose exec backend alembic", docker_host=None, project=None)
 
 
 def test_the_templates_history_at_head_is_healthy() -> None:

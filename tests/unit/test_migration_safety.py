@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.migration_safety import check_path
+from remediate.lint.migration_safety import check_path
 from tests.conftest import ROOT
 
 HEADER = "from alembic import op\nimport sqlalchemy as sa\n"

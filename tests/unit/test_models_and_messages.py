@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from core.models import ActionResult, Outcome, Plan
-from tasks import notify
+from remediate.domain.models import ActionResult, Outcome, Plan
+from remediate.tasks import notify
 
 CARD = notify.IncidentCard(
     title="connection-pool-exhausted on postgres://h:5432/app",

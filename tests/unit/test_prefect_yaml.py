@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import yaml
 
-from core import catalogue
+from remediate.engine import catalogue
 from tests.conftest import ROOT
 
 
 def test_prefect_yaml_is_generated_from_the_catalogue() -> None:
-    from deployments.prefect_yaml import render
+    from remediate.deployments.prefect_yaml import render
 
     assert (ROOT / "prefect.yaml").read_text() == render(), (
-        "prefect.yaml is stale: run `python -m deployments.prefect_yaml`"
+        "prefect.yaml is stale: run `python -m remediate.deployments.prefect_yaml`"
     )
 
 
@@ -36,7 +36,7 @@ def test_prefect_yaml_declares_every_runbook_and_the_sweep() -> None:
 def test_served_deployments_have_a_typed_parameter_form() -> None:
     from prefect.utilities.callables import parameter_schema
 
-    from deployments.serve import deployments
+    from remediate.deployments.serve import deployments
 
     served = deployments(sweep_interval_seconds=60, watchdog_interval_seconds=30)
     assert [d.name for d in served] == [*catalogue.CATALOGUE, "health-sweep", "incident-watchdog"]

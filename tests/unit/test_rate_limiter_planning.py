@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from flows.rate_limiter import plan_repair, stuck_reason
-from tasks.redis import Bucket
+from remediate.flows.rate_limiter import plan_repair, stuck_reason
+from remediate.tasks.redis import Bucket
 
 
 def b(key: str, ttl: int, value: int | None = 1, kind: str = "string") -> Bucket:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from core import approval_links
-from core.models import Alert
-from core.settings import ConfigError
-from receiver import sources
-from receiver.routing import Route, Router, load_router
+from remediate.domain.models import Alert
+from remediate.domain.settings import ConfigError
+from remediate.engine import approval_links
+from remediate.intake import sources
+from remediate.intake.routing import Route, Router, load_router
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "alerts"

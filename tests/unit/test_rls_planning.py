@@ -3,7 +3,7 @@ only a person may approve, and snapshots taken before schemas were part of the k
 
 from __future__ import annotations
 
-from flows.rls_auth_failure import (
+from remediate.flows.rls_auth_failure import (
     conjuncts,
     function_change,
     manual_reasons,
@@ -12,7 +12,7 @@ from flows.rls_auth_failure import (
     protected_tables,
     widens,
 )
-from tasks.rls import Function, Policy, RlsState
+from remediate.tasks.rls import Function, Policy, RlsState
 
 
 def pol(
@@ -150,7 +150,7 @@ def test_plan_restores_only_the_snapshot() -> None:
 
 
 def test_a_policy_opening_a_table_to_anon_is_a_security_incident() -> None:
-    from core import lifecycle
+    from remediate.engine import lifecycle
 
     now = RlsState(
         policies=[*GOOD.policies, pol("users", "anyone", qual="true", roles=["anon"])],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.settings import ConfigError, load_settings, redact_url
+from remediate.domain.settings import ConfigError, load_settings, redact_url
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +85,7 @@ def test_redact_url_drops_password_and_query() -> None:
 
 
 def test_half_configured_pooler_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.connection_pool_exhausted import pooler_service
+    from remediate.flows.connection_pool_exhausted import pooler_service
 
     monkeypatch.setenv("POOLER_SERVICE", "pgbouncer")
     with pytest.raises(

@@ -8,13 +8,20 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from core import approval
-from core.approval import Approval, ApprovalPolicy, Identity, identify, plan_digest, refusal_reason
-from core.approval_links import link_approvers, sign, verify
-from core.models import Plan, PlannedAction
-from core.redact import redact, scrub_values
-from core.settings import ConfigError, load_settings
-from tasks import notify
+from remediate.domain.models import Plan, PlannedAction
+from remediate.domain.redact import redact, scrub_values
+from remediate.domain.settings import ConfigError, load_settings
+from remediate.engine import approval
+from remediate.engine.approval import (
+    Approval,
+    ApprovalPolicy,
+    Identity,
+    identify,
+    plan_digest,
+    refusal_reason,
+)
+from remediate.engine.approval_links import link_approvers, sign, verify
+from remediate.tasks import notify
 
 SECRET = SecretStr("unit-test-proof-secret-0123456789")
 
@@ -171,7 +178,7 @@ def test_the_plan_markdown_shows_hostile_keys_as_text() -> None:
 
 
 def test_state_folders_are_tightened_to_0700_even_when_they_exist(tmp_path: Path) -> None:
-    from core.prefect_api import private_dir
+    from remediate.engine.prefect_api import private_dir
 
     loose = tmp_path / "state"
     loose.mkdir(mode=0o755)

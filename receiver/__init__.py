@@ -1,5 +1,0 @@
-"""The alert receiver: authenticate, normalise, deduplicate, route, and start runbook runs."""
-
-from receiver.app import create_app
-
-__all__ = ["create_app"]

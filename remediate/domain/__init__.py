@@ -1,0 +1,1 @@
+"""The domain: models, settings, redaction; imports nothing else of the product."""

@@ -1,0 +1,1 @@
+"""From an alert to a run: routing rules, alert sources, deduplication, starting deployments."""

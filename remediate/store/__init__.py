@@ -1,0 +1,1 @@
+"""The incident store: PostgreSQL under alembic (`migrations/`)."""
