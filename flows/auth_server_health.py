@@ -9,13 +9,12 @@ login. Diagnose: error and exception lines of the app container's log (`APP_SERV
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan
 from remediate.engine import targets
 from remediate.engine.actions import restart_action, restart_planned
-from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers, http_probe
 from remediate.tasks.containers import ComposeService, ContainerInfo
 
@@ -55,160 +54,134 @@ def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resourc
     )
 
 
-def configuration_problem(
-    runbook: str, findings: list[Finding], probe: http_probe.HttpProbe, *, setting: str
-) -> Outcome:
-    return IncidentRun.misconfigured(
-        runbook, findings=findings, problem=http_probe.misconfiguration(probe, setting=setting)
-    )
-
-
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    if not settings.app_url:
-        raise ConfigError("APP_URL is not set (the backend's base URL)")
-
-
-@runbook_flow(RUNBOOK)
-def auth_server_health(
-    *,
-    health_path: str | None = None,
-    login_path: str | None = None,
-    latency_limit_seconds: float = 10,
-    healthy_checks: int = 3,
-    start_timeout_seconds: float = 60,
-    stop_timeout_seconds: int = 10,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class AuthServerHealth(Runbook):
     """Seed 002 §5: /health failing or slow, 503 on login → restart the app (approval)."""
-    settings = load_settings()
-    preflight(settings, {})
-    assert settings.app_url is not None
-    app_url = settings.app_url
-    timeout = latency_limit_seconds + 2
-    health_route = health_path or settings.app_health_path
-    login_route = login_path or settings.app_login_path
-    probes: list[http_probe.HttpProbe] = []
 
-    def health(check: str = "health") -> Finding:
-        probe = http_probe.probe_http(app_url, path=health_route, timeout_seconds=timeout)
-        probes.append(probe)
-        return health_finding(probe, latency_limit=latency_limit_seconds, check=check)
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "'Service unavailable' on login: users cannot sign in"
+    prevention = PREVENTION
 
-    # Detect: the health route's status and latency; a 503 on login.
-    findings = [health()]
-    if settings.login_probe_email and settings.login_probe_password:
-        login = http_probe.probe_login(
-            app_url,
-            path=login_route,
-            email=settings.login_probe_email,
-            password=settings.login_probe_password,
-            timeout_seconds=timeout,
-            form=settings.app_login_form,
+    class Parameters(RunbookParameters):
+        health_path: str | None = None
+        login_path: str | None = None
+        latency_limit_seconds: float = 10
+        healthy_checks: int = 3
+        start_timeout_seconds: float = 60
+        stop_timeout_seconds: int = 10
+
+    params: Parameters
+    service: ComposeService | None = None
+
+    def preflight(self) -> None:
+        if not self.settings.app_url:
+            raise ConfigError("APP_URL is not set (the backend's base URL)")
+
+    def health(self, check: str = "health") -> Finding:
+        assert self.settings.app_url is not None
+        probe = http_probe.probe_http(
+            self.settings.app_url,
+            path=self.params.health_path or self.settings.app_health_path,
+            timeout_seconds=self.params.latency_limit_seconds + 2,
         )
-        probes.append(login)
-        findings.append(Finding(check="login", ok=login.status != 503, detail=login.detail))
-    if all(f.ok for f in findings):
-        return IncidentRun.healthy(RUNBOOK, findings=findings)
-    wrong = next((p for p in probes if p.misconfigured), None)
-    if wrong is not None:
+        self.probes.append(probe)
+        return health_finding(probe, latency_limit=self.params.latency_limit_seconds, check=check)
+
+    def detect(self) -> Detection:
+        """The health route's status and latency; a 503 on login."""
+        settings, app_url = self.settings, str(self.settings.app_url)
+        self.probes: list[http_probe.HttpProbe] = []
+        findings = [self.health()]
+        if settings.login_probe_email and settings.login_probe_password:
+            login = http_probe.probe_login(
+                app_url,
+                path=self.params.login_path or settings.app_login_path,
+                email=settings.login_probe_email,
+                password=settings.login_probe_password,
+                timeout_seconds=self.params.latency_limit_seconds + 2,
+                form=settings.app_login_form,
+            )
+            self.probes.append(login)
+            findings.append(Finding(check="login", ok=login.status != 503, detail=login.detail))
+        wrong = next((p for p in self.probes if p.misconfigured), None)
         # A 404/405/422 is the probe not fitting the app, never a reason to restart it.
-        return configuration_problem(
-            RUNBOOK, findings, wrong, setting="APP_HEALTH_PATH, APP_LOGIN_PATH, APP_LOGIN_FORM"
-        )
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=app_url,
-        findings=findings,
-        settings=settings,
-        requester=requested_by,
-        impact="'Service unavailable' on login: users cannot sign in",
-    )
-
-    # Diagnose: error and exception lines of the app's log.
-    service = targets.compose_service(settings, settings.app_service)
-    found: list[ContainerInfo] = []
-    evidence: list[Finding] = []
-    if service is None:
-        evidence.append(
-            Finding(
-                check="app-container",
-                ok=False,
-                detail="DOCKER_HOST and COMPOSE_PROJECT_NAME are not set",
+        problem = (
+            http_probe.misconfiguration(
+                wrong, setting="APP_HEALTH_PATH, APP_LOGIN_PATH, APP_LOGIN_FORM"
             )
+            if wrong is not None and not all(f.ok for f in findings)
+            else None
         )
-    else:
-        try:
-            found = containers.find_service(service)
-            for c in found[:1]:
-                lines = containers.container_logs(service, container_id=c.id, tail=200)
-                evidence += [
-                    Finding(check="log-error", ok=False, detail=line)
-                    for line in containers.error_lines(lines)
-                ]
-            evidence += [
-                Finding(
-                    check="app-container", ok=c.status == "running", detail=f"{c.name}: {c.status}"
-                )
-                for c in found
-            ]
-        except containers.EngineUnreachable as exc:
-            evidence.append(Finding(check="app-container", ok=False, detail=str(exc)))
-    causes = ["unhealthy" if not findings[0].ok else "login-503"]
-    if any(f.check == "log-error" for f in evidence):
-        causes.append("errors-in-log")
-    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
-    if service is None or not found:
-        return run.escalate("no application container to restart; a person must look")
+        return Detection(resource=app_url, findings=findings, misconfigured=problem)
 
-    plan = plan_restart(found, service, resource=app_url)
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
-
-    def recheck(approved: Plan) -> Plan:
-        if health().ok:
-            return approved.model_copy(
-                update={
-                    "actions": [
-                        approved.actions[0].model_copy(
-                            update={"targets": [], "params": {"container_ids": []}}
-                        )
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """Error and exception lines of the app's log."""
+        self.service = targets.compose_service(self.settings, self.settings.app_service)
+        self.found: list[ContainerInfo] = []
+        evidence: list[Finding] = []
+        if self.service is None:
+            detail = "DOCKER_HOST and COMPOSE_PROJECT_NAME are not set"
+            evidence.append(Finding(check="app-container", ok=False, detail=detail))
+        else:
+            try:
+                self.found = containers.find_service(self.service)
+                for c in self.found[:1]:
+                    lines = containers.container_logs(self.service, container_id=c.id, tail=200)
+                    evidence += [
+                        Finding(check="log-error", ok=False, detail=line)
+                        for line in containers.error_lines(lines)
                     ]
-                }
+                evidence += [
+                    Finding(
+                        check="app-container",
+                        ok=c.status == "running",
+                        detail=f"{c.name}: {c.status}",
+                    )
+                    for c in self.found
+                ]
+            except containers.EngineUnreachable as exc:
+                evidence.append(Finding(check="app-container", ok=False, detail=str(exc)))
+        causes = ["unhealthy" if not detection.findings[0].ok else "login-503"]
+        if any(f.check == "log-error" for f in evidence):
+            causes.append("errors-in-log")
+        return Diagnosis(causes=causes, evidence=evidence)
+
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        if self.service is None or not self.found:
+            raise Escalate("no application container to restart; a person must look")
+        return plan_restart(self.found, self.service, resource=detection.resource)
+
+    def recheck(self, plan: Plan) -> Plan:
+        """Healthy again since: nothing left to restart."""
+        if self.health().ok:
+            emptied = plan.actions[0].model_copy(
+                update={"targets": [], "params": {"container_ids": []}}
             )
-        return approved
+            return plan.model_copy(update={"actions": [emptied]})
+        return plan
 
-    def act(current: Plan) -> list[ActionResult]:
-        assert service is not None
-        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
+    def act(self, plan: Plan) -> list[ActionResult]:
+        assert self.service is not None
+        action = plan.actions[0]
+        return [
+            restart_planned(action, self.service, stop_timeout=self.params.stop_timeout_seconds)
+        ]
 
-    def verify() -> list[Finding]:
-        deadline = time.monotonic() + start_timeout_seconds
-        first = health("health-after")
+    def verify(self) -> list[Finding]:
+        """/health healthy under the latency limit several times in a row."""
+        deadline = time.monotonic() + self.params.start_timeout_seconds
+        first = self.health("health-after")
         while not first.ok and time.monotonic() < deadline:
             time.sleep(0.5)
-            first = health("health-after")
+            first = self.health("health-after")
         checks = [first]
-        for _ in range(healthy_checks - 1):
+        for _ in range(self.params.healthy_checks - 1):
             time.sleep(1)
-            checks.append(health("health-after"))
-        ok = all(c.ok for c in checks)
+            checks.append(self.health("health-after"))
         return [
             Finding(
                 check="health-after",
-                ok=ok,
+                ok=all(c.ok for c in checks),
                 detail=f"{sum(c.ok for c in checks)} of {len(checks)} checks healthy;"
                 f" last: {checks[-1].detail}",
             )
         ]
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=recheck,
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )

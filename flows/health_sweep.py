@@ -14,7 +14,6 @@ incident already running (from an alert) is not started twice.
 from __future__ import annotations
 
 import contextvars
-import importlib
 import inspect
 import threading
 import time
@@ -97,18 +96,13 @@ def check(runbook_id: str, parameters: dict[str, Any]) -> Check:
     """One runbook's detector on one target; read-only. Runs inside `run_checks`' scopes: the
     sweep's settings, steps as plain calls."""
     runbook = catalogue.get(runbook_id)
-    module = importlib.import_module(runbook.flow_module)
     settings = load_settings()
-    # A runbook whose detector is its own preflight (it connects first) says so: the sweep then
-    # spends no connection on the preflight's.
-    preflight = (
-        getattr(module, "preflight", None) if getattr(module, "SWEEP_PREFLIGHT", True) else None
-    )
-    skip = getattr(module, "sweep_skip", None)  # a runbook with nothing to watch here says why
     try:
-        reason = skip(settings) if skip is not None else None
-        if reason is None and preflight is not None:
-            preflight(settings, parameters)
+        reason = runbook.sweep_skip(settings)  # a runbook with nothing to watch here says why
+        # A runbook whose detector is its own preflight (it connects first) says so: the sweep
+        # then spends no connection on the preflight's.
+        if reason is None and runbook.sweep_preflight:
+            runbook.preflight(settings, parameters)
     except ConfigError as exc:
         reason = str(exc)
     if reason is not None:

@@ -177,17 +177,24 @@ def run(
     raise typer.Exit(outcome.exit_code)
 
 
+def _sweep_parameters(values: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set ID.NAME=VALUE`… → {runbook id: its parameters}, each checked as `run --set` is."""
+    per: dict[str, list[str]] = {}
+    for item in values:
+        runbook_id, dot, rest = item.partition(".")
+        if not dot or "=" not in rest:
+            _fail(f"--set {item!r}: expected ID.NAME=VALUE")
+        per.setdefault(runbook_id.strip(), []).append(rest)
+    return {rid: _parse_sets(items, runbook=_runbook(rid)) for rid, items in per.items()}
+
+
 def _preflight(runbook: catalogue.Runbook, settings: Any, params: dict[str, Any]) -> None:
     """Fail fast, with exit 2, on what would make the run useless: the store, then the runbook's
     own `preflight(settings, params)` (an unreachable target, a missing ALEMBIC_CONFIG…)."""
-    import importlib
-
     from remediate.store.database import Store
 
     Store.open(settings.remediation_database_url)
-    check = getattr(importlib.import_module(runbook.flow_module), "preflight", None)
-    if check is not None:
-        check(settings, params)
+    runbook.preflight(settings, params)
 
 
 def _print_outcome(outcome: Any, *, as_json: bool) -> None:
@@ -317,8 +324,22 @@ def sweep(
     no_start: Annotated[
         bool, typer.Option("--no-start", help="Only report; start no runbook for a finding.")
     ] = False,
+    runbooks: Annotated[
+        list[str] | None,
+        typer.Option("--runbook", metavar="ID", help="Only this runbook (repeatable)."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="ID.NAME=VALUE",
+            help="A runbook's parameter for its check and the run it starts (a threshold…).",
+        ),
+    ] = None,
 ) -> None:
     """Run `health-sweep` once: every runbook's detector, read-only, on every configured target."""
+    chosen = [_runbook(r).id for r in runbooks or []] or None
+    parameters = _sweep_parameters(sets or [])
     try:
         load_settings()
         from remediate.engine.prefect_api import ensure_api
@@ -331,7 +352,9 @@ def sweep(
 
     try:
         with run_settings():
-            report: SweepReport = health_sweep(start_runs=not no_start)
+            report: SweepReport = health_sweep(
+                runbooks=chosen, parameters=parameters, start_runs=not no_start
+            )
     except ConfigError as exc:
         _fail(str(exc))
     if as_json:

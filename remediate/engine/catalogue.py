@@ -1,13 +1,22 @@
 """The runbook catalogue: one entry per runbook id (RUNBOOKS.md), the only list of runbooks.
 
-Adding a runbook is one `Runbook(...)` line here plus its flow module and docs page; the CLI, the
-deployments and the docs check read this list.
+The product's own runbooks are the `Runbook(...)` lines below, each with its flow module in
+`flows/` and its docs page. Runbooks installed beside the product join them through the entry
+point group `remediate.runbooks` (`name = "module:Class"`, a `remediate.engine.runbook.Runbook`
+subclass), read the first time the catalogue is used: the CLI, the deployments (`serve`,
+`prefect.yaml`), the receiver's routes and the health sweep all read this one list. A plug-in
+that cannot be loaded, or that takes a built-in's id, is left out with an error in the log.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from remediate.domain.models import Severity
@@ -15,7 +24,10 @@ from remediate.domain.models import Severity
 if TYPE_CHECKING:
     from prefect import Flow
 
-__all__ = ["CATALOGUE", "Runbook", "UnknownRunbook", "get"]
+__all__ = ["CATALOGUE", "PLUGIN_GROUP", "Runbook", "UnknownRunbook", "get"]
+
+PLUGIN_GROUP = "remediate.runbooks"
+log = logging.getLogger("remediate.catalogue")
 
 
 class UnknownRunbook(KeyError):
@@ -35,17 +47,52 @@ class Runbook:
     resolution_minutes: int
     eta: str
 
+    # The module that holds its flow; the product's own: `remediate.flows.<id with _>`.
+    module: str | None = None
+
+    @property
+    def flow_name(self) -> str:
+        return self.id.replace("-", "_")
+
     @property
     def flow_module(self) -> str:
-        return "remediate.flows." + self.id.replace("-", "_")
+        return self.module or "remediate.flows." + self.flow_name
+
+    @property
+    def plugin(self) -> bool:
+        return self.module is not None
+
+    def _module(self) -> ModuleType:
+        return importlib.import_module(self.flow_module)
 
     def load_flow(self) -> Flow[..., Any]:
-        module = importlib.import_module(self.flow_module)
-        flow: Flow[..., Any] = getattr(module, self.id.replace("-", "_"))
+        flow: Flow[..., Any] = getattr(self._module(), self.flow_name)
         return flow
 
+    @property
+    def prevention(self) -> str:
+        """What stops it coming back (the module's PREVENTION)."""
+        return str(getattr(self._module(), "PREVENTION", ""))
 
-CATALOGUE: dict[str, Runbook] = {
+    def preflight(self, settings: Any, params: dict[str, Any]) -> None:
+        """The module's `preflight(settings, params)`: a ConfigError naming the setting when the
+        target cannot be checked at all."""
+        check = getattr(self._module(), "preflight", None)
+        if check is not None:
+            check(settings, params)
+
+    @property
+    def sweep_preflight(self) -> bool:
+        """False when its detector connects first anyway (the sweep skips the preflight)."""
+        return bool(getattr(self._module(), "SWEEP_PREFLIGHT", True))
+
+    def sweep_skip(self, settings: Any) -> str | None:
+        """Why the sweep has nothing to watch here, or None."""
+        skip = getattr(self._module(), "sweep_skip", None)
+        return skip(settings) if skip is not None else None
+
+
+BUILT_IN: dict[str, Runbook] = {
     runbook.id: runbook
     for runbook in (
         Runbook(
@@ -149,6 +196,67 @@ CATALOGUE: dict[str, Runbook] = {
         ),
     )
 }
+
+
+class _Catalogue(Mapping[str, Runbook]):
+    """The built-in runbooks, then the installed plug-ins (loaded on first use)."""
+
+    def __init__(self) -> None:
+        self._all: dict[str, Runbook] | None = None
+        self._lock = threading.RLock()
+
+    def _entries(self) -> dict[str, Runbook]:
+        if self._all is not None:
+            return self._all
+        with self._lock:
+            if self._all is None:
+                self._all = dict(BUILT_IN)  # while plug-ins load, they see the built-ins
+                self._all = {**BUILT_IN, **plugins()}
+            return self._all
+
+    def reload(self) -> None:
+        with self._lock:
+            self._all = None
+
+    def __getitem__(self, runbook_id: str) -> Runbook:
+        return self._entries()[runbook_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries())
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+
+def plugins() -> dict[str, Runbook]:
+    """The runbooks of the entry point group `remediate.runbooks`, each checked."""
+    found: dict[str, Runbook] = {}
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            runbook = entry.load().entry()
+        except Exception as exc:  # noqa: BLE001 - one broken plug-in stops no other runbook
+            log.error(
+                "runbook plug-in %s (%s) not loaded: %s: %s",
+                entry.name,
+                entry.value,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
+            continue
+        if not isinstance(runbook, Runbook):
+            log.error(
+                "runbook plug-in %s (%s) is not a Runbook declaration", entry.name, entry.value
+            )
+        elif runbook.id in BUILT_IN or runbook.id in found:
+            log.error(
+                "runbook plug-in %s (%s): the id %s is taken", entry.name, entry.value, runbook.id
+            )
+        else:
+            found[runbook.id] = runbook
+    return found
+
+
+CATALOGUE = _Catalogue()
 
 
 def get(runbook_id: str) -> Runbook:

@@ -9,7 +9,6 @@ remediation.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -37,8 +36,7 @@ PAGED = frozenset({"P1", "P2"})  # P3/P4 page only when a person is needed
 
 
 def prevention_of(runbook: catalogue.Runbook) -> str:
-    module = importlib.import_module(runbook.flow_module)
-    return str(getattr(module, "PREVENTION", ""))
+    return runbook.prevention
 
 
 @dataclass(kw_only=True)

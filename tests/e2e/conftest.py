@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -38,7 +40,7 @@ from remediate.engine.approval import answer_run
 from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from remediate.receiver import create_app
 from remediate.store.database import Store
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, _free_port, db_url
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, _free_port, db_url
 from tests.sessions import Herd, wait_idle
 
 
@@ -412,3 +414,32 @@ def live(
     yield start
     for server in started:
         server.close()
+
+
+def uv(*args: str, cwd: Path = ROOT) -> None:
+    result = subprocess.run(
+        ["uv", *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The wheel built from this checkout, installed by `pipx install` (a virtual environment
+    of its own, as users install it) at the versions of uv.lock."""
+    root = tmp_path_factory.mktemp("wheel")
+    uv("build", "--wheel", "--out-dir", str(root / "dist"))
+    (wheel,) = (root / "dist").glob("remediate-*.whl")
+    pins = root / "pins.txt"
+    uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "-o", str(pins))
+    pipx = Path(sys.executable).with_name("pipx")
+    result = subprocess.run(
+        [str(pipx), "install", f"--pip-args=-c {pins}", str(wheel)],
+        env={**os.environ, "PIPX_HOME": str(root / "pipx"), "PIPX_BIN_DIR": str(root / "bin")},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return {"wheel": wheel, "bin": root / "bin", "away": root}

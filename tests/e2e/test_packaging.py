@@ -8,7 +8,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -24,35 +23,6 @@ from tests.e2e.test_serve import post_alert, start_serve
 from tests.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-def uv(*args: str, cwd: Path = ROOT) -> None:
-    result = subprocess.run(
-        ["uv", *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The wheel built from this checkout, installed by `pipx install` (a virtual environment
-    of its own, as users install it) at the versions of uv.lock."""
-    root = tmp_path_factory.mktemp("wheel")
-    uv("build", "--wheel", "--out-dir", str(root / "dist"))
-    (wheel,) = (root / "dist").glob("remediate-*.whl")
-    pins = root / "pins.txt"
-    uv("export", "--frozen", "--no-dev", "--no-hashes", "--no-emit-project", "-o", str(pins))
-    pipx = Path(sys.executable).with_name("pipx")
-    result = subprocess.run(
-        [str(pipx), "install", f"--pip-args=-c {pins}", str(wheel)],
-        env={**os.environ, "PIPX_HOME": str(root / "pipx"), "PIPX_BIN_DIR": str(root / "bin")},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return {"wheel": wheel, "bin": root / "bin", "away": root}
 
 
 def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
