@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
 from remediate.engine import targets
-from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.engine.incident import step_refusal
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers, postgres
 from remediate.tasks.containers import ComposeService, ServiceContainer
 
@@ -123,125 +123,158 @@ def plan_restart(down: list[ServiceContainer], *, project: str, resource: str) -
     )
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    if not (settings.docker_host and settings.compose_project_name):
-        raise ConfigError("app-not-starting needs DOCKER_HOST and COMPOSE_PROJECT_NAME")
-
-
-@runbook_flow(RUNBOOK)
-def app_not_starting(
-    *,
-    required_variables: list[str] | None = None,
-    log_lines: int = 20,
-    settle_seconds: float = 5,
-    stop_timeout_seconds: int = 10,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class AppNotStarting(Runbook):
     """Seed 000: containers fail to start → diagnose → restart unless it is configuration."""
-    settings = load_settings()
-    preflight(settings, {})
-    assert settings.docker_host and settings.compose_project_name
-    project = settings.compose_project_name
-    resource = f"compose://{project}"
 
-    # Detect: every service of the project, running or not.
-    services = containers.list_project(settings.docker_host, project=project)
-    down = [c for c in services if c.info.status in DOWN or c.info.health == "unhealthy"]
-    states = [
-        Finding(
-            check="service",
-            ok=c not in down,
-            detail=f"{c.service}: {c.info.status}"
-            + (f", exit code {c.info.exit_code}" if c in down else ""),
-        )
-        for c in services
-    ]
-    if not services:
-        states = [Finding(check="service", ok=False, detail=f"project {project} has no container")]
-    if all(f.ok for f in states):
-        return IncidentRun.healthy(RUNBOOK, findings=states)
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=resource,
-        findings=states,
-        settings=settings,
-        requester=requested_by,
-        impact="the application is down",
-    )
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "the application is down"
+    prevention = PREVENTION
 
-    # Diagnose: logs, variables (presence and length), database, ports.
-    evidence: list[Finding] = []
-    for c in down:
-        service = ComposeService(
-            docker_host=settings.docker_host, project=project, service=c.service
-        )
-        evidence += [
-            Finding(check=f"log:{c.service}", ok=True, detail=line)
-            for line in containers.container_logs(service, container_id=c.info.id, tail=log_lines)
+    class Parameters(RunbookParameters):
+        required_variables: list[str] | None = None
+        log_lines: int = 20
+        settle_seconds: float = 5
+        stop_timeout_seconds: int = 10
+
+    params: Parameters
+
+    def preflight(self) -> None:
+        if not (self.settings.docker_host and self.settings.compose_project_name):
+            raise ConfigError("app-not-starting needs DOCKER_HOST and COMPOSE_PROJECT_NAME")
+
+    @property
+    def docker_host(self) -> str:
+        assert self.settings.docker_host
+        return self.settings.docker_host
+
+    @property
+    def project(self) -> str:
+        assert self.settings.compose_project_name
+        return self.settings.compose_project_name
+
+    def detect(self) -> Detection:
+        """Every service of the project, running or not."""
+        self.preflight()
+        project = self.project
+        self.services = services = containers.list_project(self.docker_host, project=project)
+        self.down = down = [
+            c for c in services if c.info.status in DOWN or c.info.health == "unhealthy"
         ]
-    app = next((c for c in services if c.service == settings.app_service), None)
-    variables = (
-        variable_findings(
-            app.env_lengths,
-            required_variables or REQUIRED,
-            None if required_variables else DATABASE_ALTERNATIVES,
+        states = [
+            Finding(
+                check="service",
+                ok=c not in down,
+                detail=f"{c.service}: {c.info.status}"
+                + (f", exit code {c.info.exit_code}" if c in down else ""),
+            )
+            for c in services
+        ]
+        if not services:
+            states = [
+                Finding(check="service", ok=False, detail=f"project {project} has no container")
+            ]
+        return Detection(resource=f"compose://{project}", findings=states)
+
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """Logs, variables (presence and length), database, ports."""
+        settings, down = self.settings, self.down
+        evidence: list[Finding] = []
+        for c in down:
+            service = ComposeService(
+                docker_host=self.docker_host, project=self.project, service=c.service
+            )
+            evidence += [
+                Finding(check=f"log:{c.service}", ok=True, detail=line)
+                for line in containers.container_logs(
+                    service, container_id=c.info.id, tail=self.params.log_lines
+                )
+            ]
+        app = next((c for c in self.services if c.service == settings.app_service), None)
+        required = self.params.required_variables
+        self.variables = (
+            variable_findings(
+                app.env_lengths,
+                required or REQUIRED,
+                None if required else DATABASE_ALTERNATIVES,
+            )
+            if app
+            else []
         )
-        if app
-        else []
-    )
-    evidence += variables
-    database_ok = None
-    if settings.target_database_url is not None:
-        probe = postgres.probe_query(targets.pg_target(settings), timeout_seconds=3)
-        database_ok = probe.ok
-        evidence.append(
-            Finding(check="database", ok=probe.ok, detail="reachable" if probe.ok else probe.error)
-        )
-    taken = [
-        f"{c.service}: host port {port}" for c in down for port in c.host_ports if port_taken(port)
-    ]
-    evidence += [
-        Finding(check="port", ok=False, detail=f"{t} is taken by another process") for t in taken
-    ]
-    causes = causes_of(down, variables, taken, database_ok)
-    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
-    if causes != ["crashed"]:
-        missing = [v.detail for v in variables if not v.ok]
-        return run.escalate(
-            "a restart cannot fix this: "
-            + "; ".join(
-                missing
-                + taken
-                + (
-                    ["the database is unreachable (see database-connection-errors)"]
-                    if database_ok is False
-                    else []
+        evidence += self.variables
+        self.database_ok: bool | None = None
+        if settings.target_database_url is not None:
+            probe = postgres.probe_query(targets.pg_target(settings), timeout_seconds=3)
+            self.database_ok = probe.ok
+            evidence.append(
+                Finding(
+                    check="database", ok=probe.ok, detail="reachable" if probe.ok else probe.error
                 )
             )
+        self.taken = [
+            f"{c.service}: host port {port}"
+            for c in down
+            for port in c.host_ports
+            if port_taken(port)
+        ]
+        evidence += [
+            Finding(check="port", ok=False, detail=f"{t} is taken by another process")
+            for t in self.taken
+        ]
+        causes = causes_of(down, self.variables, self.taken, self.database_ok)
+        return Diagnosis(causes=causes, evidence=evidence)
+
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """A restart, only when the cause is not configuration."""
+        if diagnosis.causes != ["crashed"]:
+            missing = [v.detail for v in self.variables if not v.ok]
+            raise Escalate(
+                "a restart cannot fix this: "
+                + "; ".join(
+                    missing
+                    + self.taken
+                    + (
+                        ["the database is unreachable (see database-connection-errors)"]
+                        if self.database_ok is False
+                        else []
+                    )
+                )
+            )
+        if not self.down:
+            raise Escalate("services report unhealthy but none is stopped")
+        return plan_restart(self.down, project=self.project, resource=detection.resource)
+
+    def recheck(self, plan: Plan) -> Plan:
+        """Only what is still down: a service that came back meanwhile is left alone."""
+        still = {
+            c.info.id: c
+            for c in containers.list_project(self.docker_host, project=self.project)
+            if c.info.status in DOWN
+        }
+        action = plan.actions[0]
+        ids = [i for i in action.params["container_ids"] if i in still]
+        narrowed = action.model_copy(
+            update={
+                "targets": [f"{still[i].service}: container {still[i].info.name}" for i in ids],
+                "params": {
+                    "container_ids": ids,
+                    "services": sorted({still[i].service for i in ids}),
+                },
+            }
         )
-    if not down:
-        return run.escalate("services report unhealthy but none is stopped")
+        return plan.model_copy(update={"actions": [narrowed]})
 
-    plan = plan_restart(down, project=project, resource=resource)
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
-
-    def act(current: Plan) -> list[ActionResult]:
-        assert settings.docker_host
+    def act(self, plan: Plan) -> list[ActionResult]:
         restarted = []
-        for number, name in enumerate(current.actions[0].params["services"]):
+        for number, name in enumerate(plan.actions[0].params["services"]):
             if number and step_refusal() is not None:
                 break  # the kill switch: the services restarted so far are reported
             service = ComposeService(
-                docker_host=settings.docker_host, project=project, service=name
+                docker_host=self.docker_host, project=self.project, service=name
             )
             restarted += containers.restart_containers(
                 service,
-                container_ids=current.actions[0].params["container_ids"],
-                stop_timeout=stop_timeout_seconds,
+                container_ids=plan.actions[0].params["container_ids"],
+                stop_timeout=self.params.stop_timeout_seconds,
             )
         return [
             ActionResult(
@@ -253,10 +286,10 @@ def app_not_starting(
             )
         ]
 
-    def verify() -> list[Finding]:
-        assert settings.docker_host
-        time.sleep(settle_seconds)  # a crash at start shows within the settle period
-        after = containers.list_project(settings.docker_host, project=project)
+    def verify(self) -> list[Finding]:
+        """Every service running through a settle period."""
+        time.sleep(self.params.settle_seconds)  # a crash at start shows within the settle period
+        after = containers.list_project(self.docker_host, project=self.project)
         return [
             Finding(
                 check="service-after",
@@ -265,33 +298,3 @@ def app_not_starting(
             )
             for c in after
         ]
-
-    def recheck(approved: Plan) -> Plan:
-        """Only what is still down: a service that came back meanwhile is left alone."""
-        assert settings.docker_host
-        still = {
-            c.info.id: c
-            for c in containers.list_project(settings.docker_host, project=project)
-            if c.info.status in DOWN
-        }
-        action = approved.actions[0]
-        ids = [i for i in action.params["container_ids"] if i in still]
-        narrowed = action.model_copy(
-            update={
-                "targets": [f"{still[i].service}: container {still[i].info.name}" for i in ids],
-                "params": {
-                    "container_ids": ids,
-                    "services": sorted({still[i].service for i in ids}),
-                },
-            }
-        )
-        return approved.model_copy(update={"actions": [narrowed]})
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=recheck,
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )

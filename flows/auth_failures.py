@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime
-from typing import Any
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan
 from remediate.engine import targets
 from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.store.database import Store
 from remediate.tasks import containers, http_probe
 from remediate.tasks.containers import AppConfig
@@ -137,186 +136,205 @@ def earlier_token_finding(
     )
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    if not (settings.app_url and settings.login_probe_email and settings.login_probe_password):
-        raise ConfigError("auth-failures needs APP_URL, LOGIN_PROBE_EMAIL and LOGIN_PROBE_PASSWORD")
-
-
-@runbook_flow(RUNBOOK)
-def auth_failures(
-    *,
-    login_path: str | None = None,
-    stop_timeout_seconds: int = 10,
-    start_timeout_seconds: float = 60,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class AuthFailures(Runbook):
     """Seed 000: "Unauthorized" → which setting is wrong → restart after a fix (approval)."""
-    settings = load_settings()
-    preflight(settings, {})
-    assert settings.app_url and settings.login_probe_email and settings.login_probe_password
-    email, password, app_url = (
-        settings.login_probe_email,
-        settings.login_probe_password,
-        settings.app_url,
-    )
-    store = Store.open(settings.remediation_database_url)
-    service = targets.compose_service(settings, settings.app_service)
 
-    route = login_path or settings.app_login_path
-    attempts: list[http_probe.HttpProbe] = []
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "users cannot log in ('Unauthorized')"
+    prevention = PREVENTION
 
-    def login(check: str) -> Finding:
+    class Parameters(RunbookParameters):
+        login_path: str | None = None
+        stop_timeout_seconds: int = 10
+        start_timeout_seconds: float = 60
+
+    params: Parameters
+
+    def preflight(self) -> None:
+        settings = self.settings
+        if not (settings.app_url and settings.login_probe_email and settings.login_probe_password):
+            raise ConfigError(
+                "auth-failures needs APP_URL, LOGIN_PROBE_EMAIL and LOGIN_PROBE_PASSWORD"
+            )
+
+    @property
+    def app_url(self) -> str:
+        assert self.settings.app_url
+        return self.settings.app_url
+
+    def login(self, check: str) -> Finding:
+        settings = self.settings
+        assert settings.login_probe_email and settings.login_probe_password
         probe = http_probe.probe_login(
-            app_url, path=route, email=email, password=password, form=settings.app_login_form
+            self.app_url,
+            path=self.params.login_path or settings.app_login_path,
+            email=settings.login_probe_email,
+            password=settings.login_probe_password,
+            form=settings.app_login_form,
         )
-        attempts.append(probe)
+        self.attempts.append(probe)
         return Finding(
             check=check, ok=probe.status not in {401, 403} and probe.ok, detail=probe.detail
         )
 
-    # Detect: the probe user's login; the key against its known-good fingerprint.
-    config = containers.read_app_config(service) if service else None
-    saved = store.latest_snapshot(SNAPSHOT, service.resource) if service else None
-    known = saved.get("fingerprint") if saved else None
-    checks = (
-        config_findings(config, known_fingerprint=known, frontend_url=settings.frontend_url)
-        if config
-        else []
-    )
-    findings = [login("login"), *[c for c in checks if c.check == "secret-key-unchanged"]]
-    fresh = attempts[-1].token
-    earlier = store.latest_snapshot(TOKEN_SNAPSHOT, app_url)
-    token_checked = False
-    if fresh and earlier and earlier.get("token"):
-        expires = token_expiry(str(earlier["token"]))
-        if expires is None or expires > time.time() + 60:  # an expired token proves nothing
-            route = settings.app_me_path
-            compared = earlier_token_finding(
-                old=http_probe.probe_http(app_url, path=route, token=str(earlier["token"])),
-                new=http_probe.probe_http(app_url, path=route, token=fresh),
-                saved_at=str(earlier.get("saved_at", "an earlier run")),
+    def detect(self) -> Detection:
+        """The probe user's login; the key against its known-good fingerprint."""
+        self.preflight()
+        settings = self.settings
+        self.store = store = Store.open(settings.remediation_database_url)
+        self.service = service = targets.compose_service(settings, settings.app_service)
+        self.attempts: list[http_probe.HttpProbe] = []
+        self.config = config = containers.read_app_config(service) if service else None
+        saved = store.latest_snapshot(SNAPSHOT, service.resource) if service else None
+        self.known = saved.get("fingerprint") if saved else None
+        self.checks = (
+            config_findings(
+                config, known_fingerprint=self.known, frontend_url=settings.frontend_url
             )
-            if compared is not None:
-                findings.append(compared)
-                token_checked = True
+            if config
+            else []
+        )
+        findings = [
+            self.login("login"),
+            *[c for c in self.checks if c.check == "secret-key-unchanged"],
+        ]
+        self.fresh = self.attempts[-1].token
+        self.earlier = store.latest_snapshot(TOKEN_SNAPSHOT, self.app_url)
+        compared = self.compare_tokens()
+        self.token_checked = compared is not None
+        if compared is not None:
+            findings.append(compared)
+        if self.attempts[-1].misconfigured:  # the probe does not fit the app: never a restart
+            problem = http_probe.misconfiguration(
+                self.attempts[-1], setting="APP_LOGIN_PATH, APP_LOGIN_FORM"
+            )
+            return Detection(resource=self.app_url, findings=findings, misconfigured=problem)
+        if all(f.ok for f in findings):
+            self.keep_known_good()
+        return Detection(resource=self.app_url, findings=findings)
 
-    def keep_token() -> None:
+    def compare_tokens(self) -> Finding | None:
+        """The token kept from an earlier run against the fresh one, on `APP_ME_PATH`."""
+        earlier, fresh = self.earlier, self.fresh
+        if not (fresh and earlier and earlier.get("token")):
+            return None
+        expires = token_expiry(str(earlier["token"]))
+        if expires is not None and expires <= time.time() + 60:
+            return None  # an expired token proves nothing
+        route = self.settings.app_me_path
+        return earlier_token_finding(
+            old=http_probe.probe_http(self.app_url, path=route, token=str(earlier["token"])),
+            new=http_probe.probe_http(self.app_url, path=route, token=fresh),
+            saved_at=str(earlier.get("saved_at", "an earlier run")),
+        )
+
+    def keep_token(self) -> None:
         """The probe's token, kept to tell a changed SECRET_KEY later (refreshed every few
         hours, and at once after a change was reported, so that it is reported once)."""
-        age = time.time() - float((earlier or {}).get("saved_epoch", 0))
-        if fresh and (not earlier or age > TOKEN_REFRESH_SECONDS or token_checked):
-            store.save_snapshot(
+        age = time.time() - float((self.earlier or {}).get("saved_epoch", 0))
+        if self.fresh and (not self.earlier or age > TOKEN_REFRESH_SECONDS or self.token_checked):
+            self.store.save_snapshot(
                 TOKEN_SNAPSHOT,
-                app_url,
+                self.app_url,
                 {
-                    "token": fresh,
+                    "token": self.fresh,
                     "saved_epoch": time.time(),
                     "saved_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
                 },
             )
 
-    if attempts[-1].misconfigured:  # the probe does not fit the app: never a restart
-        return IncidentRun.misconfigured(
-            RUNBOOK,
-            findings=findings,
-            problem=http_probe.misconfiguration(
-                attempts[-1], setting="APP_LOGIN_PATH, APP_LOGIN_FORM"
-            ),
-        )
-    if all(f.ok for f in findings):
+    def keep_known_good(self) -> None:
+        """Healthy: the key's fingerprint becomes the known-good snapshot; the token is kept."""
+        service, config = self.service, self.config
         if (
             service
             and config
             and config.secret_key_fingerprint
-            and all(c.ok for c in checks)
-            and known != config.secret_key_fingerprint
+            and all(c.ok for c in self.checks)
+            and self.known != config.secret_key_fingerprint
         ):
-            store.save_snapshot(
+            self.store.save_snapshot(
                 SNAPSHOT, service.resource, {"fingerprint": config.secret_key_fingerprint}
             )
-        keep_token()
-        return IncidentRun.healthy(RUNBOOK, findings=findings)
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=app_url,
-        findings=findings,
-        settings=settings,
-        requester=requested_by,
-        impact="users cannot log in ('Unauthorized')",
-    )
+        self.keep_token()
 
-    # Diagnose: which setting is wrong.
-    wrong = [c for c in checks if not c.ok] + [
-        f for f in findings if f.check == "earlier-token-accepted" and not f.ok
-    ]
-    if any(f.check in {"earlier-token-accepted", "secret-key-unchanged"} for f in wrong):
-        # Reported once: the new key becomes the known-good one (restoring the old key, if the
-        # change was not intended, is a person's decision: sessions break either way).
-        keep_token()
-        if service and config and config.secret_key_fingerprint:
-            store.save_snapshot(
-                SNAPSHOT, service.resource, {"fingerprint": config.secret_key_fingerprint}
-            )
-    run.diagnosed(
-        Diagnosis(
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """Which setting is wrong."""
+        service, config = self.service, self.config
+        self.wrong = [c for c in self.checks if not c.ok] + [
+            f for f in detection.findings if f.check == "earlier-token-accepted" and not f.ok
+        ]
+        if any(f.check in {"earlier-token-accepted", "secret-key-unchanged"} for f in self.wrong):
+            # Reported once: the new key becomes the known-good one (restoring the old key, if the
+            # change was not intended, is a person's decision: sessions break either way).
+            self.keep_token()
+            if service and config and config.secret_key_fingerprint:
+                self.store.save_snapshot(
+                    SNAPSHOT, service.resource, {"fingerprint": config.secret_key_fingerprint}
+                )
+        return Diagnosis(
             causes=[
                 "secret-key-changed" if c.check == "earlier-token-accepted" else c.check
-                for c in wrong
+                for c in self.wrong
             ]
             or ["stale-process"],
-            evidence=[c for c in checks if c.check != "secret-key-unchanged"],
-        )
-    )
-    if any(c.check == "earlier-token-accepted" for c in wrong) and not (config and service):
-        return run.escalate(
-            "SECRET_KEY changed: "
-            + "; ".join(c.detail for c in wrong)
-            + "; if the change was not intended, restore the previous key from the secret store"
-        )
-    if config is None or service is None:
-        return run.escalate(
-            "the backend container's settings cannot be read (DOCKER_HOST,"
-            " COMPOSE_PROJECT_NAME, APP_SERVICE)"
-        )
-    if wrong:
-        return run.escalate(
-            "fix the setting, then restart the backend: " + "; ".join(c.detail for c in wrong)
+            evidence=[c for c in self.checks if c.check != "secret-key-unchanged"],
         )
 
-    found = containers.find_service(service)
-    plan = Plan(
-        runbook=RUNBOOK,
-        resource=app_url,
-        summary=f"restart {service.service}: its settings are right but logins fail",
-        actions=[
-            restart_action(
-                RESTART,
-                service,
-                found,
-                description="Every auth setting checks out, so the running process is behind its"
-                " configuration: restart it (seed 000).",
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """A wrong setting escalates; every setting right: restart the backend."""
+        wrong, config, service = self.wrong, self.config, self.service
+        if any(c.check == "earlier-token-accepted" for c in wrong) and not (config and service):
+            raise Escalate(
+                "SECRET_KEY changed: "
+                + "; ".join(c.detail for c in wrong)
+                + "; if the change was not intended, restore the previous key from the secret"
+                " store"
             )
-        ],
-    )
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
+        if config is None or service is None:
+            raise Escalate(
+                "the backend container's settings cannot be read (DOCKER_HOST,"
+                " COMPOSE_PROJECT_NAME, APP_SERVICE)"
+            )
+        if wrong:
+            raise Escalate(
+                "fix the setting, then restart the backend: " + "; ".join(c.detail for c in wrong)
+            )
+        found = containers.find_service(service)
+        return Plan(
+            runbook=RUNBOOK,
+            resource=detection.resource,
+            summary=f"restart {service.service}: its settings are right but logins fail",
+            actions=[
+                restart_action(
+                    RESTART,
+                    service,
+                    found,
+                    description="Every auth setting checks out, so the running process is behind"
+                    " its configuration: restart it (seed 000).",
+                )
+            ],
+        )
 
-    def act(current: Plan) -> list[ActionResult]:
-        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
+    def recheck(self, plan: Plan) -> Plan:
+        """Logins working again since: nothing to restart."""
+        assert self.service is not None
+        return recheck_restart(
+            plan, self.service, still_broken=lambda: not self.login("login-recheck").ok
+        )
 
-    def verify() -> list[Finding]:
-        return [wait_until_ok(lambda: login("login-after"), timeout=start_timeout_seconds)]
+    def act(self, plan: Plan) -> list[ActionResult]:
+        assert self.service is not None
+        return [
+            restart_planned(
+                plan.actions[0], self.service, stop_timeout=self.params.stop_timeout_seconds
+            )
+        ]
 
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=lambda p: recheck_restart(
-            p, service, still_broken=lambda: not login("login-recheck").ok
-        ),
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )
+    def verify(self) -> list[Finding]:
+        """The probe login succeeds."""
+        return [
+            wait_until_ok(
+                lambda: self.login("login-after"), timeout=self.params.start_timeout_seconds
+            )
+        ]

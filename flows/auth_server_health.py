@@ -88,6 +88,7 @@ class AuthServerHealth(Runbook):
 
     def detect(self) -> Detection:
         """The health route's status and latency; a 503 on login."""
+        self.preflight()
         settings, app_url = self.settings, str(self.settings.app_url)
         self.probes: list[http_probe.HttpProbe] = []
         findings = [self.health()]

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime
-from typing import Any
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
+from remediate.domain.settings import Settings
 from remediate.engine import targets
-from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.engine.incident import step_refusal
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers, postgres
 from remediate.tasks.containers import ComposeService, ContainerInfo
 from remediate.tasks.postgres import MAINTENANCE_APPLICATIONS, Activity, Session
@@ -272,23 +273,6 @@ def plan_pooler_restart(
     )
 
 
-# The detector connects to the target first, which is this preflight's check: the health sweep
-# skips it (one connection less per database).
-SWEEP_PREFLIGHT = False
-
-
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    """Before a CLI run: the target answers (a server with no free slot is the incident itself)."""
-    database = params.get("database")
-    target = targets.pg_target(settings, database=str(database) if database else None)
-    try:
-        target.connect().close()
-    except postgres.TargetUnreachable as exc:
-        if not exc.saturated:
-            raise
-    pooler_service(settings)
-
-
 def pooler_service(settings: Settings) -> ComposeService | None:
     """The configured pooler (POOLER_SERVICE), or None; a half-configured one is an error."""
     if not settings.pooler_service:
@@ -314,108 +298,134 @@ def pooler_service(settings: Settings) -> ComposeService | None:
 # The runbook.
 
 
-@runbook_flow(RUNBOOK)
-def connection_pool_exhausted(
-    *,
-    usage_threshold: float = 0.8,
-    idle_minutes: float = 10,
-    database: str | None = None,
-    protected_roles: list[str] | None = None,
-    probe_timeout_seconds: float = 5.0,
-    pooler_stop_timeout_seconds: int = 10,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class ConnectionPoolExhausted(Runbook):
     """Seed 002 §2: too many connections → terminate idle sessions (approval first) → verify."""
-    settings = load_settings()
-    target = targets.pg_target(settings, database=database)
-    pooler = pooler_service(settings)
-    idle_seconds = max(0.0, idle_minutes * 60)
-    # PROTECTED_ROLES (Supabase's system roles by default) holds for every run, alert- and
-    # sweep-started ones included; a run's own list only adds to it.
-    protected = frozenset(settings.protected_roles) | frozenset(protected_roles or ())
 
-    # Detect: client connections against max_connections.
-    try:
-        activity = postgres.read_activity(target)
-    except postgres.TargetUnreachable as exc:
-        if not exc.saturated:
-            raise
-        refused = Finding(check="connection-usage", ok=False, detail=str(exc))
-        run = IncidentRun.open(
-            RUNBOOK,
-            resource=target.resource,
-            findings=[refused],
-            settings=settings,
-            requester=requested_by,
-            impact="the server refuses new connections",
-        )
-        return run.escalate(
-            "every connection slot is taken and the runner cannot get one to diagnose; connect it"
-            " as a role that may use reserved slots (superuser or pg_use_reserved_connections)"
-        )
-    usage = usage_finding(activity, usage_threshold=usage_threshold)
-    if usage.ok:
-        return IncidentRun.healthy(RUNBOOK, findings=[usage])
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=target.resource,
-        findings=[usage],
-        settings=settings,
-        requester=requested_by,
-        impact=f"new connections may be refused: {usage.detail}",
-    )
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "new connections may be refused"  # each incident states its own (`detect`)
+    prevention = PREVENTION
+    # The detector connects to the target first, which is this preflight's check: the health
+    # sweep skips it (one connection less per database).
+    sweep_preflight = False
 
-    # Diagnose: who holds the connections.
-    diagnosis = diagnose(
-        activity, database=target.database, idle_seconds=idle_seconds, protected_roles=protected
-    )
-    running: list[ContainerInfo] = []
-    if pooler is not None:
+    class Parameters(RunbookParameters):
+        usage_threshold: float = 0.8
+        idle_minutes: float = 10
+        database: str | None = None
+        protected_roles: list[str] | None = None
+        probe_timeout_seconds: float = 5.0
+        pooler_stop_timeout_seconds: int = 10
+
+    params: Parameters
+    running: list[ContainerInfo]
+
+    def preflight(self) -> None:
+        """Before a CLI run: the target answers (a server with no free slot is the incident
+        itself). The run does not call it: its detector connects first."""
+        target = targets.pg_target(self.settings, database=self.params.database)
         try:
-            running = [c for c in containers.find_service(pooler) if c.status == "running"]
-            detail = f"{len(running)} running container(s): " + ", ".join(c.name for c in running)
-            diagnosis.evidence.append(Finding(check="pooler", ok=True, detail=detail))
-        except containers.EngineUnreachable as exc:
-            diagnosis.evidence.append(Finding(check="pooler", ok=False, detail=str(exc)))
-    run.diagnosed(diagnosis)
+            target.connect().close()
+        except postgres.TargetUnreachable as exc:
+            if not exc.saturated:
+                raise
+        pooler_service(self.settings)
 
-    # Plan: the idle sessions of the target database, by name.
-    plan = plan_idle_terminations(
-        activity,
-        resource=target.resource,
-        database=target.database,
-        idle_seconds=idle_seconds,
-        protected_roles=protected,
-        suggestions=diagnosis.suggestions,
-    )
-    if pooler is not None:
-        restart = plan_pooler_restart(
-            activity,
-            terminating=plan.actions[0].blast_radius,
-            usage_threshold=usage_threshold,
-            service=pooler,
-            running=running,
+    def detect(self) -> Detection:
+        """Client connections against max_connections."""
+        settings, params = self.settings, self.params
+        self.target = targets.pg_target(settings, database=params.database)
+        self.pooler = pooler_service(settings)
+        self.idle_seconds = max(0.0, params.idle_minutes * 60)
+        # PROTECTED_ROLES (Supabase's system roles by default) holds for every run, alert- and
+        # sweep-started ones included; a run's own list only adds to it.
+        self.protected = frozenset(settings.protected_roles) | frozenset(
+            params.protected_roles or ()
         )
-        if restart is not None:
-            plan.actions.append(restart)
-            plan.summary += f"; then, if still needed, restart the pooler ({pooler.service})"
-    run.planned(plan)
-    if plan.empty:
-        return run.escalate(
-            "no idle session may be terminated safely and no pooler to restart; " + usage.detail
+        try:
+            self.activity = postgres.read_activity(self.target)
+        except postgres.TargetUnreachable as exc:
+            if not exc.saturated:
+                raise
+            return Detection(
+                resource=self.target.resource,
+                findings=[Finding(check="connection-usage", ok=False, detail=str(exc))],
+                impact="the server refuses new connections",
+                escalate="every connection slot is taken and the runner cannot get one to"
+                " diagnose; connect it as a role that may use reserved slots (superuser or"
+                " pg_use_reserved_connections)",
+            )
+        usage = usage_finding(self.activity, usage_threshold=params.usage_threshold)
+        return Detection(
+            resource=self.target.resource,
+            findings=[usage],
+            impact=f"new connections may be refused: {usage.detail}",
         )
-    if dry_run:
-        return run.dry_run(plan)
+
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """Who holds the connections; the pooler's containers, when one is configured."""
+        diagnosis = diagnose(  # the module's (a test wraps it)
+            self.activity,
+            database=self.target.database,
+            idle_seconds=self.idle_seconds,
+            protected_roles=self.protected,
+        )
+        self.running = []
+        if self.pooler is not None:
+            try:
+                found = containers.find_service(self.pooler)
+                self.running = [c for c in found if c.status == "running"]
+                detail = f"{len(self.running)} running container(s): " + ", ".join(
+                    c.name for c in self.running
+                )
+                diagnosis.evidence.append(Finding(check="pooler", ok=True, detail=detail))
+            except containers.EngineUnreachable as exc:
+                diagnosis.evidence.append(Finding(check="pooler", ok=False, detail=str(exc)))
+        return diagnosis
+
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """The idle sessions of the target database, by name; then the pooler, if still needed."""
+        plan = plan_idle_terminations(
+            self.activity,
+            resource=self.target.resource,
+            database=self.target.database,
+            idle_seconds=self.idle_seconds,
+            protected_roles=self.protected,
+            suggestions=diagnosis.suggestions,
+        )
+        if self.pooler is not None:
+            restart = plan_pooler_restart(
+                self.activity,
+                terminating=plan.actions[0].blast_radius,
+                usage_threshold=self.params.usage_threshold,
+                service=self.pooler,
+                running=self.running,
+            )
+            if restart is not None:
+                plan.actions.append(restart)
+                plan.summary += (
+                    f"; then, if still needed, restart the pooler ({self.pooler.service})"
+                )
+        if plan.empty:
+            raise Escalate(
+                "no idle session may be terminated safely and no pooler to restart; "
+                + detection.findings[0].detail,
+                plan=plan,
+            )
+        return plan
+
+    def recheck(self, plan: Plan) -> Plan:
+        """The approved sessions that still exist and are still eligible."""
+        return recheck_plan(
+            plan, postgres.read_activity(self.target), database=self.target.database
+        )
 
     # Remediate (approval, safety envelope), then verify inside the same lock.
-    def act(current: Plan) -> list[ActionResult]:
+    def act(self, plan: Plan) -> list[ActionResult]:
         results = []
-        params = current.actions[0].params
+        params = plan.actions[0].params
         if params["sessions"]:
             terminated = postgres.terminate_idle_sessions(
-                target,
+                self.target,
                 sessions=[
                     (pid, datetime.fromisoformat(start)) for pid, start in params["sessions"]
                 ],
@@ -431,16 +441,17 @@ def connection_pool_exhausted(
                     detail=f"{len(terminated)} session(s) terminated",
                 )
             )
-        for action in current.actions[1:]:  # the pooler restart, only if still needed
-            assert pooler is not None and action.name == RESTART
-            now = postgres.wait_for_usage(target, below=usage_threshold, timeout_seconds=2)
-            if now < usage_threshold:
+        for action in plan.actions[1:]:  # the pooler restart, only if still needed
+            assert self.pooler is not None and action.name == RESTART
+            threshold = self.params.usage_threshold
+            now = postgres.wait_for_usage(self.target, below=threshold, timeout_seconds=2)
+            if now < threshold:
                 results.append(
                     ActionResult(
                         name=RESTART,
                         destructive=True,
                         executed=False,
-                        detail=f"not needed: usage {now:.0%} is under {usage_threshold:.0%}",
+                        detail=f"not needed: usage {now:.0%} is under {threshold:.0%}",
                     )
                 )
                 continue
@@ -449,26 +460,31 @@ def connection_pool_exhausted(
                     ActionResult(name=RESTART, destructive=True, executed=False, detail=why)
                 )
                 break
-            restarted = containers.restart_containers(
-                pooler,
-                container_ids=action.params["container_ids"],
-                stop_timeout=pooler_stop_timeout_seconds,
-            )
-            postgres.wait_for_usage(target, below=usage_threshold)
-            results.append(
-                ActionResult(
-                    name=RESTART,
-                    destructive=True,
-                    executed=bool(restarted),
-                    targets=[f"container {c.name}" for c in restarted],
-                    detail=f"{len(restarted)} container(s) restarted",
-                )
-            )
+            results.append(self.restart_pooler(action))
         return results
 
-    def verify() -> list[Finding]:
-        after = usage_finding(postgres.read_activity(target), usage_threshold=usage_threshold)
-        probe = postgres.probe_query(target, timeout_seconds=probe_timeout_seconds)
+    def restart_pooler(self, action: PlannedAction) -> ActionResult:
+        assert self.pooler is not None
+        restarted = containers.restart_containers(
+            self.pooler,
+            container_ids=action.params["container_ids"],
+            stop_timeout=self.params.pooler_stop_timeout_seconds,
+        )
+        postgres.wait_for_usage(self.target, below=self.params.usage_threshold)
+        return ActionResult(
+            name=RESTART,
+            destructive=True,
+            executed=bool(restarted),
+            targets=[f"container {c.name}" for c in restarted],
+            detail=f"{len(restarted)} container(s) restarted",
+        )
+
+    def verify(self) -> list[Finding]:
+        """Usage back under the threshold; a test query answering within its timeout."""
+        after = usage_finding(
+            postgres.read_activity(self.target), usage_threshold=self.params.usage_threshold
+        )
+        probe = postgres.probe_query(self.target, timeout_seconds=self.params.probe_timeout_seconds)
         return [
             after.model_copy(update={"check": "connection-usage-after"}),
             Finding(
@@ -479,12 +495,3 @@ def connection_pool_exhausted(
                 else f"test query failed: {probe.error}",
             ),
         ]
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=lambda p: recheck_plan(p, postgres.read_activity(target), database=target.database),
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )

@@ -9,14 +9,12 @@ stopped database container. Verify: a connection and a test query succeed; the m
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from remediate.domain.settings import Settings, load_settings
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
 from remediate.engine import targets
 from remediate.engine.actions import restart_planned
-from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers, postgres
 from remediate.tasks.containers import ComposeService, ContainerInfo
 from remediate.tasks.postgres import PgTarget
@@ -102,97 +100,94 @@ def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resourc
     )
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    """Before a CLI run: the settings name a target (that it does not answer is the incident)."""
-    settings.require_target_database()
-
-
 # The runbook.
 
 
-@runbook_flow(RUNBOOK)
-def database_connection_errors(
-    *,
-    database: str | None = None,
-    log_lines: int = 30,
-    start_timeout_seconds: float = 60,
-    stop_timeout_seconds: int = 30,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class DatabaseConnectionErrors(Runbook):
     """Seed 000: "could not connect to server" → restart the database container (approval)."""
-    settings = load_settings()
-    target = targets.pg_target(settings, database=database)
-    service = targets.compose_service(settings, settings.database_service)
 
-    # Detect: can the app's connection settings reach the database?
-    probe = postgres.probe_query(target, timeout_seconds=5)
-    reach = Finding(
-        check="database-reachable",
-        ok=probe.ok,
-        detail=f"SELECT 1 answered in {probe.latency_ms:.0f} ms"
-        if probe.ok
-        else f"{target.resource}: {probe.error}",
-    )
-    if probe.ok:
-        return IncidentRun.healthy(RUNBOOK, findings=[reach])
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=target.resource,
-        findings=[reach],
-        settings=settings,
-        requester=requested_by,
-        impact="the backend cannot reach its database: the application is down",
-    )
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "the backend cannot reach its database: the application is down"
+    prevention = PREVENTION
 
-    # Diagnose: the container, its logs, the connection settings.
-    evidence = [Finding(check="connection-settings", ok=True, detail=connection_settings(target))]
+    class Parameters(RunbookParameters):
+        database: str | None = None
+        log_lines: int = 30
+        start_timeout_seconds: float = 60
+        stop_timeout_seconds: int = 30
+
+    params: Parameters
+    service: ComposeService | None = None
     found: list[ContainerInfo] | None = None
-    if service is None:
-        evidence.append(
-            Finding(
-                check="database-container",
-                ok=False,
-                detail="DOCKER_HOST and COMPOSE_PROJECT_NAME are not set:"
-                " the container cannot be inspected",
-            )
+
+    def preflight(self) -> None:
+        """Before a CLI run: the settings name a target (that it does not answer is the
+        incident)."""
+        self.settings.require_target_database()
+
+    def detect(self) -> Detection:
+        """Can the app's connection settings reach the database?"""
+        self.target = targets.pg_target(self.settings, database=self.params.database)
+        self.service = targets.compose_service(self.settings, self.settings.database_service)
+        probe = postgres.probe_query(self.target, timeout_seconds=5)
+        reach = Finding(
+            check="database-reachable",
+            ok=probe.ok,
+            detail=f"SELECT 1 answered in {probe.latency_ms:.0f} ms"
+            if probe.ok
+            else f"{self.target.resource}: {probe.error}",
         )
-    else:
-        try:
-            found = containers.find_service(service)
-            evidence += container_findings(found, service)
-            for c in found[:1]:
-                evidence += [
-                    Finding(check="database-log", ok=True, detail=line)
-                    for line in containers.container_logs(
-                        service, container_id=c.id, tail=log_lines
-                    )
-                ]
-        except containers.EngineUnreachable as exc:
-            evidence.append(Finding(check="database-container", ok=False, detail=str(exc)))
-    causes = causes_of(found)
-    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+        return Detection(resource=self.target.resource, findings=[reach])
 
-    if service is None or not found or "database-container-stopped" not in causes:
-        reasons = {
-            "database-up-but-unreachable": "the database container is running: check the"
-            f" connection settings ({connection_settings(target)}) and the network",
-            "database-container-crash-loop": "the database container keeps restarting: read its"
-            " log (a restart will not fix it)",
-            "database-container-missing": "the database service has no container",
-        }
-        return run.escalate("no automatic fix: " + "; ".join(reasons.get(c, c) for c in causes))
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """The container, its logs, the connection settings."""
+        service = self.service
+        evidence = [
+            Finding(check="connection-settings", ok=True, detail=connection_settings(self.target))
+        ]
+        if service is None:
+            evidence.append(
+                Finding(
+                    check="database-container",
+                    ok=False,
+                    detail="DOCKER_HOST and COMPOSE_PROJECT_NAME are not set:"
+                    " the container cannot be inspected",
+                )
+            )
+        else:
+            try:
+                self.found = containers.find_service(service)
+                evidence += container_findings(self.found, service)
+                for c in self.found[:1]:
+                    evidence += [
+                        Finding(check="database-log", ok=True, detail=line)
+                        for line in containers.container_logs(
+                            service, container_id=c.id, tail=self.params.log_lines
+                        )
+                    ]
+            except containers.EngineUnreachable as exc:
+                evidence.append(Finding(check="database-container", ok=False, detail=str(exc)))
+        return Diagnosis(causes=causes_of(self.found), evidence=evidence)
 
-    plan = plan_restart(found, service, resource=target.resource)
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """Restart only a stopped container; anything else is a person's to look at."""
+        causes = diagnosis.causes
+        if self.service is None or not self.found or "database-container-stopped" not in causes:
+            reasons = {
+                "database-up-but-unreachable": "the database container is running: check the"
+                f" connection settings ({connection_settings(self.target)}) and the network",
+                "database-container-crash-loop": "the database container keeps restarting: read"
+                " its log (a restart will not fix it)",
+                "database-container-missing": "the database service has no container",
+            }
+            raise Escalate("no automatic fix: " + "; ".join(reasons.get(c, c) for c in causes))
+        return plan_restart(self.found, self.service, resource=self.target.resource)
 
-    def recheck(approved: Plan) -> Plan:
-        assert service is not None
-        now = {c.id: c for c in containers.find_service(service)}
-        action = approved.actions[0]
+    def recheck(self, plan: Plan) -> Plan:
+        """Only the containers still stopped are started."""
+        assert self.service is not None
+        now = {c.id: c for c in containers.find_service(self.service)}
+        action = plan.actions[0]
         still = [
             i
             for i in action.params["container_ids"]
@@ -204,14 +199,22 @@ def database_connection_errors(
                 "params": {"container_ids": still},
             }
         )
-        return approved.model_copy(update={"actions": [narrowed]})
+        return plan.model_copy(update={"actions": [narrowed]})
 
-    def act(current: Plan) -> list[ActionResult]:
-        assert service is not None
-        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
+    def act(self, plan: Plan) -> list[ActionResult]:
+        assert self.service is not None
+        return [
+            restart_planned(
+                plan.actions[0], self.service, stop_timeout=self.params.stop_timeout_seconds
+            )
+        ]
 
-    def verify() -> list[Finding]:
-        after = postgres.wait_reachable(target, timeout_seconds=start_timeout_seconds)
+    def verify(self) -> list[Finding]:
+        """A connection and a test query succeed; the migration state is readable when
+        ALEMBIC_CONFIG is set."""
+        after = postgres.wait_reachable(
+            self.target, timeout_seconds=self.params.start_timeout_seconds
+        )
         checks = [
             Finding(
                 check="database-reachable-after",
@@ -221,10 +224,12 @@ def database_connection_errors(
                 else after.error,
             )
         ]
-        if after.ok and settings.alembic_config:
+        if after.ok and self.settings.alembic_config:
             from remediate.tasks import alembic
 
-            state = alembic.read_schema_state(targets.alembic_target(settings, database=database))
+            state = alembic.read_schema_state(
+                targets.alembic_target(self.settings, database=self.params.database)
+            )
             checks.append(
                 Finding(
                     check="alembic-current",
@@ -234,12 +239,3 @@ def database_connection_errors(
                 )
             )
         return checks
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=recheck,
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from remediate.domain.settings import Settings, load_settings
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
+from remediate.domain.settings import Settings
 from remediate.engine import targets
-from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers, email
 from remediate.tasks.containers import AppEmail
 
@@ -138,33 +138,33 @@ def sendgrid_findings(
     return found
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    """Nothing to reach beforehand: incomplete settings are what the runbook reports."""
-
-
-def sweep_skip(settings: Settings) -> str | None:
-    """The health sweep leaves email alone where no email setting exists at all (the app sends
-    none); a partial configuration is a finding."""
-    if not (settings.smtp_host or settings.emails_from_email or settings.sendgrid_api_key):
-        return "email-delivery: no SMTP_HOST, EMAILS_FROM_EMAIL or SENDGRID_API_KEY set"
-    return None
-
-
-@runbook_flow(RUNBOOK)
-def email_delivery(
-    *,
-    address: str | None = None,
-    test_recipient: str | None = None,
-    bounce_limit: float = 0.05,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class EmailDelivery(Runbook):
     """Seeds 000/002 §3: emails not delivered → SMTP and SendGrid checks → unbounce (approval)."""
-    settings = load_settings()
-    config = effective_smtp(settings, backend_email(settings))
 
-    def smtp() -> list[Finding]:
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "password reset and OTP emails are not received"
+    prevention = PREVENTION
+
+    class Parameters(RunbookParameters):
+        address: str | None = None
+        test_recipient: str | None = None
+        bounce_limit: float = 0.05
+
+    params: Parameters
+
+    # No preflight: nothing to reach beforehand, incomplete settings are what the runbook reports.
+
+    def sweep_skip(self) -> str | None:
+        """The health sweep leaves email alone where no email setting exists at all (the app sends
+        none); a partial configuration is a finding."""
+        settings = self.settings
+        if not (settings.smtp_host or settings.emails_from_email or settings.sendgrid_api_key):
+            return "email-delivery: no SMTP_HOST, EMAILS_FROM_EMAIL or SENDGRID_API_KEY set"
+        return None
+
+    def smtp(self) -> list[Finding]:
+        """The SMTP handshake, login and a test message (nothing to try without host and sender)."""
+        config = self.config
         if not (config.host and config.sender):
             return []
         result = email.send_test_message(
@@ -175,94 +175,94 @@ def email_delivery(
             use_tls=config.tls,
             use_ssl=config.ssl,
             sender=config.sender,
-            recipient=test_recipient or config.sender,
+            recipient=self.params.test_recipient or config.sender,
         )
         return [Finding(check="smtp-test-message", ok=result.ok, detail=result.detail)]
 
-    def sendgrid() -> tuple[email.SendGridState | None, list[Finding]]:
+    def sendgrid(self) -> tuple[email.SendGridState | None, list[Finding]]:
+        """SendGrid's mail settings, bounce list and bounce rate, when SENDGRID_API_KEY is set."""
+        settings = self.settings
         if settings.sendgrid_api_key is None:
             return None, []
         state = email.sendgrid_state(settings.sendgrid_api_url, key=settings.sendgrid_api_key)
-        return state, sendgrid_findings(state, bounce_limit=bounce_limit, address=address)
-
-    # Detect: settings, SMTP end to end, SendGrid.
-    state, provider = sendgrid()
-    findings = settings_findings(config) + smtp() + provider
-    if all(f.ok for f in findings):
-        return IncidentRun.healthy(RUNBOOK, findings=findings)
-    resource = f"email://{config.host or 'unset'}"
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=resource,
-        findings=findings,
-        settings=settings,
-        requester=requested_by,
-        impact="password reset and OTP emails are not received",
-    )
-    failed = {f.check for f in findings if not f.ok}
-    causes = sorted(
-        {
-            "smtp-settings-incomplete" if "smtp-settings" in failed else "",
-            "smtp-setting-invalid" if "smtp-setting-invalid" in failed else "",
-            "smtp-failing" if "smtp-test-message" in failed else "",
-            "sendgrid-mail-settings-off" if "sendgrid-mail-settings" in failed else "",
-            "high-bounce-rate" if "bounce-rate" in failed else "",
-            "address-bounced" if "address-bounced" in failed else "",
-        }
-        - {""}
-    )
-    run.diagnosed(Diagnosis(causes=causes, evidence=[]))
-
-    fixable = "address-bounced" in failed and failed <= {"address-bounced", "bounce-rate"}
-    if not fixable:
-        return run.escalate(
-            "no automatic fix for "
-            + ", ".join(causes)
-            + ": "
-            + "; ".join(f.detail for f in findings if not f.ok)
+        return state, sendgrid_findings(
+            state, bounce_limit=self.params.bounce_limit, address=self.params.address
         )
-    assert address and state is not None and settings.sendgrid_api_key is not None
-    key = settings.sendgrid_api_key
-    plan = Plan(
-        runbook=RUNBOOK,
-        resource=resource,
-        summary=f"remove {address} from SendGrid's bounce list",
-        actions=[
-            PlannedAction(
-                name=REMOVE,
-                destructive=True,
-                resource=resource,
-                description="Remove exactly this address from the bounce suppression list so"
-                " that mail to it is sent again (seed 002 §3).",
-                targets=[address],
-                statements=[f"DELETE /v3/suppression/bounces/{address}"],
-            )
-        ],
-    )
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
 
-    def recheck(approved: Plan) -> Plan:
+    def detect(self) -> Detection:
+        """Settings, SMTP end to end, SendGrid."""
+        self.config = effective_smtp(self.settings, backend_email(self.settings))
+        self.state, provider = self.sendgrid()
+        findings = settings_findings(self.config) + self.smtp() + provider
+        return Detection(resource=f"email://{self.config.host or 'unset'}", findings=findings)
+
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        failed = {f.check for f in detection.findings if not f.ok}
+        causes = sorted(
+            {
+                "smtp-settings-incomplete" if "smtp-settings" in failed else "",
+                "smtp-setting-invalid" if "smtp-setting-invalid" in failed else "",
+                "smtp-failing" if "smtp-test-message" in failed else "",
+                "sendgrid-mail-settings-off" if "sendgrid-mail-settings" in failed else "",
+                "high-bounce-rate" if "bounce-rate" in failed else "",
+                "address-bounced" if "address-bounced" in failed else "",
+            }
+            - {""}
+        )
+        return Diagnosis(causes=causes, evidence=[])
+
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """Only a named address on the bounce list is fixed: removed from the list."""
+        failed = {f.check for f in detection.findings if not f.ok}
+        fixable = "address-bounced" in failed and failed <= {"address-bounced", "bounce-rate"}
+        if not fixable:
+            raise Escalate(
+                "no automatic fix for "
+                + ", ".join(diagnosis.causes)
+                + ": "
+                + "; ".join(f.detail for f in detection.findings if not f.ok)
+            )
+        address, resource = self.params.address, detection.resource
+        assert address and self.state is not None and self.settings.sendgrid_api_key is not None
+        return Plan(
+            runbook=RUNBOOK,
+            resource=resource,
+            summary=f"remove {address} from SendGrid's bounce list",
+            actions=[
+                PlannedAction(
+                    name=REMOVE,
+                    destructive=True,
+                    resource=resource,
+                    description="Remove exactly this address from the bounce suppression list so"
+                    " that mail to it is sent again (seed 002 §3).",
+                    targets=[address],
+                    statements=[f"DELETE /v3/suppression/bounces/{address}"],
+                )
+            ],
+        )
+
+    def recheck(self, plan: Plan) -> Plan:
         """SendGrid read again: only addresses still on the bounce list are removed."""
-        now, _ = sendgrid()
+        now, _ = self.sendgrid()
         if now is None or not now.ok:
             raise RuntimeError(f"SendGrid cannot be read now: {now.detail if now else 'no key'}")
         still = set(now.bounces)
-        return approved.model_copy(
+        return plan.model_copy(
             update={
                 "actions": [
                     a.model_copy(update={"targets": [t for t in a.targets if t in still]})
-                    for a in approved.actions
+                    for a in plan.actions
                 ]
             }
         )
 
-    def act(current: Plan) -> list[ActionResult]:
+    def act(self, plan: Plan) -> list[ActionResult]:
+        key = self.settings.sendgrid_api_key
+        assert key is not None
         done = [
             a
-            for a in current.actions[0].targets
-            if email.remove_bounce(settings.sendgrid_api_url, key=key, email=a)
+            for a in plan.actions[0].targets
+            if email.remove_bounce(self.settings.sendgrid_api_url, key=key, email=a)
         ]
         return [
             ActionResult(
@@ -274,20 +274,11 @@ def email_delivery(
             )
         ]
 
-    def verify() -> list[Finding]:
-        _, after = sendgrid()
-        checks = [
+    def verify(self) -> list[Finding]:
+        """A test message is accepted and the address is off the list."""
+        _, after = self.sendgrid()
+        return [
             f.model_copy(update={"check": f.check + "-after"})
-            for f in smtp() + after
+            for f in self.smtp() + after
             if f.check != "bounce-rate"
         ]
-        return checks
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=recheck,
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )

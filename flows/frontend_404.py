@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
 
 import httpx
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan
 from remediate.engine import targets
 from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers
+from remediate.tasks.containers import ComposeService
 from remediate.tasks.steps import task
 
 RUNBOOK = "frontend-404"
@@ -74,130 +74,139 @@ def page_finding(page: Page, check: str) -> Finding:
     )
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    if not settings.frontend_url:
-        raise ConfigError("FRONTEND_URL is not set (the SPA's base URL)")
+def deep_links_finding(pages: list[Page]) -> Finding:
+    """Every deep link answered with the app shell, as one finding (verification)."""
+    failing = [page_finding(p, "deep-link-after") for p in pages]
+    bad = [f.detail for f in failing if not f.ok]
+    return Finding(
+        check="deep-links-after",
+        ok=not bad,
+        detail="; ".join(bad) or f"{len(pages)} deep link(s) serve the app shell",
+    )
 
 
-@runbook_flow(RUNBOOK)
-def frontend_404(
-    *,
-    deep_links: list[str] | None = None,
-    stop_timeout_seconds: int = 10,
-    verify_timeout_seconds: float = 30,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class Frontend404(Runbook):
     """Seed 000: SPA deep links 404 → check dist/ and the fallback → restart after a redeploy."""
-    settings = load_settings()
-    preflight(settings, {})
-    assert settings.frontend_url is not None
-    url = settings.frontend_url
-    links = deep_links or ["/dashboard", "/login", "/settings/profile"]
 
-    # Detect: deep links answer the app shell.
-    shell, pages = fetch_pages(url, paths=links)
-    findings = [page_finding(p, "deep-link") for p in pages]
-    if all(f.ok for f in findings):
-        return IncidentRun.healthy(RUNBOOK, findings=findings)
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=url,
-        findings=findings,
-        settings=settings,
-        requester=requested_by,
-        impact="users opening a link get a 404 page",
-    )
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "users opening a link get a 404 page"
+    prevention = PREVENTION
 
-    # Diagnose: the build output and the history fallback.
-    assets = sorted(set(ASSET.findall(shell)))
-    unknown = f"/__remediate_probe_{uuid.uuid4().hex[:8]}"
-    _, checked = fetch_pages(url, paths=[*assets, unknown])
-    evidence = [
-        Finding(
-            check="index-html",
-            ok=bool(shell),
-            detail="/ serves the app shell" if shell else "/ does not answer",
-        )
-    ]
-    evidence += [
-        Finding(check="asset", ok=p.status == 200, detail=f"{p.path}: HTTP {p.status}")
-        for p in checked[:-1]
-    ]
-    fallback = checked[-1]
-    evidence.append(
-        Finding(
-            check="history-fallback",
-            ok=fallback.status == 200 and fallback.shell,
-            detail=f"an unknown route ({unknown}) answers HTTP {fallback.status}",
-        )
-    )
-    causes = []
-    if not shell:
-        causes.append("dist-missing")
-    if any(f.check == "asset" and not f.ok for f in evidence):
-        causes.append("assets-missing")
-    if not evidence[-1].ok:
-        causes.append("no-history-fallback")
-    run.diagnosed(Diagnosis(causes=causes, evidence=evidence))
+    class Parameters(RunbookParameters):
+        deep_links: list[str] | None = None
+        stop_timeout_seconds: int = 10
+        verify_timeout_seconds: float = 30
 
-    service = targets.compose_service(settings, settings.frontend_service)
-    found = containers.find_service(service) if service else []
-    if service is None or not found:
-        return run.escalate(
-            "no frontend container to restart: fix the server's fallback"
-            " (try_files $uri /index.html) and redeploy dist/"
-        )
-    plan = Plan(
-        runbook=RUNBOOK,
-        resource=url,
-        summary=f"restart the frontend service {service.service} after the redeploy",
-        actions=[
-            restart_action(
-                RESTART,
-                service,
-                found,
-                description="Restart the frontend so that its server reloads the redeployed dist/"
-                " and routing (it reads them at start). If dist/ or the fallback are still wrong,"
-                " verification fails and escalates.",
+    params: Parameters
+    service: ComposeService | None = None
+
+    def preflight(self) -> None:
+        if not self.settings.frontend_url:
+            raise ConfigError("FRONTEND_URL is not set (the SPA's base URL)")
+
+    @property
+    def url(self) -> str:
+        assert self.settings.frontend_url is not None
+        return self.settings.frontend_url
+
+    @property
+    def links(self) -> list[str]:
+        return self.params.deep_links or ["/dashboard", "/login", "/settings/profile"]
+
+    def detect(self) -> Detection:
+        """Deep links answer the app shell."""
+        self.preflight()
+        self.shell, pages = fetch_pages(self.url, paths=self.links)
+        return Detection(resource=self.url, findings=[page_finding(p, "deep-link") for p in pages])
+
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """The build output and the history fallback."""
+        shell = self.shell
+        assets = sorted(set(ASSET.findall(shell)))
+        unknown = f"/__remediate_probe_{uuid.uuid4().hex[:8]}"
+        _, checked = fetch_pages(self.url, paths=[*assets, unknown])
+        evidence = [
+            Finding(
+                check="index-html",
+                ok=bool(shell),
+                detail="/ serves the app shell" if shell else "/ does not answer",
             )
-        ],
-    )
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
-
-    def act(current: Plan) -> list[ActionResult]:
-        assert service is not None
-        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
-
-    def verify() -> list[Finding]:
-        def links_ok() -> Finding:
-            _, after = fetch_pages(url, paths=links)
-            failing = [page_finding(p, "deep-link-after") for p in after]
-            bad = [f.detail for f in failing if not f.ok]
-            return Finding(
-                check="deep-links-after",
-                ok=not bad,
-                detail="; ".join(bad) or f"{len(after)} deep link(s) serve the app shell",
+        ]
+        evidence += [
+            Finding(check="asset", ok=p.status == 200, detail=f"{p.path}: HTTP {p.status}")
+            for p in checked[:-1]
+        ]
+        fallback = checked[-1]
+        evidence.append(
+            Finding(
+                check="history-fallback",
+                ok=fallback.status == 200 and fallback.shell,
+                detail=f"an unknown route ({unknown}) answers HTTP {fallback.status}",
             )
+        )
+        causes = []
+        if not shell:
+            causes.append("dist-missing")
+        if any(f.check == "asset" and not f.ok for f in evidence):
+            causes.append("assets-missing")
+        if not evidence[-1].ok:
+            causes.append("no-history-fallback")
+        return Diagnosis(causes=causes, evidence=evidence)
 
-        return [wait_until_ok(links_ok, timeout=verify_timeout_seconds)]
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """Restart the frontend container after the redeploy."""
+        self.service = service = targets.compose_service(
+            self.settings, self.settings.frontend_service
+        )
+        found = containers.find_service(service) if service else []
+        if service is None or not found:
+            raise Escalate(
+                "no frontend container to restart: fix the server's fallback"
+                " (try_files $uri /index.html) and redeploy dist/"
+            )
+        return Plan(
+            runbook=RUNBOOK,
+            resource=detection.resource,
+            summary=f"restart the frontend service {service.service} after the redeploy",
+            actions=[
+                restart_action(
+                    RESTART,
+                    service,
+                    found,
+                    description="Restart the frontend so that its server reloads the redeployed"
+                    " dist/ and routing (it reads them at start). If dist/ or the fallback are"
+                    " still wrong, verification fails and escalates.",
+                )
+            ],
+        )
 
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=lambda p: recheck_restart(
-            p,
-            service,
+    def recheck(self, plan: Plan) -> Plan:
+        """Deep links fixed since: nothing to restart; else the containers still there."""
+        assert self.service is not None
+        return recheck_restart(
+            plan,
+            self.service,
             still_broken=lambda: (
                 not all(
-                    page_finding(page, "deep-link").ok for page in fetch_pages(url, paths=links)[1]
+                    page_finding(page, "deep-link").ok
+                    for page in fetch_pages(self.url, paths=self.links)[1]
                 )
             ),
-        ),
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )
+        )
+
+    def act(self, plan: Plan) -> list[ActionResult]:
+        assert self.service is not None
+        return [
+            restart_planned(
+                plan.actions[0], self.service, stop_timeout=self.params.stop_timeout_seconds
+            )
+        ]
+
+    def verify(self) -> list[Finding]:
+        """Every deep link answers 200 with the app shell."""
+        return [
+            wait_until_ok(
+                lambda: deep_links_finding(fetch_pages(self.url, paths=self.links)[1]),
+                timeout=self.params.verify_timeout_seconds,
+            )
+        ]

@@ -9,15 +9,13 @@ re-checked atomically. Verify: `PING` answers and no stuck bucket is left.
 
 from __future__ import annotations
 
-from typing import Any
-
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
 from remediate.engine import targets
 from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from remediate.engine.incident import IncidentRun, runbook_flow
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.tasks import containers, redis
-from remediate.tasks.containers import ComposeService
+from remediate.tasks.containers import ComposeService, ContainerInfo
 from remediate.tasks.redis import Bucket, RedisTarget
 
 RUNBOOK = "rate-limiter"
@@ -100,50 +98,10 @@ def bucket_finding(
     )
 
 
-def restart_redis(
-    run: IncidentRun,
-    settings: Settings,
-    target: RedisTarget,
-    *,
-    auto_approve: bool,
-    dry_run: bool,
-    stop_timeout_seconds: int,
-) -> Outcome:
-    """Redis does not answer: restart its compose service's container (approval), then PING."""
-    if not (settings.docker_host and settings.compose_project_name):
-        return run.escalate(
-            "Redis does not answer PING and no container engine is configured"
-            " (DOCKER_HOST, COMPOSE_PROJECT_NAME) to restart it"
-        )
-    service = ComposeService(
-        docker_host=settings.docker_host,
-        project=settings.compose_project_name,
-        service=settings.redis_service,
-    )
-    try:
-        found = containers.find_service(service)
-    except containers.EngineUnreachable as exc:
-        return run.escalate(f"Redis does not answer PING; {exc}")
-    run.diagnosed(
-        Diagnosis(
-            causes=["redis-down"],
-            evidence=[
-                Finding(
-                    check="redis-container",
-                    ok=c.status == "running",
-                    detail=f"{c.name}: {c.status}, exit code {c.exit_code}",
-                )
-                for c in found
-            ],
-        )
-    )
-    if not found:
-        return run.escalate(
-            f"Redis does not answer PING and service {service.service} has no container"
-        )
-    plan = Plan(
+def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resource: str) -> Plan:
+    return Plan(
         runbook=RUNBOOK,
-        resource=target.resource,
+        resource=resource,
         summary=f"restart the Redis service {service.service}",
         actions=[
             restart_action(
@@ -155,123 +113,143 @@ def restart_redis(
             )
         ],
     )
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
-
-    def act(current: Plan) -> list[ActionResult]:
-        return [restart_planned(current.actions[0], service, stop_timeout=stop_timeout_seconds)]
-
-    def verify() -> list[Finding]:
-        def pong() -> Finding:
-            after = redis.ping(target)
-            return Finding(check="redis-ping-after", ok=after.ok, detail=after.detail)
-
-        return [wait_until_ok(pong, timeout=30)]
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=lambda p: recheck_restart(
-            p, service, still_broken=lambda: not redis.ping(target).ok
-        ),
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    targets.redis_target(settings)
-
-
-@runbook_flow(RUNBOOK)
-def rate_limiter(
-    *,
-    key_pattern: str = "ratelimit:*",
-    window_seconds: int = 3600,
-    limit: int | None = None,
-    stop_timeout_seconds: int = 10,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class RateLimiter(Runbook):
     """Seed 002 §4: stuck rate-limit buckets → re-expire or delete them (approval) → verify."""
-    settings = load_settings()
-    target = targets.redis_target(settings)
-    if not key_pattern or key_pattern in {"*", "**"}:
-        raise ConfigError(
-            "key_pattern must name the rate limiter's keys (e.g. ratelimit:*), not every key"
+
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "users get 'Too many requests' before their limit"
+    prevention = PREVENTION
+
+    class Parameters(RunbookParameters):
+        key_pattern: str = "ratelimit:*"
+        window_seconds: int = 3600
+        limit: int | None = None
+        stop_timeout_seconds: int = 10
+
+    params: Parameters
+    target: RedisTarget
+    # Redis does not answer PING: the run restarts its container instead of repairing buckets.
+    down = False
+    buckets: list[Bucket]
+    repair: Plan
+    service: ComposeService
+    found: list[ContainerInfo]
+
+    def preflight(self) -> None:
+        """TARGET_REDIS_URL, and a key pattern that names the rate limiter's keys (the run
+        checks both first too)."""
+        self.target = targets.redis_target(self.settings)
+        if not self.params.key_pattern or self.params.key_pattern in {"*", "**"}:
+            raise ConfigError(
+                "key_pattern must name the rate limiter's keys (e.g. ratelimit:*), not every key"
+            )
+
+    def stuck(self, buckets: list[Bucket], check: str = "stuck-buckets") -> Finding:
+        return bucket_finding(
+            buckets,
+            pattern=self.params.key_pattern,
+            window_seconds=self.params.window_seconds,
+            limit=self.params.limit,
+            check=check,
         )
 
-    # Detect: Redis answers; buckets that never refill.
-    health = redis.ping(target)
-    pinged = Finding(check="redis-ping", ok=health.ok, detail=health.detail)
-    if not health.ok:
-        run = IncidentRun.open(
-            RUNBOOK,
-            resource=target.resource,
-            findings=[pinged],
-            settings=settings,
-            requester=requested_by,
-            impact="every rate-limited request fails",
-        )
-        return restart_redis(
-            run,
-            settings,
-            target,
-            auto_approve=auto_approve,
-            dry_run=dry_run,
-            stop_timeout_seconds=stop_timeout_seconds,
-        )
-    buckets = redis.scan_buckets(target, pattern=key_pattern)
-    stuck = bucket_finding(buckets, pattern=key_pattern, window_seconds=window_seconds, limit=limit)
-    if stuck.ok:
-        return IncidentRun.healthy(RUNBOOK, findings=[pinged, stuck])
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=target.resource,
-        findings=[pinged, stuck],
-        settings=settings,
-        requester=requested_by,
-        impact="users get 'Too many requests' before their limit",
-    )
+    def detect(self) -> Detection:
+        """Redis answers; buckets that never refill."""
+        self.preflight()
+        health = redis.ping(self.target)
+        pinged = Finding(check="redis-ping", ok=health.ok, detail=health.detail)
+        if not health.ok:
+            self.down = True
+            return Detection(
+                resource=self.target.resource,
+                findings=[pinged],
+                impact="every rate-limited request fails",
+            )
+        self.buckets = redis.scan_buckets(self.target, pattern=self.params.key_pattern)
+        return Detection(resource=self.target.resource, findings=[pinged, self.stuck(self.buckets)])
 
-    # Diagnose and plan: each stuck bucket by name.
-    plan = plan_repair(
-        buckets,
-        resource=target.resource,
-        pattern=key_pattern,
-        window_seconds=window_seconds,
-        limit=limit,
-    )
-    run.diagnosed(
-        Diagnosis(
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """Each stuck bucket by name (Redis down: its container)."""
+        if self.down:
+            return self.diagnose_down()
+        self.repair = plan_repair(
+            self.buckets,
+            resource=detection.resource,
+            pattern=self.params.key_pattern,
+            window_seconds=self.params.window_seconds,
+            limit=self.params.limit,
+        )
+        return Diagnosis(
             causes=["buckets-without-ttl"]
-            if any(a.name == EXPIRE for a in plan.actions)
+            if any(a.name == EXPIRE for a in self.repair.actions)
             else ["buckets-over-limit"],
             evidence=[
                 Finding(check="bucket", ok=False, detail=d)
-                for a in plan.actions
+                for a in self.repair.actions
                 for d in a.details[:20]
             ],
         )
-    )
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
 
-    def recheck(approved: Plan) -> Plan:
-        return approved  # the repair script re-checks every key atomically
+    def diagnose_down(self) -> Diagnosis:
+        """Redis does not answer: its compose service's container."""
+        settings = self.settings
+        if not (settings.docker_host and settings.compose_project_name):
+            raise Escalate(
+                "Redis does not answer PING and no container engine is configured"
+                " (DOCKER_HOST, COMPOSE_PROJECT_NAME) to restart it"
+            )
+        self.service = ComposeService(
+            docker_host=settings.docker_host,
+            project=settings.compose_project_name,
+            service=settings.redis_service,
+        )
+        try:
+            self.found = containers.find_service(self.service)
+        except containers.EngineUnreachable as exc:
+            raise Escalate(f"Redis does not answer PING; {exc}") from exc
+        return Diagnosis(
+            causes=["redis-down"],
+            evidence=[
+                Finding(
+                    check="redis-container",
+                    ok=c.status == "running",
+                    detail=f"{c.name}: {c.status}, exit code {c.exit_code}",
+                )
+                for c in self.found
+            ],
+        )
 
-    def act(current: Plan) -> list[ActionResult]:
-        named = {a.name: a.targets for a in current.actions}
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """The stuck buckets by name; Redis down: restart its container."""
+        if not self.down:
+            return self.repair
+        if not self.found:
+            raise Escalate(
+                f"Redis does not answer PING and service {self.service.service} has no container"
+            )
+        return plan_restart(self.found, self.service, resource=detection.resource)
+
+    def recheck(self, plan: Plan) -> Plan:
+        if self.down:
+            return recheck_restart(
+                plan, self.service, still_broken=lambda: not redis.ping(self.target).ok
+            )
+        return plan  # the repair script re-checks every key atomically
+
+    def act(self, plan: Plan) -> list[ActionResult]:
+        if self.down:
+            action = plan.actions[0]
+            stop_timeout = self.params.stop_timeout_seconds
+            return [restart_planned(action, self.service, stop_timeout=stop_timeout)]
+        named = {a.name: a.targets for a in plan.actions}
         done = set(
             redis.fix_buckets(
-                target,
-                pattern=key_pattern,
-                window_seconds=window_seconds,
-                limit=limit,
+                self.target,
+                pattern=self.params.key_pattern,
+                window_seconds=self.params.window_seconds,
+                limit=self.params.limit,
                 delete=named.get(DELETE, []),
                 expire=named.get(EXPIRE, []),
             )
@@ -284,27 +262,18 @@ def rate_limiter(
                 targets=[k for k in a.targets if k in done],
                 detail=f"{sum(k in done for k in a.targets)} bucket(s)",
             )
-            for a in current.actions
+            for a in plan.actions
         ]
 
-    def verify() -> list[Finding]:
-        after = redis.ping(target)
-        return [
-            Finding(check="redis-ping-after", ok=after.ok, detail=after.detail),
-            bucket_finding(
-                redis.scan_buckets(target, pattern=key_pattern),
-                pattern=key_pattern,
-                window_seconds=window_seconds,
-                limit=limit,
-                check="stuck-buckets-after",
-            ),
-        ]
+    def verify(self) -> list[Finding]:
+        """PING answers and no stuck bucket is left (Redis restarted: PING answers)."""
 
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=recheck,
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )
+        def pong() -> Finding:
+            after = redis.ping(self.target)
+            return Finding(check="redis-ping-after", ok=after.ok, detail=after.detail)
+
+        if self.down:
+            return [wait_until_ok(pong, timeout=30)]
+        pinged = pong()
+        buckets = redis.scan_buckets(self.target, pattern=self.params.key_pattern)
+        return [pinged, self.stuck(buckets, check="stuck-buckets-after")]

@@ -13,12 +13,12 @@ Verify: every table exists, current equals head, `alembic check` is clean.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, PlannedAction
-from remediate.domain.settings import ConfigError, Settings, load_settings
+from remediate.domain.errors import ConfigError
+from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
 from remediate.engine import targets
-from remediate.engine.incident import IncidentRun, runbook_flow, step_refusal
+from remediate.engine.incident import step_refusal
+from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
 from remediate.lint.migration_safety import Step, column_name
 from remediate.tasks import alembic
 from remediate.tasks.alembic import AlembicTarget, Drift, Revision, SchemaState
@@ -413,16 +413,6 @@ def verify_state(state: SchemaState, drift: Drift) -> list[Finding]:
     ]
 
 
-def preflight(settings: Settings, params: dict[str, Any]) -> None:
-    """Before a CLI run: ALEMBIC_CONFIG runs alembic, on the target database, which answers."""
-    database = params.get("database")
-    target = targets.alembic_target(settings, database=str(database) if database else None)
-    target.database.connect().close()
-    problem = alembic.config_problem(target)
-    if problem:
-        raise ConfigError(problem)
-
-
 def upgrade_or_restore(
     target: AlembicTarget, *, reset: list[ActionResult], state: SchemaState
 ) -> list[str]:
@@ -451,65 +441,70 @@ def upgrade_or_restore(
 # The runbook.
 
 
-@runbook_flow(RUNBOOK)
-def tables_missing_after_migration(
-    *,
-    database: str | None = None,
-    dry_run: bool = False,
-    auto_approve: bool = False,
-    requested_by: str | None = None,
-) -> Outcome:
+class TablesMissingAfterMigration(Runbook):
     """Seed 000: tables missing after a migration → reset the version, upgrade head (approval)."""
-    settings = load_settings()
-    target = targets.alembic_target(settings, database=database)
-    resource = target.database.resource
-    problem = alembic.config_problem(target)
-    if problem:
-        return IncidentRun.misconfigured(RUNBOOK, findings=[], problem=problem)
 
-    # Detect: the version, the objects it implies, drift.
-    state = alembic.read_schema_state(target)
-    drift = alembic.check_drift(target)
-    findings = detect(state, drift)
-    if all(f.ok for f in findings):
-        return IncidentRun.healthy(RUNBOOK, findings=findings)
-    run = IncidentRun.open(
-        RUNBOOK,
-        resource=resource,
-        findings=findings,
-        settings=settings,
-        requester=requested_by,
-        impact="the application fails with 'relation does not exist'",
-    )
+    id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
+    impact = "the application fails with 'relation does not exist'"
+    prevention = PREVENTION
 
-    # Diagnose: last good revision, buggy migrations, stamp without upgrade.
-    diagnosis, good = diagnose(state)
-    run.diagnosed(diagnosis)
-    missing = expected_at(state, current_revision(state)).missing(state.tables)
-    if state.current == state.heads and not missing:
-        return run.escalate(
-            "drift between the app's models and its migrations: write a"
-            " migration for it (alembic revision --autogenerate, then review)"
-        )
-    refused = refusal(state, good)
-    if refused:
-        return run.escalate(f"no safe automatic recovery: {refused}")
+    class Parameters(RunbookParameters):
+        database: str | None = None
 
-    # Plan each step; approval; act; verify.
-    plan = plan_recovery(state, good, resource=resource)
-    run.planned(plan)
-    if dry_run:
-        return run.dry_run(plan)
+    params: Parameters
+    target: AlembicTarget
+    state: SchemaState  # as detected: the plan, its re-check and the restore are against it
+    good: str | None = None
 
-    def recheck(approved: Plan) -> Plan:
-        now = alembic.read_schema_state(target)
-        if now.current != state.current or now.heads != state.heads:
+    def preflight(self) -> None:
+        """Before a CLI run and in the health sweep: ALEMBIC_CONFIG runs alembic, on the target
+        database, which answers (a ConfigError: `remediate run` exits 2 at once). In the run, a
+        config alembic cannot run is the `misconfigured` outcome instead."""
+        target = targets.alembic_target(self.settings, database=self.params.database)
+        target.database.connect().close()
+        problem = alembic.config_problem(target)
+        if problem:
+            raise ConfigError(problem)
+
+    def detect(self) -> Detection:
+        """The version, the objects it implies, drift."""
+        self.target = targets.alembic_target(self.settings, database=self.params.database)
+        resource = self.target.database.resource
+        problem = alembic.config_problem(self.target)
+        if problem:
+            return Detection(resource=resource, findings=[], misconfigured=problem)
+        self.state = alembic.read_schema_state(self.target)
+        drift = alembic.check_drift(self.target)
+        return Detection(resource=resource, findings=detect(self.state, drift))
+
+    def diagnose(self, detection: Detection) -> Diagnosis:
+        """Last good revision, buggy migrations, stamp without upgrade."""
+        diagnosis, self.good = diagnose(self.state)
+        return diagnosis
+
+    def plan(self, detection: Detection, diagnosis: Diagnosis) -> Plan:
+        """Each step: reset the version, upgrade head, RLS on the recreated tables."""
+        state = self.state
+        missing = expected_at(state, current_revision(state)).missing(state.tables)
+        if state.current == state.heads and not missing:
+            raise Escalate(
+                "drift between the app's models and its migrations: write a"
+                " migration for it (alembic revision --autogenerate, then review)"
+            )
+        refused = refusal(state, self.good)
+        if refused:
+            raise Escalate(f"no safe automatic recovery: {refused}")
+        return plan_recovery(state, self.good, resource=detection.resource)
+
+    def recheck(self, plan: Plan) -> Plan:
+        now = alembic.read_schema_state(self.target)
+        if now.current != self.state.current or now.heads != self.state.heads:
             raise RuntimeError(f"alembic_version moved to {now.current} since the plan was made")
-        return approved
+        return plan
 
-    def act(current: Plan) -> list[ActionResult]:
-        results = []
-        for number, action in enumerate(current.actions):
+    def act(self, plan: Plan) -> list[ActionResult]:
+        results: list[ActionResult] = []
+        for number, action in enumerate(plan.actions):
             if number and (why := step_refusal()) is not None:
                 results.append(
                     ActionResult(name=action.name, destructive=True, executed=False, detail=why)
@@ -517,17 +512,17 @@ def tables_missing_after_migration(
                 break
             if action.name == RESET:
                 done = alembic.reset_version(
-                    target, expected=action.params["expected"], to=action.params["to"]
+                    self.target, expected=action.params["expected"], to=action.params["to"]
                 )
                 if not done:
                     raise RuntimeError("alembic_version changed under the run; nothing reset")
             elif action.name == UPGRADE:
-                version = upgrade_or_restore(target, reset=results, state=state)
+                version = upgrade_or_restore(self.target, reset=results, state=self.state)
                 action = action.model_copy(
                     update={"targets": action.targets or [f"now at {', '.join(version)}"]}
                 )
             elif action.name == RLS:
-                changed = alembic.enable_rls(target, tables=action.params["tables"])
+                changed = alembic.enable_rls(self.target, tables=action.params["tables"])
                 action = action.model_copy(update={"targets": [f"table {t}" for t in changed]})
             results.append(
                 ActionResult(
@@ -540,14 +535,8 @@ def tables_missing_after_migration(
             )
         return results
 
-    def verify() -> list[Finding]:
-        return verify_state(alembic.read_schema_state(target), alembic.check_drift(target))
-
-    return run.carry_out(
-        plan,
-        auto_approve=auto_approve,
-        recheck=recheck,
-        act=act,
-        verify=verify,
-        prevention=PREVENTION,
-    )
+    def verify(self) -> list[Finding]:
+        """Every table exists, current equals head, `alembic check` is clean."""
+        return verify_state(
+            alembic.read_schema_state(self.target), alembic.check_drift(self.target)
+        )

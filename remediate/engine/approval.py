@@ -223,52 +223,95 @@ def refusal_reason(
 Ask = Callable[..., Approval | None]
 
 
-def request_approval(
-    *,
-    plan: Plan,
-    incident_id: str,
-    requester: str | None,
-    policy: ApprovalPolicy,
-    store: Store,
-    auto_approve: bool = False,
-    announce: Callable[[], None] | None = None,
-    ask: Ask = pause_flow_run,
-    flow_run_id: str | None = None,
-) -> Decision:
-    """Ask for permission to run `plan`; returns the recorded decision. Must run inside a flow."""
+def _auto_decision(
+    *, plan: Plan, incident_id: str, policy: ApprovalPolicy, store: Store, auto_approve: bool
+) -> Decision | None:
+    """The decision an auto-approve rule (or `--auto-approve`) gives without asking, if one
+    does; recorded."""
     rule = (
         "--auto-approve"
         if auto_approve and not plan.manual_only
         else auto_approval_rule(policy, plan)
     )
-    if rule is not None:
-        store.record(
-            incident_id,
-            "approval-answered",
-            actor="auto-approve",
-            detail=f"approved automatically ({rule})",
-            data={"approve": True, "rule": rule},
-        )
-        return Decision(status="approved", approver="auto-approve", note=rule, auto=True)
-
-    digest = plan_digest(plan)
-    # One key per incident (a new one each time a run executes) and plan: a run executed again
-    # (recovered, retried) never gets an earlier execution's answer back from Prefect.
-    base_key = f"approval-{incident_id}-{digest[:16]}"
+    if rule is None:
+        return None
     store.record(
         incident_id,
-        "approval-asked",
-        actor=requester,
-        detail=f"waiting up to {policy.timeout_seconds} s for an approver of plan {digest[:12]}",
-        data={"plan": plan.model_dump(mode="json"), "plan_digest": digest, "key": base_key},
+        "approval-answered",
+        actor="auto-approve",
+        detail=f"approved automatically ({rule})",
+        data={"approve": True, "rule": rule},
     )
-    if announce is not None:
-        announce()
-    form = Approval.with_initial_data(
-        description=plan.to_markdown() + f"\n\nPlan digest: `{digest}`",
-        approve=False,
-        plan_digest=digest,
+    return Decision(status="approved", approver="auto-approve", note=rule, auto=True)
+
+
+def _take_answer(
+    answer: Approval,
+    *,
+    key: str,
+    digest: str,
+    incident_id: str,
+    requester: str | None,
+    policy: ApprovalPolicy,
+    store: Store,
+    flow_run_id: str | None,
+) -> Decision | None:
+    """Check and record one answer: its decision, or None when it was refused (the run asks
+    again)."""
+    identity = identify(answer, secret=policy.proof_secret, flow_run_id=flow_run_id)
+    heard = {
+        "approve": answer.approve,
+        "note": answer.note,
+        "channel": identity.channel,
+        "verified": identity.verified,
+        "plan_digest": answer.plan_digest,
+        "key": key,
+    }
+    reason = refusal_reason(
+        answer, policy=policy, requester=requester, digest=digest, identity=identity
     )
+    if reason is not None:
+        store.record(
+            incident_id,
+            "approval-refused",
+            actor=answer.approver.strip()[:200] or None,
+            detail=reason,
+            data=heard,
+        )
+        return None
+    status: Literal["approved", "declined"] = "approved" if answer.approve else "declined"
+    name = answer.approver.strip()
+    how = f"{identity.channel}, {'verified' if identity.verified else 'identity not verified'}"
+    store.record(
+        incident_id,
+        "approval-answered",
+        actor=name,
+        detail=f"{status} by {name} ({how})" + (f": {answer.note}" if answer.note else ""),
+        data=heard,
+    )
+    return Decision(
+        status=status,
+        approver=name,
+        note=answer.note,
+        channel=identity.channel,
+        verified=identity.verified,
+    )
+
+
+def _wait_for_answer(
+    *,
+    ask: Ask,
+    form: type[Approval],
+    base_key: str,
+    digest: str,
+    incident_id: str,
+    requester: str | None,
+    policy: ApprovalPolicy,
+    store: Store,
+    flow_run_id: str | None,
+) -> Decision | None:
+    """Ask until an answer counts (its decision) or the timeout (None); a new input key per
+    question."""
     deadline = time.monotonic() + policy.timeout_seconds
     attempt = 0
     while (remaining := deadline - time.monotonic()) > 0:
@@ -291,44 +334,71 @@ def request_approval(
             break
         if answer is None:
             continue
-        identity = identify(answer, secret=policy.proof_secret, flow_run_id=flow_run_id)
-        heard = {
-            "approve": answer.approve,
-            "note": answer.note,
-            "channel": identity.channel,
-            "verified": identity.verified,
-            "plan_digest": answer.plan_digest,
-            "key": key,
-        }
-        reason = refusal_reason(
-            answer, policy=policy, requester=requester, digest=digest, identity=identity
+        decision = _take_answer(
+            answer,
+            key=key,
+            digest=digest,
+            incident_id=incident_id,
+            requester=requester,
+            policy=policy,
+            store=store,
+            flow_run_id=flow_run_id,
         )
-        if reason is not None:
-            store.record(
-                incident_id,
-                "approval-refused",
-                actor=answer.approver.strip()[:200] or None,
-                detail=reason,
-                data=heard,
-            )
-            continue
-        status: Literal["approved", "declined"] = "approved" if answer.approve else "declined"
-        name = answer.approver.strip()
-        how = f"{identity.channel}, {'verified' if identity.verified else 'identity not verified'}"
-        store.record(
-            incident_id,
-            "approval-answered",
-            actor=name,
-            detail=f"{status} by {name} ({how})" + (f": {answer.note}" if answer.note else ""),
-            data=heard,
-        )
-        return Decision(
-            status=status,
-            approver=name,
-            note=answer.note,
-            channel=identity.channel,
-            verified=identity.verified,
-        )
+        if decision is not None:
+            return decision
+    return None
+
+
+def request_approval(
+    *,
+    plan: Plan,
+    incident_id: str,
+    requester: str | None,
+    policy: ApprovalPolicy,
+    store: Store,
+    auto_approve: bool = False,
+    announce: Callable[[], None] | None = None,
+    ask: Ask = pause_flow_run,
+    flow_run_id: str | None = None,
+) -> Decision:
+    """Ask for permission to run `plan`; returns the recorded decision. Must run inside a flow."""
+    automatic = _auto_decision(
+        plan=plan, incident_id=incident_id, policy=policy, store=store, auto_approve=auto_approve
+    )
+    if automatic is not None:
+        return automatic
+
+    digest = plan_digest(plan)
+    # One key per incident (a new one each time a run executes) and plan: a run executed again
+    # (recovered, retried) never gets an earlier execution's answer back from Prefect.
+    base_key = f"approval-{incident_id}-{digest[:16]}"
+    store.record(
+        incident_id,
+        "approval-asked",
+        actor=requester,
+        detail=f"waiting up to {policy.timeout_seconds} s for an approver of plan {digest[:12]}",
+        data={"plan": plan.model_dump(mode="json"), "plan_digest": digest, "key": base_key},
+    )
+    if announce is not None:
+        announce()
+    form = Approval.with_initial_data(
+        description=plan.to_markdown() + f"\n\nPlan digest: `{digest}`",
+        approve=False,
+        plan_digest=digest,
+    )
+    decision = _wait_for_answer(
+        ask=ask,
+        form=form,
+        base_key=base_key,
+        digest=digest,
+        incident_id=incident_id,
+        requester=requester,
+        policy=policy,
+        store=store,
+        flow_run_id=flow_run_id,
+    )
+    if decision is not None:
+        return decision
 
     store.record(
         incident_id,

@@ -23,6 +23,7 @@ from remediate.domain.settings import ConfigError, Settings, load_settings
 from remediate.engine import approval_links, catalogue, lifecycle, monitoring, safety
 from remediate.engine.approval import (
     ApprovalPolicy,
+    Decision,
     auto_approval_rule,
     plan_digest,
     request_approval,
@@ -523,6 +524,31 @@ class IncidentRun:
         """Envelope, approval, lock, re-check, act, verify; returns the run's outcome."""
         policy = safety.SafetyPolicy.from_settings(self.settings)
         approval_policy = ApprovalPolicy.from_settings(self.settings)
+        auto_approve = self._auto_approve_allowed(plan, auto_approve)
+        automatic = auto_approve or auto_approval_rule(approval_policy, plan) is not None
+        screened = self._screen(plan, policy=policy, automatic=automatic)
+        if isinstance(screened, Outcome):
+            return screened
+        plan = screened
+
+        decision = self._await_decision(
+            plan, approval_policy=approval_policy, auto_approve=auto_approve
+        )
+        if isinstance(decision, Outcome):
+            return decision
+
+        return self._act_under_lock(
+            plan,
+            policy=policy,
+            decision=decision,
+            recheck=recheck,
+            act=act,
+            verify=verify,
+            prevention=prevention,
+        )
+
+    def _auto_approve_allowed(self, plan: Plan, auto_approve: bool) -> bool:
+        """Whether `auto_approve` still stands for this plan; every refusal of it is recorded."""
         if _FLAGS.get().auto_approve_ignored:
             self._record(
                 "auto-approve-ignored",
@@ -537,25 +563,16 @@ class IncidentRun:
                 + "; ".join(plan.manual_only)[:500],
             )
             auto_approve = False
-        automatic = auto_approve or auto_approval_rule(approval_policy, plan) is not None
+        return auto_approve
+
+    def _screen(
+        self, plan: Plan, *, policy: safety.SafetyPolicy, automatic: bool
+    ) -> Plan | Outcome:
+        """The safety envelope before the approval: the run's outcome when it refuses the plan,
+        otherwise the plan to ask about (with a notice of recent actions on the same objects)."""
         try:
             refused = safety.refusal(plan, policy=policy, store=self.store, automatic=automatic)
-            recent = (
-                []
-                if automatic
-                else sorted(
-                    (
-                        at
-                        for resource in safety.changed_objects(plan)
-                        for at in self.store.executed_actions(
-                            resource,
-                            within_seconds=policy.budget_window_seconds,
-                            automatic_only=False,
-                        )
-                    ),
-                    reverse=True,
-                )
-            )
+            recent = [] if automatic else self._recent_actions(plan, policy=policy)
         except StoreUnavailable as exc:
             return self._store_down(exc, plan)
         if refused:
@@ -571,7 +588,28 @@ class IncidentRun:
                     ]
                 }
             )
+        return plan
 
+    def _recent_actions(self, plan: Plan, *, policy: safety.SafetyPolicy) -> list[datetime]:
+        """When actions last ran on the objects `plan` changes (within the budget window),
+        newest first."""
+        return sorted(
+            (
+                at
+                for resource in safety.changed_objects(plan)
+                for at in self.store.executed_actions(
+                    resource,
+                    within_seconds=policy.budget_window_seconds,
+                    automatic_only=False,
+                )
+            ),
+            reverse=True,
+        )
+
+    def _await_decision(
+        self, plan: Plan, *, approval_policy: ApprovalPolicy, auto_approve: bool
+    ) -> Decision | Outcome:
+        """The approval of `plan`, or the run's outcome when it is not approved."""
         try:
             decision = request_approval(
                 plan=plan,
@@ -604,7 +642,20 @@ class IncidentRun:
                 status="timed-out",
                 actions=_not_executed(plan),
             )
+        return decision
 
+    def _act_under_lock(
+        self,
+        plan: Plan,
+        *,
+        policy: safety.SafetyPolicy,
+        decision: Decision,
+        recheck: Recheck,
+        act: Act,
+        verify: Verify,
+        prevention: str,
+    ) -> Outcome:
+        """The approved plan, carried out holding the lock on the objects it changes."""
         try:
             with safety.guard(
                 safety.changed_objects(plan), policy=policy, store=self.store
@@ -674,6 +725,28 @@ class IncidentRun:
         verify: Verify,
         prevention: str,
     ) -> Outcome:
+        current = self._recheck(plan, recheck)
+        if isinstance(current, Outcome):
+            return current
+        actions: list[ActionResult] = []
+        if not current.empty:
+            acted = self._act(
+                plan,
+                current,
+                locked=locked,
+                policy=policy,
+                approver=approver,
+                automatic=automatic,
+                act=act,
+            )
+            if isinstance(acted, Outcome):
+                return acted
+            actions = acted
+        return self._verify(actions, verify=verify, prevention=prevention)
+
+    def _recheck(self, plan: Plan, recheck: Recheck) -> Plan | Outcome:
+        """The approved plan as it stands now (recorded), or the run's outcome when it no longer
+        holds."""
         self.phase = "while re-checking the approved plan"
         try:
             current = recheck(plan)  # the world may have moved while the approver read the plan
@@ -688,55 +761,97 @@ class IncidentRun:
             detail=f"{len(dropped)} planned target(s) no longer eligible",
             dropped=dropped,
         )
-        actions: list[ActionResult] = []
-        if not current.empty:
-            refused = safety.refusal(current, policy=policy, store=self.store, automatic=automatic)
-            if refused:
-                return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
-            stand_down = self._stand_down(plan)
-            if stand_down is not None:
-                return stand_down
-            self.phase = "while acting"
-            halted: list[str] = []
-            gate = _STEP_GATE.set(lambda: self._step_gate(policy, halted, locked))
-            try:
-                actions = act(current)
-            except Exception as exc:  # noqa: BLE001 - a failed action escalates with its reason
-                self._record("action-failed", detail=_first_line(exc))
-                return self.escalate(
-                    f"action failed: {_first_line(exc)}",
-                    status="failed",
-                    actions=_not_executed(plan),
-                )
-            finally:
-                _STEP_GATE.reset(gate)
-            self.executed = [a for a in actions if a.executed]
-            # Each action is recorded on the object it changed: the key of budgets and cooldowns.
-            changed = {a.name: a.resource for a in current.actions if a.destructive}
-            for result in actions:
-                result.approved_by = approver
-                if not result.executed:
-                    self._record(
-                        "skipped", actor=approver, detail=f"{result.name}: {result.detail}"
-                    )
-                    continue
-                self._record(
-                    "acted",
-                    actor=approver,
-                    resource=changed.get(result.name, self.resource),
-                    detail=f"{result.name}: {len(result.targets)} target(s)",
-                    action=result.model_dump(),
-                    automatic=automatic,
-                )
+        return current
 
-            if halted:
-                done = "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in self.executed)
-                return self.escalate(
-                    f"stopped in the middle of the plan: {halted[0]}; done: {done or 'nothing'};"
-                    " the remaining steps were not run",
-                    actions=actions,
-                )
+    def _act(
+        self,
+        plan: Plan,
+        current: Plan,
+        *,
+        locked: Callable[[], bool],
+        policy: safety.SafetyPolicy,
+        approver: str | None,
+        automatic: bool,
+        act: Act,
+    ) -> list[ActionResult] | Outcome:
+        """Carry out the re-checked plan: its results, or the run's outcome when it was refused,
+        stood down, failed or was stopped in the middle."""
+        refused = safety.refusal(current, policy=policy, store=self.store, automatic=automatic)
+        if refused:
+            return self.escalate(f"not attempted: {refused}", actions=_not_executed(plan))
+        stand_down = self._stand_down(plan)
+        if stand_down is not None:
+            return stand_down
+        self.phase = "while acting"
+        halted: list[str] = []
+        actions = self._run_steps(
+            plan, current, policy=policy, halted=halted, locked=locked, act=act
+        )
+        if isinstance(actions, Outcome):
+            return actions
+        self.executed = [a for a in actions if a.executed]
+        self._record_actions(current, actions, approver=approver, automatic=automatic)
 
+        if halted:
+            done = "; ".join(f"{a.name}: {len(a.targets)} target(s)" for a in self.executed)
+            return self.escalate(
+                f"stopped in the middle of the plan: {halted[0]}; done: {done or 'nothing'};"
+                " the remaining steps were not run",
+                actions=actions,
+            )
+        return actions
+
+    def _run_steps(
+        self,
+        plan: Plan,
+        current: Plan,
+        *,
+        policy: safety.SafetyPolicy,
+        halted: list[str],
+        locked: Callable[[], bool],
+        act: Act,
+    ) -> list[ActionResult] | Outcome:
+        """The runbook's `act`, with the step gate set (why a step is refused goes to `halted`);
+        a failure escalates while the gate is still set."""
+        gate = _STEP_GATE.set(lambda: self._step_gate(policy, halted, locked))
+        try:
+            return act(current)
+        except Exception as exc:  # noqa: BLE001 - a failed action escalates with its reason
+            self._record("action-failed", detail=_first_line(exc))
+            return self.escalate(
+                f"action failed: {_first_line(exc)}",
+                status="failed",
+                actions=_not_executed(plan),
+            )
+        finally:
+            _STEP_GATE.reset(gate)
+
+    def _record_actions(
+        self,
+        current: Plan,
+        actions: list[ActionResult],
+        *,
+        approver: str | None,
+        automatic: bool,
+    ) -> None:
+        # Each action is recorded on the object it changed: the key of budgets and cooldowns.
+        changed = {a.name: a.resource for a in current.actions if a.destructive}
+        for result in actions:
+            result.approved_by = approver
+            if not result.executed:
+                self._record("skipped", actor=approver, detail=f"{result.name}: {result.detail}")
+                continue
+            self._record(
+                "acted",
+                actor=approver,
+                resource=changed.get(result.name, self.resource),
+                detail=f"{result.name}: {len(result.targets)} target(s)",
+                action=result.model_dump(),
+                automatic=automatic,
+            )
+
+    def _verify(self, actions: list[ActionResult], *, verify: Verify, prevention: str) -> Outcome:
+        """Verify the fix: resolved when every check passes, escalated otherwise."""
         self.phase = "while verifying"
         checks = verify()
         self.findings += checks

@@ -109,7 +109,9 @@ class Runbook:
 
     # The phases. Only `detect`, `plan`, `act` and `verify` must be written.
     def preflight(self) -> None:
-        """Raise `ConfigError` naming the setting when the target cannot be checked at all."""
+        """Before a run (`remediate run`, the sweep's check unless `sweep_preflight` is False):
+        raise `ConfigError` naming the setting when the target cannot be checked at all. The run
+        itself does not call it: a `detect` that must fail the same way calls it first."""
 
     def sweep_skip(self) -> str | None:
         """Why the health sweep has nothing to watch here (None: it checks)."""
@@ -192,7 +194,6 @@ def build_flow(cls: type[Runbook]) -> Any:
         settings = load_settings()
         rb = cls(settings, cls.Parameters(**kwargs))
         rb.requested_by, rb.dry_run = requested_by, dry_run
-        rb.preflight()
         detection: Detection = detect(rb)
         if detection.misconfigured is not None:
             return IncidentRun.misconfigured(

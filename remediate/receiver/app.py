@@ -17,7 +17,7 @@ import html
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -352,6 +352,26 @@ def create_app(
     `watch_leases` (a receiver process, `serve`), it also notices runs whose executor is lost
     (`remediate/engine/liveness.py`)."""
     receiver = Receiver(settings, starter=starter, store=store, extra_routes=extra_routes)
+    app = FastAPI(
+        title="remediate alert receiver",
+        description="Alert webhooks in, runbook runs out (CONTRACT.md).",
+        version="1",
+        lifespan=_lifespan(receiver, settings, watch_leases=watch_leases),
+    )
+    app.state.receiver = receiver
+    _add_error_handlers(app, receiver)
+    _add_alert_routes(app, receiver)
+    _add_status_routes(app, receiver)
+    _add_approval_routes(app, receiver)
+    _add_slack_routes(app, receiver)
+    return app
+
+
+def _lifespan(
+    receiver: Receiver, settings: Settings, *, watch_leases: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the lease watcher while it runs (with `watch_leases`), and the
+    receiver closed at the end."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -367,14 +387,10 @@ def create_app(
                 await watcher
         receiver.close()
 
-    app = FastAPI(
-        title="remediate alert receiver",
-        description="Alert webhooks in, runbook runs out (CONTRACT.md).",
-        version="1",
-        lifespan=lifespan,
-    )
-    app.state.receiver = receiver
+    return lifespan
 
+
+def _add_error_handlers(app: FastAPI, receiver: Receiver) -> None:
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected) -> Response:
         receiver.metrics.rejected.labels(exc.reason).inc()
@@ -391,60 +407,68 @@ def create_app(
         receiver.metrics.rejected.labels(reason).inc()
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
 
-    async def take(
-        request: Request,
-        model: type[BaseModel],
-        normalise: Callable[[Any], list[Alert]],
-        *,
-        sentry: bool = False,
-    ) -> JSONResponse:
-        if not sentry:
-            receiver.authenticate_bearer(request)
-        body = await receiver.read_body(request)
-        receiver.authenticate(request, body, sentry=sentry)
-        if sentry:
-            resource = request.headers.get("sentry-hook-resource", "")
-            chosen = sources.sentry_model(resource)
-            if chosen is None:
-                if resource == "installation":  # the integration's own lifecycle: nothing to do
-                    return JSONResponse(Accepted().body(), status_code=202)
-                raise Rejected(
-                    422,
-                    "malformed",
-                    "Sentry-Hook-Resource: expected one of " + ", ".join(sources.SENTRY_RESOURCES),
-                )
-            model = chosen
-        payload = _parse(model, body)
-        alerts = normalise(payload)
-        result = await run_in_threadpool(receiver.dispatch.accept, alerts)
-        return JSONResponse(result.body(), status_code=202)
 
-    def _schema(model: type[BaseModel]) -> dict[str, Any]:
-        return {
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": model.model_json_schema()}},
-            }
+async def _take(
+    receiver: Receiver,
+    request: Request,
+    model: type[BaseModel],
+    normalise: Callable[[Any], list[Alert]],
+    *,
+    sentry: bool = False,
+) -> JSONResponse:
+    """One alert webhook: authenticate, read, parse, normalise, dispatch; 202 with the runs."""
+    if not sentry:
+        receiver.authenticate_bearer(request)
+    body = await receiver.read_body(request)
+    receiver.authenticate(request, body, sentry=sentry)
+    if sentry:
+        resource = request.headers.get("sentry-hook-resource", "")
+        chosen = sources.sentry_model(resource)
+        if chosen is None:
+            if resource == "installation":  # the integration's own lifecycle: nothing to do
+                return JSONResponse(Accepted().body(), status_code=202)
+            raise Rejected(
+                422,
+                "malformed",
+                "Sentry-Hook-Resource: expected one of " + ", ".join(sources.SENTRY_RESOURCES),
+            )
+        model = chosen
+    payload = _parse(model, body)
+    alerts = normalise(payload)
+    result = await run_in_threadpool(receiver.dispatch.accept, alerts)
+    return JSONResponse(result.body(), status_code=202)
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
         }
+    }
 
+
+def _add_alert_routes(app: FastAPI, receiver: Receiver) -> None:
     @app.post(
         "/alerts/alertmanager", status_code=202, openapi_extra=_schema(sources.AlertmanagerWebhook)
     )
     async def alertmanager(request: Request) -> JSONResponse:
         """Prometheus Alertmanager (webhook payload version 4); bearer token."""
-        return await take(request, sources.AlertmanagerWebhook, sources.from_alertmanager)
+        return await _take(
+            receiver, request, sources.AlertmanagerWebhook, sources.from_alertmanager
+        )
 
     @app.post("/alerts/grafana", status_code=202, openapi_extra=_schema(sources.GrafanaWebhook))
     async def grafana(request: Request) -> JSONResponse:
         """Grafana unified alerting's webhook contact point; bearer token."""
-        return await take(request, sources.GrafanaWebhook, sources.from_grafana)
+        return await _take(receiver, request, sources.GrafanaWebhook, sources.from_grafana)
 
     @app.post("/alerts/sentry", status_code=202)
     async def sentry(request: Request) -> JSONResponse:
         """Sentry integration webhooks (Sentry-Hook-Resource: event_alert, metric_alert, issue);
         Sentry-Hook-Signature (HMAC-SHA256 of the body with SENTRY_CLIENT_SECRET) or a bearer
         token."""
-        return await take(request, BaseModel, sources.from_sentry, sentry=True)
+        return await _take(receiver, request, BaseModel, sources.from_sentry, sentry=True)
 
     @app.post("/alerts", status_code=202, openapi_extra=_schema(sources.GenericAlert))
     async def generic(request: Request) -> JSONResponse:
@@ -462,6 +486,8 @@ def create_app(
         result = await run_in_threadpool(receiver.dispatch.accept, sources.from_generic(payload))
         return JSONResponse(result.body(), status_code=202)
 
+
+def _add_status_routes(app: FastAPI, receiver: Receiver) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -472,6 +498,8 @@ def create_app(
         text = await run_in_threadpool(generate_latest, receiver.metrics.registry)
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
+
+def _add_approval_routes(app: FastAPI, receiver: Receiver) -> None:
     @app.get("/approvals/{token}", response_class=HTMLResponse)
     async def approval_form(token: str) -> HTMLResponse:
         """The plan (actions, targets, blast radius) and a form; opening the link changes
@@ -506,6 +534,8 @@ def create_app(
         verdict, who = await run_in_threadpool(receiver.answer_link, token, form)
         return _page(f"Plan {verdict}", f"<p>Thank you, {html.escape(who)}.</p>")
 
+
+def _add_slack_routes(app: FastAPI, receiver: Receiver) -> None:
     @app.post("/slack/interactions")
     async def slack_interactions(request: Request) -> Response:
         """Slack's interactivity callback (`block_actions`): the signature is checked first, the
@@ -516,5 +546,3 @@ def create_app(
         if click is None:  # another interaction (a view, a shortcut): nothing to do
             return Response(status_code=200)
         return Response(status_code=200, background=BackgroundTask(receiver.answer_slack, click))
-
-    return app
