@@ -19,17 +19,12 @@ import pytest
 from psycopg import sql
 
 from remediate.engine.prefect_api import start_server, wait_healthy
-from tests.sessions import Herd
+from tests.support.ports import free_port
+from tests.support.sessions import Herd
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def db_url(name: str) -> str:
@@ -39,7 +34,7 @@ def db_url(name: str) -> str:
 # Prefect reads its settings when first imported, which a test module's conftest may do before any
 # hook runs: point it at this session's server (started by the `prefect_server` fixture) right now.
 _HOME = tempfile.mkdtemp(prefix="rt-prefect-home-")
-_PORT = _free_port()
+_PORT = free_port()
 os.environ.update(
     {
         "PREFECT_HOME": _HOME,

@@ -19,7 +19,11 @@ from remediate.domain.models import Incident, Severity
 from remediate.domain.settings import Settings
 from remediate.engine import catalogue, lifecycle
 from remediate.store.database import Store
-from remediate.tasks import notify
+from remediate.tasks.delivery import Delivery, Notifier
+from remediate.tasks.github import github_issue
+from remediate.tasks.pagerduty import pagerduty_event
+from remediate.tasks.slack import IncidentCard, declare, escalated, slack_message
+from remediate.tasks.statuspage import statuspage_status
 
 __all__ = ["IncidentComms"]
 
@@ -49,12 +53,12 @@ class IncidentComms:
     severity: Severity
     # A dry run tells nobody: no chat message, page, status page change or issue.
     silent: bool = False
-    notifier: notify.Notifier = field(init=False)
+    notifier: Notifier = field(init=False)
     _clock: threading.Timer | None = field(default=None, init=False)
     _paged: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.notifier = notify.Notifier(self._recorded)
+        self.notifier = Notifier(self._recorded)
 
     @classmethod
     def for_incident(
@@ -71,8 +75,8 @@ class IncidentComms:
         )
 
     @property
-    def card(self) -> notify.IncidentCard:
-        return notify.IncidentCard(
+    def card(self) -> IncidentCard:
+        return IncidentCard(
             title=f"{self.runbook.id} on {self.resource}",
             severity=self.severity,
             component=self.runbook.component,
@@ -81,7 +85,7 @@ class IncidentComms:
             eta=self.runbook.eta,
         )
 
-    def _recorded(self, delivery: notify.Delivery) -> None:
+    def _recorded(self, delivery: Delivery) -> None:
         self.store.record(
             self.incident_id,
             "notified",
@@ -100,7 +104,7 @@ class IncidentComms:
         if url is not None and not self.silent:
             self.notifier.send(
                 "slack",
-                lambda: notify.slack_message(url, text, attempts=attempts, blocks=blocks),
+                lambda: slack_message(url, text, attempts=attempts, blocks=blocks),
             )
 
     def page(self, action: str, *, summary: str = "", severity: str | None = None) -> None:
@@ -116,7 +120,7 @@ class IncidentComms:
         }
         self.notifier.send(
             "pagerduty",
-            lambda: notify.pagerduty_event(
+            lambda: pagerduty_event(
                 key,
                 url=self.settings.pagerduty_events_url,
                 action=action,
@@ -137,7 +141,7 @@ class IncidentComms:
         base, key = s.statuspage_url, s.statuspage_api_key
         self.notifier.send(
             "statuspage",
-            lambda: notify.statuspage_status(
+            lambda: statuspage_status(
                 base, key, component_id=component, status=status, attempts=s.notify_attempts
             ),
         )
@@ -149,7 +153,7 @@ class IncidentComms:
     # The lifecycle.
 
     def declared(self, *, impact: str, opened_at: datetime) -> None:
-        self.slack(notify.declare(self.card, impact=impact))
+        self.slack(declare(self.card, impact=impact))
         if self.severity in PAGED:
             self.page("trigger", summary=f"{self.card.title}: {impact}")
         self.status_page(STATUS_PAGE[self.severity])
@@ -240,7 +244,7 @@ class IncidentComms:
             },
         )
         self.slack(
-            notify.escalated(
+            escalated(
                 self.card,
                 reason=f"{escalation.reason}; to {lifecycle.LEVEL_NAMES[escalation.level]}",
                 evidence=list(evidence),
@@ -278,7 +282,7 @@ class IncidentComms:
         else:
             events = self.store.timeline(self.incident_id)
             self.slack(
-                notify.escalated(
+                escalated(
                     self.card,
                     reason=needs_person,
                     evidence=list(evidence),
@@ -312,7 +316,7 @@ class IncidentComms:
         )
         self.notifier.send(
             "github",
-            lambda: notify.github_issue(
+            lambda: github_issue(
                 s.github_api_url,
                 repo,
                 token,

@@ -32,7 +32,7 @@ from remediate.engine.comms import IncidentComms
 from remediate.engine.journal import JournaledStore
 from remediate.engine.liveness import ExecutorLost, Lease
 from remediate.store.database import LockTimeout, Store, StoreUnavailable
-from remediate.tasks import notify
+from remediate.tasks import slack
 
 __all__ = ["Detected", "IncidentRun", "detect_only", "runbook_flow", "step_refusal"]
 
@@ -309,7 +309,7 @@ class IncidentRun:
         )
 
     @property
-    def _card(self) -> notify.IncidentCard:
+    def _card(self) -> slack.IncidentCard:
         return self.comms.card
 
     def _record(
@@ -434,7 +434,7 @@ class IncidentRun:
         self.store.close_incident(self.incident_id, status="resolved")
         duration = self.store.now() - (self._opened_at())
         self._notify(
-            notify.resolved(
+            slack.resolved(
                 self._card,
                 resolution=resolution,
                 impact=f"{duration.total_seconds() / 60:.1f} min from detection to verified fix",
@@ -459,7 +459,7 @@ class IncidentRun:
             self.flow_run_id,
             f": {ui_url}" if ui_url else "",
         )
-        text = notify.approval_requested(
+        text = slack.approval_requested(
             self._card,
             plan=plan,
             flow_run_id=self.flow_run_id or "?",
@@ -484,7 +484,7 @@ class IncidentRun:
             ttl_seconds=s.approval_timeout_seconds,
             plan_digest=plan_digest(plan),
         )
-        return notify.approval_blocks(text, plan=plan, value=value)
+        return slack.approval_blocks(text, plan=plan, value=value)
 
     def _approval_links(self, plan: Plan) -> list[tuple[str, str]]:
         """Signed links to answer from chat, one per approver a link can stand for, when the

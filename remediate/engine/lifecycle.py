@@ -2,8 +2,8 @@
 escalation path and matrix, the "Before you escalate" checklist, and the post-mortem draft.
 
 Pure functions over the catalogue, the configuration and the incident's own timeline; the side
-effects (messages, pages, issues) are `tasks/notify.py`'s and `remediate/engine/incident.py` calls
-them.
+effects (messages, pages, issues) are `tasks/slack.py`, `tasks/pagerduty.py`, `tasks/statuspage.py`
+and `tasks/github.py`'s, and `remediate/engine/incident.py` calls them.
 """
 
 from __future__ import annotations

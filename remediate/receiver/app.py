@@ -38,7 +38,7 @@ from remediate.intake.routing import Route
 from remediate.intake.starter import Starter
 from remediate.receiver import slack
 from remediate.store.database import Store
-from remediate.tasks import notify
+from remediate.tasks.slack import mrkdwn
 
 __all__ = ["Receiver", "create_app"]
 
@@ -298,7 +298,7 @@ class Receiver:
         self.metrics.approvals.labels(verdict).inc()
         at = time.strftime("%H:%M:%S UTC", time.gmtime())
         done = "Approved" if click.approve else "Declined"
-        return f"{done} by {who} at {at}: {notify.mrkdwn(claims.summary)}"
+        return f"{done} by {who} at {at}: {mrkdwn(claims.summary)}"
 
     def close(self) -> None:
         self.dispatch.close()

@@ -40,8 +40,9 @@ from remediate.engine.approval import answer_run
 from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from remediate.receiver import create_app
 from remediate.store.database import Store
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, _free_port, db_url
-from tests.sessions import Herd, wait_idle
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, db_url
+from tests.support.ports import free_port
+from tests.support.sessions import Herd, wait_idle
 
 
 def start(*, flow: Any = connection_pool_exhausted, **params: Any) -> Future[Outcome]:
@@ -362,7 +363,7 @@ def receiver_env(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterat
 class LiveReceiver:
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.port = _free_port()
+        self.port = free_port()
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         )

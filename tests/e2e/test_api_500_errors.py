@@ -15,7 +15,8 @@ import pytest
 from remediate.drills.sandbox import git
 from remediate.flows.api_500_errors import api_500_errors
 from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
-from tests.e2e.test_auth_server_health import BACKEND, free_port
+from tests.e2e.test_auth_server_health import BACKEND
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

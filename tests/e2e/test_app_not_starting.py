@@ -16,7 +16,7 @@ import pytest
 from remediate.drills import ASSETS
 from remediate.flows.app_not_starting import app_not_starting
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run_where, start
-from tests.e2e.test_auth_server_health import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BACKEND = ASSETS / "backend.py"

@@ -33,8 +33,8 @@ from remediate.domain.settings import load_settings
 from remediate.engine import approval
 from tests.e2e.conftest import LiveReceiver, kinds, paused_run, start
 from tests.e2e.test_serve import REMEDIATE, alert_until_paused, start_serve
-from tests.httpcapture import CaptureServer
-from tests.sessions import pids_alive
+from tests.support.httpcapture import CaptureServer
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -16,7 +16,8 @@ import pytest
 
 from remediate.flows.auth_failures import auth_failures
 from tests.e2e.conftest import DOCKER_HOST, assert_no_secret
-from tests.e2e.test_auth_server_health import BACKEND, free_port
+from tests.e2e.test_auth_server_health import BACKEND
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 KEY_A = "key-a-canary-" + "a" * 40

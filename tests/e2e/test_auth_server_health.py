@@ -3,7 +3,6 @@ runbook restarts it, /health answers again several times in a row."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,15 +21,10 @@ from tests.e2e.conftest import (
     start,
     wait_http,
 )
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BACKEND = ASSETS / "backend.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

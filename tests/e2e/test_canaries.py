@@ -25,7 +25,7 @@ from remediate.drills import Sandbox
 from remediate.drills.worlds import DRILLS
 from remediate.engine import catalogue
 from remediate.engine.prefect_api import run_settings
-from tests.httpcapture import CaptureServer
+from tests.support.httpcapture import CaptureServer
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

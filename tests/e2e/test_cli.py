@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.e2e.conftest import paused_run
-from tests.sessions import pids_alive
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
@@ -200,11 +200,12 @@ def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
     import httpx
 
     from remediate.engine.prefect_api import start_server, wait_healthy
-    from tests.conftest import _free_port, create_database, db_url, drop_database
-    from tests.sessions import pids_alive
+    from tests.conftest import create_database, db_url, drop_database
+    from tests.support.ports import free_port
+    from tests.support.sessions import pids_alive
 
     w = incident_world
-    port, name = _free_port(), create_database("rt_prefect_restart")
+    port, name = free_port(), create_database("rt_prefect_restart")
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path)}
     run_env = {**env, "PREFECT_CLIENT_MAX_RETRIES": "0"} if client_retries == "none" else env

@@ -17,7 +17,7 @@ from psycopg import sql
 from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, kinds, paused_run, start
-from tests.sessions import Herd, pids_alive, wait_idle
+from tests.support.sessions import Herd, pids_alive, wait_idle
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 
 from remediate.app.cli import app
 from remediate.drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
-from tests.conftest import REDIS_URL, _free_port, db_url
+from tests.conftest import REDIS_URL, db_url
 from tests.e2e.conftest import DOCKER_HOST
-from tests.httpcapture import CaptureServer
+from tests.support.httpcapture import CaptureServer
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
@@ -97,7 +98,7 @@ def services() -> Iterator[Services]:
         "github-refusing": CaptureServer(status=401, body=b'{"message":"Bad credentials"}'),
         "sentry": CaptureServer(body=_json({"slug": "app", "name": "app"})),
     }
-    inbox, smtp_port = Inbox(), _free_port()
+    inbox, smtp_port = Inbox(), free_port()
     smtp = Controller(
         inbox,
         hostname="127.0.0.1",
@@ -176,7 +177,7 @@ def world(
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    yield World(values, servers, f"127.0.0.1:{_free_port()}", tmp_path)
+    yield World(values, servers, f"127.0.0.1:{free_port()}", tmp_path)
     assert not services.inbox.messages, "doctor sent mail"
     assert not services.sendgrid.deleted
 

@@ -11,8 +11,8 @@ from aiosmtpd.controller import Controller
 from remediate.drills.standins import KEY, SMTP_PASSWORD, Inbox, SendGrid, authenticator
 from remediate.flows.email_delivery import email_delivery
 from tests.e2e.conftest import assert_no_secret
-from tests.e2e.test_auth_server_health import free_port
-from tests.httpcapture import CaptureServer
+from tests.support.httpcapture import CaptureServer
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

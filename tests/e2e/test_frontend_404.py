@@ -16,7 +16,7 @@ import pytest
 from remediate.drills import ASSETS
 from remediate.flows.frontend_404 import frontend_404
 from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
-from tests.e2e.test_auth_server_health import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FRONTEND = ASSETS / "frontend.py"

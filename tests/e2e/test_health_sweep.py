@@ -22,9 +22,9 @@ from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from remediate.flows.health_sweep import health_sweep
 from remediate.flows.rls_auth_failure import SNAPSHOT
 from remediate.store.database import Store
-from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import runs_for
+from tests.support import supabase
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))

@@ -22,9 +22,10 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import PG_ADMIN_URL, ROOT, _free_port, db_url
+from tests.conftest import PG_ADMIN_URL, ROOT, db_url
 from tests.e2e.conftest import DOCKER_HOST, TOKEN, postgres_container
 from tests.e2e.test_serve import wait_healthz
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "image-db-password-7c1e"
@@ -90,7 +91,7 @@ def test_the_image_beside_a_compose_stack_fixes_a_stopped_database(
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE kept (id int); INSERT INTO kept VALUES (42)")
     store_name = f"rt_store_image_{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     service = compose_service()
     # What the compose service sets, with this machine's values (host network: the test's
     # PostgreSQL, Redis and Prefect server are on 127.0.0.1).

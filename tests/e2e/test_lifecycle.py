@@ -17,8 +17,8 @@ import pytest
 from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from remediate.store.database import Store
 from tests.e2e.conftest import answer, paused_run, start
-from tests.httpcapture import CaptureServer
-from tests.sessions import pids_alive
+from tests.support.httpcapture import CaptureServer
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARIES = ["slack-canary-7f3", "pd-routing-canary-91c", "sp-key-canary-4d2", "gh-token-canary-0ab"]

@@ -19,8 +19,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterExpectedStartTime
 
-from tests.conftest import _free_port
 from tests.e2e.test_serve import REMEDIATE, wait_healthz
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -64,7 +64,7 @@ def bare_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     values.update(
         PREFECT_HOME=str(tmp_path / "prefect"),
         REMEDIATE_HOME=str(tmp_path / "home"),
-        REMEDIATE_PREFECT_PORT=str(_free_port()),
+        REMEDIATE_PREFECT_PORT=str(free_port()),
     )
     return values
 
@@ -118,7 +118,7 @@ def test_a_local_server_stops_with_the_command_that_started_it(
 def test_a_killed_serve_takes_its_prefect_server_with_it(
     bare_env: dict[str, str], tmp_path: Path
 ) -> None:
-    port, local = _free_port(), int(bare_env["REMEDIATE_PREFECT_PORT"])
+    port, local = free_port(), int(bare_env["REMEDIATE_PREFECT_PORT"])
     log = tmp_path / "serve.log"
     serve = subprocess.Popen(
         [REMEDIATE, "serve", "--port", str(port)],

@@ -12,8 +12,8 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.e2e.conftest import answer, paused_run, start
-from tests.httpcapture import CaptureServer
-from tests.sessions import pids_alive
+from tests.support.httpcapture import CaptureServer
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "canary-slack-token-8f1d2c"

@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from remediate.app.worker import runs_under
 from tests.conftest import PG_ADMIN_URL, ROOT, db_url
 from tests.e2e.test_serve import post_alert, start_serve
-from tests.sessions import pids_alive
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -14,7 +14,7 @@ from remediate.drills.runner import threshold_below
 from remediate.flows.connection_pool_exhausted import RESTART, connection_pool_exhausted
 from tests.conftest import PG_ADMIN_URL
 from tests.e2e.conftest import answer, paused_run, pooler_sessions, start
-from tests.sessions import pids_alive
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -104,12 +104,12 @@ def test_serve_refuses_to_take_deployments_prefect_deploy_put_in_a_pool(tmp_path
     """In the production layout `prefect deploy` owns the deployments: a `remediate serve`
     started against the same server used to re-register them without their pool, and the
     workers stopped getting runs. It refuses in one line (exit 2) and changes nothing."""
-    from tests.conftest import _free_port
+    from tests.support.ports import free_port
 
     before = pooled_now()
     assert before  # the tests above deployed into pools
     done = subprocess.run(
-        [str(Path(PREFECT).with_name("remediate")), "serve", "--port", str(_free_port())],
+        [str(Path(PREFECT).with_name("remediate")), "serve", "--port", str(free_port())],
         env=os.environ,
         cwd=tmp_path,
         capture_output=True,

@@ -28,11 +28,12 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
 from remediate.app.worker import runs_under
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT
 from tests.e2e.conftest import TOKEN, kinds, unpool_deployments
 from tests.e2e.test_prefect_deploy import remediate_deploy
 from tests.e2e.test_serve import alert, wait_healthz, write_routes
-from tests.sessions import pids_alive
+from tests.support.ports import free_port
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BIN = Path(sys.executable).parent
@@ -86,7 +87,7 @@ class Layout:
         for number in (1, 2):
             self.worker(f"worker-{number}", pool)
         for number in (1, 2):
-            port = _free_port()
+            port = free_port()
             url = f"http://127.0.0.1:{port}"
             process = self.start(
                 f"receiver-{number}",

@@ -206,7 +206,7 @@ def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
     """Redis keys are bytes: invalid UTF-8, NUL, and mention/link markup in a key neither break
     the run (the store, Prefect, Slack) nor reach anyone as markup; the repair changes exactly
     the raw keys that were planned."""
-    from tests.httpcapture import CaptureServer
+    from tests.support.httpcapture import CaptureServer
 
     raw = redis.Redis.from_url(REDIS_URL)  # bytes in, bytes out
     p = limiter["prefix"].encode()

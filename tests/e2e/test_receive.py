@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import _free_port
 from tests.e2e.test_serve import ended_incident, post_alert, start_serve, wait_healthz
-from tests.sessions import pids_alive
+from tests.support.ports import free_port
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BIN = Path(sys.executable).parent
@@ -30,8 +30,8 @@ def test_receive_without_what_it_needs_is_one_line_and_exit_2(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in {unset, "SENTRY_CLIENT_SECRET"}}
     for command in (
-        [str(BIN / "remediate"), "receive", "--port", str(_free_port())],
-        [str(BIN / "uvicorn"), "remediate.receiver.asgi:app", "--port", str(_free_port())],
+        [str(BIN / "remediate"), "receive", "--port", str(free_port())],
+        [str(BIN / "uvicorn"), "remediate.receiver.asgi:app", "--port", str(free_port())],
     ):
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 2, (command, result.stderr)
@@ -45,7 +45,7 @@ def test_a_receiver_on_its_own_starts_a_run_another_process_executes(
 ) -> None:
     w = incident_world
     serve, _, serve_log = start_serve(w, tmp_path, auto_approve=True)  # the executing side
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "receiver.log"
     receiver = subprocess.Popen(
         [str(BIN / "uvicorn"), "remediate.receiver.asgi:app", "--port", str(port)],

@@ -24,8 +24,9 @@ from pydantic import SecretStr
 
 from remediate.domain.settings import load_settings
 from remediate.receiver import create_app
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT
 from tests.e2e.conftest import SENTRY_SECRET, TOKEN, LiveReceiver, runs_for
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURES = ROOT / "tests" / "fixtures" / "alerts"
@@ -468,7 +469,7 @@ def test_prefect_unreachable_is_a_503_to_retry_and_nothing_is_claimed(
 
     from remediate.intake.starter import DeploymentStarter
 
-    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{_free_port()}/api"}):
+    with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
         starter = DeploymentStarter()
     r = LiveReceiver(create_app(load_settings(), starter=starter))
     try:
@@ -516,8 +517,8 @@ def test_a_signed_link_in_the_approval_message_approves_once(
     from remediate.engine import approval
     from remediate.engine.approval_links import sign
     from tests.e2e.conftest import paused_run, start
-    from tests.httpcapture import CaptureServer
-    from tests.sessions import pids_alive
+    from tests.support.httpcapture import CaptureServer
+    from tests.support.sessions import pids_alive
 
     w = incident_world
     slack = CaptureServer()

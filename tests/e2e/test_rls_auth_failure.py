@@ -19,9 +19,9 @@ from remediate.drills.sandbox import git
 from remediate.flows.rls_auth_failure import rls_auth_failure
 from remediate.store.database import Store
 from remediate.tasks.postgres import PgTarget
-from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import answer, paused_run, start
+from tests.support import supabase
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -18,9 +18,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT
 from tests.e2e.conftest import TOKEN, kinds
-from tests.sessions import pids_alive
+from tests.support.ports import free_port
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
@@ -60,7 +61,7 @@ def start_serve(
     alert (and auto-approval of the fix if asked), once its receiver answers: the process, its
     URL and its log."""
     routes = write_routes(w, tmp_path / "routes.yaml")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "ALERT_ROUTES_FILE": str(routes),
@@ -226,7 +227,7 @@ def test_the_readme_demo_fixes_its_incident_through_a_signed_link(
     """`remediate serve --demo`: the alert, the approval link, the fix, the sandbox removed."""
     import re
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "demo.log"
     process = subprocess.Popen(
         [REMEDIATE, "serve", "--demo", "--port", str(port)],

@@ -31,8 +31,8 @@ from tests.e2e.conftest import (
     start,
     wait_reachable,
 )
-from tests.httpcapture import CaptureServer
-from tests.sessions import pids_alive
+from tests.support.httpcapture import CaptureServer
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "store-password-canary-3e9a"

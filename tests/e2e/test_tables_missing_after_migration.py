@@ -21,9 +21,9 @@ from alembic.config import Config
 
 from remediate.drills import ASSETS
 from remediate.flows.tables_missing_after_migration import tables_missing_after_migration
-from tests import supabase
 from tests.conftest import PG_ADMIN_URL, db_url
 from tests.e2e.conftest import DOCKER_HOST, answer, paused_run, start
+from tests.support import supabase
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURE = ASSETS / "app_alembic"

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_cli import run_args
-from tests.sessions import pids_alive
+from tests.support.sessions import pids_alive
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))

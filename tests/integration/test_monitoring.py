@@ -12,7 +12,7 @@ import time
 import zlib
 
 from tests.conftest import ROOT
-from tests.httpcapture import CaptureServer
+from tests.support.httpcapture import CaptureServer
 
 CANARY_PASSWORD = "db-password-canary-6e1"
 CANARY_SLACK = "slack-token-canary-2b8"

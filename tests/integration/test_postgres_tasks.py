@@ -13,7 +13,7 @@ from remediate.flows.connection_pool_exhausted import plan_idle_terminations, sk
 from remediate.tasks import postgres
 from remediate.tasks.postgres import PgTarget, TargetUnreachable
 from tests.conftest import PG_ADMIN_URL, db_url
-from tests.sessions import Herd, pids_alive, wait_idle
+from tests.support.sessions import Herd, pids_alive, wait_idle
 
 
 def target(name: str) -> PgTarget:

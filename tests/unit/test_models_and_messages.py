@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from remediate.domain.models import ActionResult, Outcome, Plan
-from remediate.tasks import notify
+from remediate.tasks import slack
 
-CARD = notify.IncidentCard(
+CARD = slack.IncidentCard(
     title="connection-pool-exhausted on postgres://h:5432/app",
     severity="P1",
     component="Postgres Database",
@@ -69,7 +69,7 @@ def test_exit_codes() -> None:
 
 
 def test_declare_and_resolve_follow_seed_002_templates() -> None:
-    declared = notify.declare(CARD, impact="new connections refused").splitlines()
+    declared = slack.declare(CARD, impact="new connections refused").splitlines()
     assert declared[0] == f"🚨 INCIDENT: {CARD.title} (P1)"
     assert declared[1:6] == [
         "Component: Postgres Database",
@@ -78,7 +78,7 @@ def test_declare_and_resolve_follow_seed_002_templates() -> None:
         "ETA: 15 minutes",
         "Owner: @on-call",
     ]
-    resolved = notify.resolved(
+    resolved = slack.resolved(
         CARD, resolution="r", impact="2 min", root_cause="idle-sessions", prevention="p"
     ).splitlines()
     assert resolved[0].startswith("✅ INCIDENT RESOLVED:")
@@ -92,7 +92,7 @@ def test_declare_and_resolve_follow_seed_002_templates() -> None:
 
 
 def test_approval_message_says_how_to_answer() -> None:
-    text = notify.approval_requested(
+    text = slack.approval_requested(
         CARD,
         plan=Plan(runbook="x", resource="r", summary="kill 3"),
         flow_run_id="f-1",

@@ -21,7 +21,7 @@ from remediate.engine.approval import (
     refusal_reason,
 )
 from remediate.engine.approval_links import link_approvers, sign, verify
-from remediate.tasks import notify
+from remediate.tasks import slack
 
 SECRET = SecretStr("unit-test-proof-secret-0123456789")
 
@@ -154,10 +154,10 @@ def test_scrubbing_works_on_values_not_on_json_text() -> None:
 
 def test_slack_text_pings_nobody_and_links_nowhere() -> None:
     hostile = "ratelimit:<!channel>:<https://evil.example|click> & more"
-    escaped = notify.mrkdwn(hostile)
+    escaped = slack.mrkdwn(hostile)
     assert "<!channel>" not in escaped and "<https://" not in escaped
     assert escaped == "ratelimit:&lt;!channel&gt;:&lt;https://evil.example|click&gt; &amp; more"
-    blocks = notify.approval_blocks(hostile, plan=plan(hostile), value="v")
+    blocks = slack.approval_blocks(hostile, plan=plan(hostile), value="v")
     assert "<!channel>" not in json.dumps(blocks)
 
 
