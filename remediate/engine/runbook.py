@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from prefect.cache_policies import NONE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from remediate.domain.errors import ConfigError
 from remediate.domain.models import ActionResult, Diagnosis, Finding, Outcome, Plan, Severity
 from remediate.domain.settings import Settings, load_settings
 from remediate.engine import catalogue
@@ -158,8 +159,11 @@ class Runbook:
 
     @classmethod
     def of(cls, settings: Settings, params: dict[str, Any]) -> Runbook:
+        """An instance for a preflight or a sweep skip: the run's flags are left out; a value of
+        the wrong type is a ConfigError naming the parameter (the sweep reports that check and
+        goes on; `remediate run` exits 2)."""
         own = {k: v for k, v in params.items() if k in cls.Parameters.model_fields}
-        return cls(settings, cls.Parameters(**own))
+        return cls(settings, parameters(cls, own))
 
     @classmethod
     def entry(cls) -> catalogue.Runbook:
@@ -174,6 +178,17 @@ class Runbook:
             eta=cls.eta,
             module=cls.__module__,
         )
+
+
+def parameters(cls: type[Runbook], values: dict[str, Any]) -> RunbookParameters:
+    try:
+        return cls.Parameters(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"{cls.id}: bad parameter: {problems}") from None
 
 
 def flow_name(runbook_id: str) -> str:
@@ -192,7 +207,7 @@ def build_flow(cls: type[Runbook]) -> Any:
         auto_approve = bool(kwargs.pop("auto_approve", False))
         requested_by = kwargs.pop("requested_by", None)
         settings = load_settings()
-        rb = cls(settings, cls.Parameters(**kwargs))
+        rb = cls(settings, parameters(cls, kwargs))
         rb.requested_by, rb.dry_run = requested_by, dry_run
         detection: Detection = detect(rb)
         if detection.misconfigured is not None:

@@ -116,3 +116,14 @@ def test_a_broken_or_clashing_plugin_is_left_out_and_named_in_the_log(
     text = caplog.text
     assert "broken (unit_broken:Nothing) not loaded: ImportError: a dependency is missing" in text
     assert "the id rate-limiter is taken" in text
+
+
+def test_a_parameter_of_the_wrong_type_is_a_config_error_naming_it() -> None:
+    from remediate.domain.errors import ConfigError
+    from remediate.domain.settings import Settings
+
+    with pytest.raises(ConfigError, match="auth-server-health: bad parameter: healthy_checks"):
+        AuthServerHealth.of(Settings(), {"healthy_checks": "many", "dry_run": True})
+    assert AuthServerHealth.of(Settings(), {"healthy_checks": "2"}).params == (
+        AuthServerHealth.Parameters(healthy_checks=2)
+    )
