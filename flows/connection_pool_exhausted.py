@@ -171,8 +171,6 @@ def plan_idle_terminations(
         ),
         key=lambda s: s.pid,
     )
-    pids = ", ".join(str(s.pid) for s in chosen) or "none"
-    quoted_db = database.replace("'", "''")
     details = [
         f"pid {s.pid}: user {s.user}, application {s.application or '(unnamed)'},"
         f" client {s.client or 'local'}, idle {(s.state_seconds or 0) / 60:.1f} min"
@@ -190,11 +188,12 @@ def plan_idle_terminations(
         ),
         details=details,
         targets=[f"pid {s.pid}" for s in chosen],
-        statements=[
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN ({pids})"
-            f" AND datname = '{quoted_db}' AND state = 'idle'"
-            f" AND state_change <= now() - interval '{idle_seconds:g} seconds';"
-        ],
+        statements=termination_statements(
+            [(s.pid, s.backend_start) for s in chosen],
+            database=database,
+            idle_seconds=idle_seconds,
+            protected_roles=sorted(protected_roles),
+        ),
         params={
             "sessions": [[s.pid, s.backend_start.isoformat()] for s in chosen],
             "idle_seconds": idle_seconds,
@@ -208,6 +207,23 @@ def plan_idle_terminations(
         actions=[action],
         suggestions=suggestions,
     )
+
+
+def termination_statements(
+    sessions: list[tuple[int, datetime]],
+    *,
+    database: str,
+    idle_seconds: float,
+    protected_roles: list[str],
+) -> list[str]:
+    """What the approver reads is the statement `terminate-idle-sessions` runs (the same
+    `postgres.termination`), its values in it."""
+    if not sessions:
+        return []
+    statement = postgres.termination(
+        sessions, database=database, idle_seconds=idle_seconds, protected_roles=protected_roles
+    )
+    return [statement.as_string(None) + ";"]
 
 
 def recheck_plan(plan: Plan, activity: Activity, *, database: str) -> Plan:
@@ -233,6 +249,12 @@ def recheck_plan(plan: Plan, activity: Activity, *, database: str) -> Plan:
     narrowed = action.model_copy(
         update={
             "targets": [f"pid {s.pid}" for s in still],
+            "statements": termination_statements(
+                [(s.pid, s.backend_start) for s in still],
+                database=database,
+                idle_seconds=action.params["idle_seconds"],
+                protected_roles=sorted(protected),
+            ),
             "params": {
                 **action.params,
                 "sessions": [[s.pid, s.backend_start.isoformat()] for s in still],

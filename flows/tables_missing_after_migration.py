@@ -342,11 +342,8 @@ def plan_recovery(state: SchemaState, good: str | None, *, resource: str) -> Pla
                 description=f"Reset alembic_version from {current} to the last good revision"
                 f" {good or 'base (empty)'}: the version was stamped past what exists.",
                 targets=[f"alembic_version: {current} -> {good or 'base'}"],
-                statements=[
-                    f"UPDATE alembic_version SET version_num = '{good}';"
-                    if good
-                    else "DELETE FROM alembic_version;"
-                ],
+                # The statements the reset runs (alembic.version_statements), as it runs them.
+                statements=[s.as_string(None) + ";" for s in alembic.version_statements(good or None)],
                 params={"expected": state.current, "to": good},
             )
         )

@@ -595,6 +595,18 @@ def check_drift(target: AlembicTarget) -> Drift:
     return Drift(differences=[])
 
 
+def version_statements(to: str | None) -> list[sql.Composed]:
+    """What `reset_version` writes once alembic_version still reads what was planned: the plan
+    shows the approver these very statements (`.as_string(None)`)."""
+    empty = sql.Composed([sql.SQL("DELETE FROM alembic_version")])
+    if to is None:
+        return [empty]
+    insert = sql.SQL("INSERT INTO alembic_version (version_num) VALUES ({})").format(
+        sql.Literal(to)
+    )
+    return [empty, insert]
+
+
 @task(name="reset-alembic-version", cache_policy=NONE, tags=["alembic", "postgres", "destructive"])
 def reset_version(target: AlembicTarget, *, expected: list[str], to: str | None) -> bool:
     """Set alembic_version to `to` (None: empty) only if it still reads `expected`."""
@@ -604,9 +616,8 @@ def reset_version(target: AlembicTarget, *, expected: list[str], to: str | None)
         )
         if found != sorted(expected):
             return False
-        conn.execute("DELETE FROM alembic_version")
-        if to is not None:
-            conn.execute("INSERT INTO alembic_version (version_num) VALUES (%s)", (to,))
+        for statement in version_statements(to):
+            conn.execute(statement)
     return True
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from prefect.cache_policies import NONE
+from psycopg import sql
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -212,19 +213,39 @@ _TERMINATE = """
 SELECT a.pid, pg_terminate_backend(a.pid) AS terminated
 FROM pg_stat_activity a
 LEFT JOIN pg_roles r ON r.oid = a.usesysid
-JOIN unnest(%(pids)s::int[], %(starts)s::timestamptz[]) AS p(pid, backend_start)
+JOIN unnest({pids}::int[], {starts}::timestamptz[]) AS p(pid, backend_start)
   ON p.pid = a.pid AND p.backend_start = a.backend_start
-WHERE a.datname = %(database)s
+WHERE a.datname = {database}
   AND a.backend_type = 'client backend'
   AND a.state = 'idle'
-  AND a.state_change <= now() - make_interval(secs => %(idle_seconds)s::float8)
+  AND a.state_change <= now() - make_interval(secs => {idle_seconds}::float8)
   AND a.pid <> pg_backend_pid()
-  AND coalesce(a.application_name, '') NOT LIKE 'remediate%%'
-  AND NOT (coalesce(r.rolsuper, false) AND a.application_name = ANY(%(maintenance)s::text[]))
-  AND NOT (a.usename::text = ANY(%(protected_roles)s::text[]))
-  AND NOT (coalesce(r.rolsuper, false) AND a.application_name LIKE ANY(%(interactive)s::text[]))
+  AND coalesce(a.application_name, '') NOT LIKE 'remediate%'
+  AND NOT (coalesce(r.rolsuper, false) AND a.application_name = ANY({maintenance}::text[]))
+  AND NOT (a.usename::text = ANY({protected_roles}::text[]))
+  AND NOT (coalesce(r.rolsuper, false) AND a.application_name LIKE ANY({interactive}::text[]))
   AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory')
 """
+
+
+def termination(
+    sessions: list[tuple[int, datetime]],
+    *,
+    database: str,
+    idle_seconds: float,
+    protected_roles: list[str],
+) -> sql.Composed:
+    """The statement `terminate_idle_sessions` runs, its values in it as literals: the plan
+    shows the approver this very statement (`.as_string(None)`)."""
+    return sql.SQL(_TERMINATE.strip()).format(
+        pids=sql.Literal([pid for pid, _ in sessions]),
+        starts=sql.Literal([start for _, start in sessions]),
+        database=sql.Literal(database),
+        idle_seconds=sql.Literal(float(idle_seconds)),
+        maintenance=sql.Literal(list(MAINTENANCE_APPLICATIONS)),
+        protected_roles=sql.Literal(list(protected_roles)),
+        interactive=sql.Literal([f"{name}%" for name in INTERACTIVE_APPLICATIONS]),
+    )
 
 
 @task(name="terminate-idle-sessions", cache_policy=NONE, tags=["postgres", "destructive"])
@@ -245,18 +266,13 @@ def terminate_idle_sessions(
     if not sessions:
         return []
     with target.connect() as conn:
-        rows = conn.execute(
-            _TERMINATE,
-            {
-                "pids": [pid for pid, _ in sessions],
-                "starts": [start for _, start in sessions],
-                "database": target.database,
-                "idle_seconds": idle_seconds,
-                "maintenance": list(MAINTENANCE_APPLICATIONS),
-                "protected_roles": protected_roles,
-                "interactive": [f"{name}%" for name in INTERACTIVE_APPLICATIONS],
-            },
-        ).fetchall()
+        statement = termination(
+            sessions,
+            database=target.database,
+            idle_seconds=idle_seconds,
+            protected_roles=protected_roles,
+        )
+        rows = conn.execute(statement).fetchall()
         terminated = sorted(pid for pid, ok in rows if ok)
         # pg_terminate_backend only signals; wait (all at once) until the backends are gone.
         deadline = time.monotonic() + wait_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import psycopg
@@ -150,3 +151,32 @@ def test_probe_query_answers_and_an_unreachable_target_is_named(sandbox: str) ->
         postgres.read_activity.fn(down)
     assert "127.0.0.1:1/app" in str(excinfo.value)
     assert "s3cret-canary" not in str(excinfo.value)
+
+
+def test_the_plans_statement_is_what_runs(sandbox: str, herd: Herd) -> None:
+    """The approver reads the statement the task runs: executed as shown, on the real server, it
+    terminates exactly the planned sessions and spares the others."""
+    url = db_url(sandbox)
+    idle = herd.idle(url, 3)
+    in_tx = {herd.idle_in_transaction(url)}
+    active = herd.active(url, 1)
+    wait_idle(idle | in_tx)
+    activity = postgres.read_activity.fn(target(sandbox))
+    plan = plan_idle_terminations(
+        activity,
+        resource="r",
+        database=sandbox,
+        idle_seconds=0,
+        protected_roles=frozenset({"nobody"}),
+        suggestions=[],
+    )
+    (shown,) = plan.actions[0].statements
+    assert "pg_terminate_backend" in shown and f"'{sandbox}'" in shown
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(shown).fetchall()
+    assert {pid for pid, ok in rows if ok} == idle
+    deadline = time.monotonic() + 5  # pg_terminate_backend only signals
+    while pids_alive(idle) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pids_alive(idle) == set()
+    assert pids_alive(in_tx | active) == in_tx | active
