@@ -5,6 +5,7 @@ git runs with an argument list, never through a shell; paths are passed after `-
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from pathlib import Path
 
@@ -80,6 +81,9 @@ def revert_commit(repo: str, *, sha: str) -> str:
     try:
         _git(repo, "revert", "--no-edit", sha)
     except ConfigError:
-        _git(repo, "revert", "--abort")
+        # A revert that stopped on a conflict is undone; one that never started (a merge
+        # without -m) has nothing to undo, and git's own reason is the one to report.
+        with contextlib.suppress(ConfigError):
+            _git(repo, "revert", "--abort")
         raise
     return _git(repo, "rev-parse", "HEAD").strip()

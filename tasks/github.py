@@ -39,7 +39,9 @@ def github_issue(
     url = None
     if ok and response is not None:
         try:
-            url = str(response.json().get("html_url") or "") or None
+            body = response.json()
         except ValueError:
-            url = None
+            body = None
+        link = body.get("html_url") if isinstance(body, dict) else None
+        url = str(link) if link else None
     return Delivery(channel="github", delivered=ok, detail=f"issue in {repo}: {why}", url=url)

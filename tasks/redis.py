@@ -11,7 +11,7 @@ timeline, chat) as `display_key` writes it, `\xHH` for such a byte and `\\` for 
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import time
 
 import redis
@@ -163,6 +163,55 @@ end
 _VALUE = _VALUE_OF + "return value_of(KEYS[1])"
 
 
+def glob_matches(pattern: str, key: bytes) -> bool:
+    """Does `key` match `pattern` as Redis's own SCAN MATCH reads it (byte by byte: `*`, `?`,
+    `[abc]`, `[a-z]`, `[^a]`, `\\` escapes)? Python's fnmatch reads `[^a]` differently."""
+    return _glob(pattern).fullmatch(key.decode("latin-1")) is not None
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    text = pattern.encode().decode("latin-1")  # one character per byte, as Redis compares
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\" and i + 1 < len(text):
+            i += 1
+            out.append(re.escape(text[i]))
+        elif c == "[":
+            i, klass = _glob_class(text, i + 1)
+            out.append(klass)
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _glob_class(text: str, i: int) -> tuple[int, str]:
+    """A `[...]` class starting after its `[`: (index of its `]`, the regex class)."""
+    negate = i < len(text) and text[i] == "^"
+    i += negate
+    parts: list[str] = []
+    while i < len(text) and text[i] != "]":
+        if text[i] == "\\" and i + 1 < len(text):
+            i += 1
+            parts.append(re.escape(text[i]))
+        elif i + 2 < len(text) and text[i + 1] == "-" and text[i + 2] != "]":
+            low, high = sorted((text[i], text[i + 2]))  # Redis swaps a reversed range
+            parts.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 2
+        else:
+            parts.append(re.escape(text[i]))
+        i += 1
+    if not parts:
+        return i, "." if negate else "(?!)"
+    return i, ("[^" if negate else "[") + "".join(parts) + "]"
+
+
 @task(name="scan-buckets", cache_policy=NONE, tags=["redis", "read-only"])
 def scan_buckets(target: RedisTarget, *, pattern: str, max_keys: int = 100_000) -> list[Bucket]:
     """Every key matching `pattern` (SCAN), with its type, TTL and counter value."""
@@ -235,7 +284,7 @@ def fix_buckets(
 ) -> list[str]:
     """Delete or re-expire exactly the named buckets that are still stuck; the keys changed."""
     named = [(k, "delete") for k in delete] + [(k, "expire") for k in expire]
-    outside = [k for k, _ in named if not fnmatch.fnmatchcase(k, pattern)]
+    outside = [k for k, _ in named if not glob_matches(pattern, raw_key(k))]
     if outside:
         raise ValueError(f"refusing keys outside {pattern!r}: {outside[:3]}")
     if not named:

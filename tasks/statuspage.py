@@ -40,6 +40,8 @@ def statuspage_read(base_url: str, api_key: SecretStr, *, component_id: str) -> 
     if response is None or response.status_code != 200:
         return None
     try:
-        return str(response.json().get("status"))
+        body = response.json()
     except ValueError:
         return None
+    status = body.get("status") if isinstance(body, dict) else None
+    return str(status) if status is not None else None
