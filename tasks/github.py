@@ -6,6 +6,8 @@ the issue's address when it was opened.
 
 from __future__ import annotations
 
+import contextlib
+
 from pydantic import SecretStr
 
 from remediate.tasks.delivery import Delivery, _send
@@ -38,10 +40,9 @@ def github_issue(
     ok = response is not None and response.status_code == 201
     url = None
     if ok and response is not None:
-        try:
+        body: object = None
+        with contextlib.suppress(ValueError):
             body = response.json()
-        except ValueError:
-            body = None
         link = body.get("html_url") if isinstance(body, dict) else None
         url = str(link) if link else None
     return Delivery(channel="github", delivered=ok, detail=f"issue in {repo}: {why}", url=url)
