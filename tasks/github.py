@@ -38,11 +38,11 @@ def github_issue(
         },
     )
     ok = response is not None and response.status_code == 201
-    url = None
+    url: str | None = None
     if ok and response is not None:
-        body: object = None
+        answer: object = None
         with contextlib.suppress(ValueError):
-            body = response.json()
-        link = body.get("html_url") if isinstance(body, dict) else None
+            answer = response.json()
+        link = answer.get("html_url") if isinstance(answer, dict) else None
         url = str(link) if link else None
     return Delivery(channel="github", delivered=ok, detail=f"issue in {repo}: {why}", url=url)
