@@ -343,7 +343,9 @@ def plan_recovery(state: SchemaState, good: str | None, *, resource: str) -> Pla
                 f" {good or 'base (empty)'}: the version was stamped past what exists.",
                 targets=[f"alembic_version: {current} -> {good or 'base'}"],
                 # The statements the reset runs (alembic.version_statements), as it runs them.
-                statements=[s.as_string(None) + ";" for s in alembic.version_statements(good or None)],
+                statements=[
+                    s.as_string(None) + ";" for s in alembic.version_statements(good or None)
+                ],
                 params={"expected": state.current, "to": good},
             )
         )
