@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from remediate.store.database import Store
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, db_url
 from tests.support.ports import free_port
 from tests.support.sessions import Herd, wait_idle
+from tests.support.worlds import IncidentWorld
 
 
 def start(*, flow: Any = connection_pool_exhausted, **params: Any) -> Future[Outcome]:
@@ -89,7 +91,7 @@ def answer(flow_run_id: str, *, approve: bool, approver: str, note: str = "") ->
 @pytest.fixture
 def incident_world(
     env: dict[str, str], sandbox: str, herd: Herd, make_database: Callable[[], str]
-) -> dict[str, Any]:
+) -> IncidentWorld:
     """Idle sessions to terminate, and sessions that must survive every run."""
     url = db_url(sandbox)
     idle = herd.idle(url, 20)
@@ -97,18 +99,18 @@ def incident_world(
     active = herd.active(url, 2)
     other = herd.idle(db_url(make_database()), 3)
     wait_idle(idle | in_tx | other)
-    return {
-        "database": sandbox,
-        "idle": idle,
-        "survivors": in_tx | active | other,
+    return IncidentWorld(
+        database=sandbox,
+        idle=idle,
+        survivors=in_tx | active | other,
         # Low enough that this world is "exhausted", high enough that it is not once idle is gone.
-        "params": {
+        params={
             "usage_threshold": threshold_below(len(idle), admin_url=PG_ADMIN_URL),
             "idle_minutes": 0,
             "database": sandbox,
         },
-        "store": Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"])),
-    }
+        store=Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"])),
+    )
 
 
 def kinds(store: Store, incident_id: str | None) -> list[str]:
@@ -166,7 +168,7 @@ def pooler_sessions(database: str, state: str) -> set[int]:
 
 
 @pytest.fixture
-def pooler(incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def pooler(incident_world: IncidentWorld, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A compose-labelled pooler container leaking 16 sessions idle in a transaction."""
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project = f"rt-{uuid.uuid4().hex[:8]}"
@@ -175,7 +177,7 @@ def pooler(incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> I
         ["/bin/sh", "/pooler.sh"],
         detach=True,
         network_mode="host",
-        environment={"DB": incident_world["database"], "LEAK": "16", "KEEP": "1"},
+        environment={"DB": incident_world.database, "LEAK": "16", "KEEP": "1"},
         volumes={str(POOLER_SCRIPT): {"bind": "/pooler.sh", "mode": "ro"}},
         labels={
             "com.docker.compose.project": project,
@@ -184,7 +186,7 @@ def pooler(incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> I
         },
     )
     deadline = time.monotonic() + 20
-    while len(pooler_sessions(incident_world["database"], "idle in transaction")) < 16:
+    while len(pooler_sessions(incident_world.database, "idle in transaction")) < 16:
         assert time.monotonic() < deadline, "the pooler did not open its sessions"
         time.sleep(0.1)
     monkeypatch.setenv("DOCKER_HOST", DOCKER_HOST)
@@ -424,8 +426,17 @@ def uv(*args: str, cwd: Path = ROOT) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@dataclass(frozen=True)
+class Installed:
+    """The product as `pipx install` put it, away from this checkout."""
+
+    wheel: Path  # the wheel built from this checkout
+    bin: Path  # pipx's bin folder: its `remediate` command
+    away: Path  # the folder holding it all
+
+
 @pytest.fixture(scope="session")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     """The wheel built from this checkout, installed by `pipx install` (a virtual environment
     of its own, as users install it) at the versions of uv.lock."""
     root = tmp_path_factory.mktemp("wheel")
@@ -443,4 +454,4 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         check=False,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    return {"wheel": wheel, "bin": root / "bin", "away": root}
+    return Installed(wheel=wheel, bin=root / "bin", away=root)

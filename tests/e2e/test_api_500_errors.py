@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import docker
 import httpx
 import pytest
 
 from remediate.drills.sandbox import git
 from remediate.flows.api_500_errors import api_500_errors
-from tests.e2e.conftest import DOCKER_HOST, run_host_python, wait_http
-from tests.e2e.test_auth_server_health import BACKEND
+from tests.e2e.conftest import wait_http
+from tests.support.backend import Backend, BackendProject
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """The backend running the code of the git repository `repo` (its feature flags)."""
+
+    backend: Backend
+    repo: Path
+
+    @property
+    def url(self) -> str:
+        return self.backend.url
+
+    def deploy(self, crash: bool, message: str) -> None:
+        """A release (committed) whose /api/items crashes or not, and the backend restarted."""
+        (self.repo / "features.json").write_text(json.dumps({"items_crash": crash}))
+        git(self.repo, "commit", "-q", "--allow-empty", "-am", message)
+        self.backend.container.restart(timeout=1)
+        wait_http(f"{self.url}/health", self.backend.container)
+
+
 @pytest.fixture
 def deployed(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[Deployed]:
     repo = tmp_path / "app"
     repo.mkdir()
     git(repo, "init", "-q")
@@ -33,94 +50,77 @@ def deployed(
     (repo / "features.json").write_text(json.dumps({"items_crash": False}))
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "release 1.0")
-    engine = docker.DockerClient(base_url=DOCKER_HOST)
-    project, port = f"rt-{uuid.uuid4().hex[:8]}", free_port()
-    container = run_host_python(
-        engine,
-        BACKEND,
-        [str(port)],
-        project=project,
-        service="backend",
+    compose = BackendProject()
+    backend = compose.start_backend(
+        free_port(),
         environment={"FEATURES": "/repo/features.json"},
         mounts={str(repo): "/repo"},
+        wait=False,  # `deploy` restarts it, then waits
     )
-    url = f"http://127.0.0.1:{port}"
-    for name, value in {
-        "APP_URL": url,
-        "DOCKER_HOST": DOCKER_HOST,
-        "APP_REPO": str(repo),
-        "COMPOSE_PROJECT_NAME": project,
-    }.items():
+    for name, value in {"APP_URL": backend.url, "APP_REPO": str(repo), **compose.env}.items():
         monkeypatch.setenv(name, value)
-
-    def deploy(crash: bool, message: str) -> None:
-        (repo / "features.json").write_text(json.dumps({"items_crash": crash}))
-        git(repo, "commit", "-q", "--allow-empty", "-am", message)
-        container.restart(timeout=1)
-        wait_http(f"{url}/health", container)
-
-    deploy(False, "release 1.1")
-    yield {"url": url, "repo": repo, "deploy": deploy}
-    container.remove(force=True)
-    engine.close()
+    made = Deployed(backend, repo)
+    made.deploy(False, "release 1.1")
+    yield made
+    compose.close()
 
 
-def test_a_bad_deploy_is_rolled_back(deployed: dict[str, Any]) -> None:
+def test_a_bad_deploy_is_rolled_back(deployed: Deployed) -> None:
     assert api_500_errors().status == "healthy"
-    deployed["deploy"](True, "items: read ocr_provider")
-    assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
+    deployed.deploy(True, "items: read ocr_provider")
+    assert httpx.get(f"{deployed.url}/api/items").status_code == 500
 
     outcome = api_500_errors(auto_approve=True, stop_timeout_seconds=1)
 
     assert outcome.status == "resolved", outcome.summary
     assert outcome.causes == ["recent-deploy"]
     assert any("KeyError('ocr_provider')" in f.detail for f in outcome.findings)
-    assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == (
+    assert git(deployed.repo, "log", "-1", "--format=%s").strip() == (
         'Revert "items: read ocr_provider"'
     )
-    assert httpx.get(f"{deployed['url']}/api/items").status_code == 200
+    assert httpx.get(f"{deployed.url}/api/items").status_code == 200
 
 
 def test_database_down_is_escalated_not_rolled_back(
-    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    deployed["deploy"](True, "items: read ocr_provider")
+    deployed.deploy(True, "items: read ocr_provider")
     monkeypatch.setenv("TARGET_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/app")
     outcome = api_500_errors(auto_approve=True)
     assert outcome.status == "escalated"
     assert outcome.causes == ["database-unreachable", "recent-deploy"]
-    assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
+    assert git(deployed.repo, "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
 
 
-def test_dry_run_rolls_back_nothing(deployed: dict[str, Any]) -> None:
-    deployed["deploy"](True, "items: read ocr_provider")
+def test_dry_run_rolls_back_nothing(deployed: Deployed) -> None:
+    deployed.deploy(True, "items: read ocr_provider")
     assert api_500_errors(dry_run=True).status == "planned"
-    assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
+    assert httpx.get(f"{deployed.url}/api/items").status_code == 500
 
 
 def test_declined_and_timed_out_roll_back_nothing(
-    deployed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    deployed: Deployed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.e2e.conftest import answer, paused_run_where, start
 
-    deployed["deploy"](True, "items: read ocr_provider")
+    deployed.deploy(True, "items: read ocr_provider")
     future = start(flow=api_500_errors, requested_by="decline-500")
     answer(paused_run_where("requested_by", "decline-500"), approve=False, approver="ray")
     assert future.result(timeout=60).status == "declined"
     monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
     assert api_500_errors().status == "timed-out"
-    assert git(deployed["repo"], "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
-    assert httpx.get(f"{deployed['url']}/api/items").status_code == 500
+    assert git(deployed.repo, "log", "-1", "--format=%s").strip() == "items: read ocr_provider"
+    assert httpx.get(f"{deployed.url}/api/items").status_code == 500
 
 
-def test_after_the_approval_the_plan_is_read_again(deployed: dict[str, Any]) -> None:
+def test_after_the_approval_the_plan_is_read_again(deployed: Deployed) -> None:
     """The approver took their time: a new commit landed while the plan waited, so the commit
     the plan names is no longer the deploy to roll back; nothing is reverted or restarted. And
     when the errors have stopped by the time of the answer, there is nothing left to do."""
     from tests.e2e.conftest import answer, paused_run_where, start
 
-    repo = deployed["repo"]
-    deployed["deploy"](True, "items: read ocr_provider")
+    repo = deployed.repo
+    deployed.deploy(True, "items: read ocr_provider")
     future = start(flow=api_500_errors, stop_timeout_seconds=1, requested_by="recheck-test")
     run_id = paused_run_where("requested_by", "recheck-test")
     (repo / "HOTFIX.md").write_text("a colleague's fix, pushed while the plan waited\n")
@@ -135,7 +135,7 @@ def test_after_the_approval_the_plan_is_read_again(deployed: dict[str, Any]) -> 
 
     future = start(flow=api_500_errors, stop_timeout_seconds=1, requested_by="recheck-test-2")
     run_id = paused_run_where("requested_by", "recheck-test-2")
-    deployed["deploy"](False, "items: fixed by hand")  # the errors stop before the answer
+    deployed.deploy(False, "items: fixed by hand")  # the errors stop before the answer
     answer(run_id, approve=True, approver="alice")
     outcome = future.result(timeout=90)
     assert outcome.status == "resolved", outcome.summary

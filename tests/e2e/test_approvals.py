@@ -35,6 +35,7 @@ from tests.e2e.conftest import LiveReceiver, kinds, paused_run, start
 from tests.e2e.test_serve import REMEDIATE, alert_until_paused, start_serve
 from tests.support.httpcapture import CaptureServer
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -126,7 +127,7 @@ def next_question(run_id: str, after: str | None = None) -> approval.Pending:
 
 def test_slack_buttons_approve_only_for_a_listed_user_with_a_signed_click(
     live: Callable[..., LiveReceiver],
-    incident_world: dict[str, Any],
+    incident_world: IncidentWorld,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     w = incident_world
@@ -138,8 +139,8 @@ def test_slack_buttons_approve_only_for_a_listed_user_with_a_signed_click(
     r = live()
     response_url = f"{responses.url}/actions/T024BE7LD/123/abc"
     try:
-        future = start(**w["params"])
-        run_id = paused_run(w["database"])
+        future = start(**w.params)
+        run_id = paused_run(w.database)
         message = wait_for(
             lambda: next((m.json() for m in slack.received if "blocks" in m.json()), None),
             "no approval message with buttons reached Slack",
@@ -189,7 +190,7 @@ def test_slack_buttons_approve_only_for_a_listed_user_with_a_signed_click(
         assert "not on the approver list" in refusal[0].json()["text"]
         assert refusal[0].json()["replace_original"] is True
         assert state_of(run_id) == "PAUSED"
-        assert pids_alive(w["idle"]) == w["idle"]
+        assert pids_alive(w.idle) == w.idle
 
         # Alice's click: the run resumes, acts, and the message says who approved and when.
         began = time.monotonic()
@@ -198,11 +199,11 @@ def test_slack_buttons_approve_only_for_a_listed_user_with_a_signed_click(
         outcome = future.result(timeout=60)
         assert outcome.status == "resolved", outcome.summary
         assert outcome.actions[0].approved_by == f"slack:{ALICE}"
-        assert pids_alive(w["idle"]) == set()
-        assert pids_alive(w["survivors"]) == w["survivors"]
+        assert pids_alive(w.idle) == set()
+        assert pids_alive(w.survivors) == w.survivors
         done = wait_for(lambda: responses.received[1:], "no response_url update for alice")
         assert done[0].json()["text"].startswith(f"Approved by <@{ALICE}> at ")
-        events = w["store"].timeline(outcome.incident_id)
+        events = w.store.timeline(outcome.incident_id)
         [refused] = [e for e in events if e.kind == "approval-refused"]
         assert refused.actor == f"slack:{MALLORY}" and refused.data["channel"] == "slack"
         [answered] = [e for e in events if e.kind == "approval-answered"]
@@ -218,7 +219,7 @@ def test_slack_buttons_approve_only_for_a_listed_user_with_a_signed_click(
 
 
 def test_an_answer_counts_only_for_the_plan_asked_and_through_a_channel_that_proves_it(
-    incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    incident_world: IncidentWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Answers resumed straight through the Prefect API (as the UI form or any API client can):
     another plan's digest, a forged Slack proof, and (APPROVAL_ACCEPT_UNVERIFIED=false) a UI
@@ -227,8 +228,8 @@ def test_an_answer_counts_only_for_the_plan_asked_and_through_a_channel_that_pro
     monkeypatch.setenv("APPROVAL_LINK_SECRET", LINK_SECRET)
     monkeypatch.setenv("APPROVERS", f"alice,slack:{ALICE}")
     monkeypatch.setenv("APPROVAL_ACCEPT_UNVERIFIED", "false")
-    future = start(**w["params"])
-    run_id = paused_run(w["database"])
+    future = start(**w.params)
+    run_id = paused_run(w.database)
     question = next_question(run_id)
 
     def resume(**fields: Any) -> None:
@@ -246,7 +247,7 @@ def test_an_answer_counts_only_for_the_plan_asked_and_through_a_channel_that_pro
     question = next_question(run_id, after=question.key)
     resume(channel="ui")
     question = next_question(run_id, after=question.key)
-    assert pids_alive(w["idle"]) == w["idle"], "no refused answer may act"
+    assert pids_alive(w.idle) == w.idle, "no refused answer may act"
 
     approval.answer_run(
         run_id,
@@ -258,17 +259,17 @@ def test_an_answer_counts_only_for_the_plan_asked_and_through_a_channel_that_pro
     outcome = future.result(timeout=60)
     assert outcome.status == "resolved"
     refusals = [
-        e.detail for e in w["store"].timeline(outcome.incident_id) if e.kind == "approval-refused"
+        e.detail for e in w.store.timeline(outcome.incident_id) if e.kind == "approval-refused"
     ]
     assert len(refusals) == 3, refusals
     assert "another plan" in refusals[0]
     assert "proof does not verify" in refusals[1]
     assert "cannot prove who gave them" in refusals[2]
-    assert pids_alive(w["idle"]) == set()
+    assert pids_alive(w.idle) == set()
 
 
 def test_auto_approve_as_a_prefect_api_parameter_is_no_approval(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+    incident_world: IncidentWorld, receiver_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Anyone who can reach the Prefect API can create a deployment run with
     `auto_approve=true`: the run asks a person anyway, and says why in its timeline."""
@@ -280,13 +281,13 @@ def test_auto_approve_as_a_prefect_api_parameter_is_no_approval(
                 "connection-pool-exhausted/connection-pool-exhausted"
             )
             run = client.create_flow_run_from_deployment(
-                deployment.id, parameters={**w["params"], "auto_approve": True}
+                deployment.id, parameters={**w.params, "auto_approve": True}
             )
-        run_id = paused_run(w["database"], timeout=90)
+        run_id = paused_run(w.database, timeout=90)
         assert run_id == str(run.id)
-        assert pids_alive(w["idle"]) == w["idle"]
-        incident = w["store"].incident_for_flow_run(run_id)
-        assert "auto-approve-ignored" in kinds(w["store"], incident.id)
+        assert pids_alive(w.idle) == w.idle
+        incident = w.store.incident_for_flow_run(run_id)
+        assert "auto-approve-ignored" in kinds(w.store, incident.id)
         denied = subprocess.run(
             [REMEDIATE, "approve", run_id, "--deny", "--as", "alice"],
             capture_output=True,
@@ -295,11 +296,11 @@ def test_auto_approve_as_a_prefect_api_parameter_is_no_approval(
         )
         assert denied.returncode == 0, denied.stderr
         wait_for(
-            lambda: w["store"].incident(incident.id).status == "declined",
+            lambda: w.store.incident(incident.id).status == "declined",
             "the declined incident did not end",
             timeout=60,
         )
-        assert pids_alive(w["idle"]) == w["idle"]
+        assert pids_alive(w.idle) == w.idle
     finally:
         process.kill()
         process.wait()
@@ -307,7 +308,7 @@ def test_auto_approve_as_a_prefect_api_parameter_is_no_approval(
 
 
 def test_a_run_executed_again_after_serve_was_killed_asks_again(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+    incident_world: IncidentWorld, receiver_env: dict[str, str], tmp_path: Path
 ) -> None:
     """The answer reaches a run whose `serve` was SIGKILLed: `remediate approve` says nobody read
     it; the next `serve` runs it again from detection, and that execution asks again (a new
@@ -317,9 +318,9 @@ def test_a_run_executed_again_after_serve_was_killed_asks_again(
     first.mkdir()
     process, url, _ = start_serve(w, first, auto_approve=False)
     try:
-        run_id = alert_until_paused(url, w["database"])
+        run_id = alert_until_paused(url, w.database)
         old = next_question(run_id)
-        old_incident = w["store"].incident_for_flow_run(run_id)
+        old_incident = w.store.incident_for_flow_run(run_id)
     finally:
         process.kill()  # SIGKILL: the run's execution is gone with it
         process.wait()
@@ -339,10 +340,10 @@ def test_a_run_executed_again_after_serve_was_killed_asks_again(
     try:
         question = next_question(run_id, after=old.key)
         assert question.key != old.key
-        incident = w["store"].incident_for_flow_run(run_id)
+        incident = w.store.incident_for_flow_run(run_id)
         assert incident.id != old_incident.id
-        assert "acted" not in kinds(w["store"], incident.id)
-        assert pids_alive(w["idle"]) == w["idle"], "the dead execution's answer covered nothing"
+        assert "acted" not in kinds(w.store, incident.id)
+        assert pids_alive(w.idle) == w.idle, "the dead execution's answer covered nothing"
 
         approved = subprocess.run(
             [REMEDIATE, "approve", run_id, "--as", "alice"],
@@ -353,12 +354,12 @@ def test_a_run_executed_again_after_serve_was_killed_asks_again(
         assert approved.returncode == 0, approved.stderr
         assert f"approved flow run {run_id} as alice" in approved.stdout
         wait_for(
-            lambda: w["store"].incident(incident.id).status == "resolved",
+            lambda: w.store.incident(incident.id).status == "resolved",
             "the recovered run did not resolve its incident",
             timeout=60,
         )
-        assert pids_alive(w["idle"]) == set()
-        assert pids_alive(w["survivors"]) == w["survivors"]
+        assert pids_alive(w.idle) == set()
+        assert pids_alive(w.survivors) == w.survivors
 
         # The run is over: an answer now is said to reach nobody.
         wait_for(lambda: state_of(run_id) == "COMPLETED", "the run did not complete")

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
-import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterator
 
-import docker
 import httpx
 import pytest
 
 from remediate.flows.auth_failures import auth_failures
-from tests.e2e.conftest import DOCKER_HOST, assert_no_secret
-from tests.e2e.test_auth_server_health import BACKEND
+from tests.e2e.conftest import assert_no_secret
+from tests.support.backend import BackendProject
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -25,73 +19,38 @@ KEY_B = "key-b-canary-" + "b" * 40
 
 
 @pytest.fixture
-def backend(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    engine = docker.DockerClient(base_url=DOCKER_HOST)
-    project = f"rt-{uuid.uuid4().hex[:8]}"
-    made: list[Any] = []
+def backend(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., str]]:
+    """Deploy the backend with a SECRET_KEY (and other settings): the one before is removed
+    first; its URL once it answers."""
+    compose = BackendProject()
     port = free_port()  # one address per test: a redeploy keeps the app's URL
 
     def run(secret_key: str, **extra: str) -> str:
-        while made:
-            made.pop().remove(force=True)
-        mounts = {
-            sys.base_prefix: sys.base_prefix,
-            str(BACKEND): "/app/backend.py",
-            "/usr/lib/x86_64-linux-gnu": "/usr/lib/x86_64-linux-gnu",
-            "/lib64": "/lib64",
-        }
-        made.append(
-            engine.containers.run(
-                "localhost/remediate-test:3",
-                [
-                    str(Path(sys.base_prefix) / "bin" / "python3"),
-                    "-u",
-                    "/app/backend.py",
-                    str(port),
-                ],
-                detach=True,
-                network_mode="host",
-                environment={
-                    "SECRET_KEY": secret_key,
-                    "ACCESS_TOKEN_EXPIRE_MINUTES": "11520",
-                    "BACKEND_CORS_ORIGINS": "http://localhost:5173,https://app.test",
-                    **extra,
-                },
-                volumes={src: {"bind": dst, "mode": "ro"} for src, dst in mounts.items()},
-                labels={
-                    "com.docker.compose.project": project,
-                    "com.docker.compose.service": "backend",
-                    "remediate.test": "1",
-                },
-            )
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1).raise_for_status()
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline
-                time.sleep(0.2)
+        compose.remove_containers()
+        url = compose.start_backend(
+            port,
+            environment={
+                "SECRET_KEY": secret_key,
+                "ACCESS_TOKEN_EXPIRE_MINUTES": "11520",
+                "BACKEND_CORS_ORIGINS": "http://localhost:5173,https://app.test",
+                **extra,
+            },
+        ).url
         monkeypatch.setenv("APP_URL", url)
         return url
 
     for name, value in {
-        "DOCKER_HOST": DOCKER_HOST,
-        "COMPOSE_PROJECT_NAME": project,
+        **compose.env,
         "FRONTEND_URL": "https://app.test",
         "LOGIN_PROBE_EMAIL": "probe@app.test",
         "LOGIN_PROBE_PASSWORD": "probe-pass-canary",
     }.items():
         monkeypatch.setenv(name, value)
     yield run
-    for old in made:
-        old.remove(force=True)
-    engine.close()
+    compose.close()
 
 
-def test_short_secret_key_is_named_and_nothing_restarted(backend: Any) -> None:
+def test_short_secret_key_is_named_and_nothing_restarted(backend: Callable[..., str]) -> None:
     backend("short-key-canary")
     outcome = auth_failures(auto_approve=True)
     assert outcome.status == "escalated"
@@ -101,7 +60,7 @@ def test_short_secret_key_is_named_and_nothing_restarted(backend: Any) -> None:
     assert not outcome.actions
 
 
-def test_a_changed_key_is_detected_against_the_snapshot(backend: Any) -> None:
+def test_a_changed_key_is_detected_against_the_snapshot(backend: Callable[..., str]) -> None:
     backend(KEY_A)
     assert auth_failures().status == "healthy"  # records KEY_A's fingerprint
     backend(KEY_B)  # redeployed with a new key: every issued token is now invalid
@@ -115,7 +74,7 @@ def test_a_changed_key_is_detected_against_the_snapshot(backend: Any) -> None:
 
 
 def test_tokens_issued_before_a_key_change_are_rejected_seen_without_the_container(
-    backend: Any, monkeypatch: pytest.MonkeyPatch
+    backend: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The template's tokens are JWTs signed with SECRET_KEY: after a change every earlier token
     gets 403 "Could not validate credentials" while a new login works. Seen from the outside
@@ -137,7 +96,7 @@ def test_tokens_issued_before_a_key_change_are_rejected_seen_without_the_contain
     assert auth_failures().status == "healthy"  # reported once: the new key is known-good
 
 
-def test_cors_reads_the_templates_frontend_host(backend: Any) -> None:
+def test_cors_reads_the_templates_frontend_host(backend: Callable[..., str]) -> None:
     backend(KEY_A, BACKEND_CORS_ORIGINS="", FRONTEND_HOST="https://app.test")
     assert auth_failures().status == "healthy"
     backend(KEY_A, BACKEND_CORS_ORIGINS="", FRONTEND_HOST="https://old.test")
@@ -148,7 +107,7 @@ def test_cors_reads_the_templates_frontend_host(backend: Any) -> None:
     assert "CORS origins (FRONTEND_HOST) lack https://app.test" in outcome.summary
 
 
-def test_wrong_cors_and_expiry_are_named(backend: Any) -> None:
+def test_wrong_cors_and_expiry_are_named(backend: Callable[..., str]) -> None:
     backend(KEY_A, ACCESS_TOKEN_EXPIRE_MINUTES="0", BACKEND_CORS_ORIGINS="http://localhost:5173")
     httpx.post(f"{os.environ['APP_URL']}/_control", json={"mode": "401"})
     outcome = auth_failures(auto_approve=True)
@@ -158,7 +117,7 @@ def test_wrong_cors_and_expiry_are_named(backend: Any) -> None:
     assert "lack https://app.test" in outcome.summary
 
 
-def test_right_settings_and_a_stale_process_get_a_restart(backend: Any) -> None:
+def test_right_settings_and_a_stale_process_get_a_restart(backend: Callable[..., str]) -> None:
     url = backend(KEY_A)
     httpx.post(f"{url}/_control", json={"mode": "401"}).raise_for_status()
     outcome = auth_failures(auto_approve=True, stop_timeout_seconds=1)
@@ -168,7 +127,7 @@ def test_right_settings_and_a_stale_process_get_a_restart(backend: Any) -> None:
 
 
 def test_restart_declined_timed_out_and_dry_run_change_nothing(
-    backend: Any, monkeypatch: pytest.MonkeyPatch
+    backend: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.e2e.conftest import answer, paused_run_where, start
 
@@ -184,7 +143,7 @@ def test_restart_declined_timed_out_and_dry_run_change_nothing(
 
 
 def test_a_login_probe_that_does_not_fit_the_form_restarts_nothing(
-    backend: Any, monkeypatch: pytest.MonkeyPatch
+    backend: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The FastAPI template's login takes an OAuth2 form; JSON sent to it is a 422: that is a
     wrong APP_LOGIN_FORM, named as such, never a reason to restart the backend."""

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -41,8 +42,14 @@ CANARIES = {
 }
 
 
+@dataclass(frozen=True)
+class Channels:
+    canaries: list[str]  # every secret setting's canary value
+    servers: dict[str, CaptureServer]  # slack, pagerduty, statuspage, github
+
+
 @pytest.fixture
-def channels(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def channels(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Channels]:
     n = uuid.uuid4().hex[:6]
     canaries = {name: value.format(n=n) for name, value in CANARIES.items()}
     servers = {
@@ -67,7 +74,7 @@ def channels(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[d
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    yield {"canaries": list(canaries.values()), "servers": servers}
+    yield Channels(canaries=list(canaries.values()), servers=servers)
     for server in servers.values():
         server.close()
 
@@ -81,7 +88,7 @@ def _body(received: Any) -> str:
 
 @pytest.mark.parametrize("runbook_id", list(catalogue.CATALOGUE))
 def test_no_canary_leaves_any_runbook(
-    runbook_id: str, channels: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    runbook_id: str, channels: Channels, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saved = dict(os.environ)
     with Sandbox() as sandbox:
@@ -122,7 +129,7 @@ def test_no_canary_leaves_any_runbook(
             )
         ]
         seen.append(json.dumps(client.read_flow_run(run_id).parameters))
-    servers = channels["servers"]
+    servers = channels.servers
     for name in ("slack", "pagerduty", "statuspage", "github"):
         for received in servers[name].received:
             body = _body(received)
@@ -136,5 +143,5 @@ def test_no_canary_leaves_any_runbook(
             seen.append(body)
     assert servers["slack"].received, "the run talked to Slack"
     text = "\n".join(seen)
-    leaked = [c for c in channels["canaries"] if c in text]
+    leaked = [c for c in channels.canaries if c in text]
     assert leaked == [], f"{runbook_id} leaked {leaked}"

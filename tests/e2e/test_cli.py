@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.e2e.conftest import paused_run
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
@@ -23,8 +24,8 @@ def remediate(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
     return subprocess.run([REMEDIATE, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def run_args(w: dict[str, Any], *extra: str) -> list[str]:
-    p = w["params"]
+def run_args(w: IncidentWorld, *extra: str) -> list[str]:
+    p = w.params
     return [
         "run",
         "connection-pool-exhausted",
@@ -54,23 +55,23 @@ def test_list_names_every_runbook() -> None:
     assert [line.split()[:2] for line in lines] == [[r.id, r.severity] for r in CATALOGUE.values()]
 
 
-def test_auto_approved_run_prints_the_outcome_json(incident_world: dict[str, Any]) -> None:
+def test_auto_approved_run_prints_the_outcome_json(incident_world: IncidentWorld) -> None:
     w = incident_world
     result = remediate(*run_args(w, "--auto-approve", "--json"))
     assert result.returncode == 0, result.stderr
     outcome = json.loads(result.stdout)  # stdout holds the JSON and nothing else
     assert outcome["status"] == "resolved" and outcome["verified"] is True
     assert outcome["actions"][0]["approved_by"] == "auto-approve"
-    assert {int(t.split()[1]) for t in outcome["actions"][0]["targets"]} == w["idle"]
-    assert pids_alive(w["idle"]) == set()
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert {int(t.split()[1]) for t in outcome["actions"][0]["targets"]} == w.idle
+    assert pids_alive(w.idle) == set()
+    assert pids_alive(w.survivors) == w.survivors
 
 
 @pytest.mark.parametrize(
     ("flag", "status", "code"), [([], "resolved", 0), (["--deny"], "declined", 1)]
 )
 def test_run_waits_for_remediate_approve_from_another_terminal(
-    incident_world: dict[str, Any],
+    incident_world: IncidentWorld,
     flag: list[str],
     status: str,
     code: int,
@@ -82,9 +83,9 @@ def test_run_waits_for_remediate_approve_from_another_terminal(
         stderr=subprocess.PIPE,
         text=True,
     )
-    run_id = paused_run(w["database"], timeout=60)
+    run_id = paused_run(w.database, timeout=60)
     time.sleep(0.5)
-    assert pids_alive(w["idle"]) == w["idle"]
+    assert pids_alive(w.idle) == w.idle
     answered = remediate("approve", run_id, "--as", "carol", "--note", "checked", *flag)
     assert answered.returncode == 0, answered.stderr
     stdout, stderr = waiting.communicate(timeout=60)
@@ -92,18 +93,18 @@ def test_run_waits_for_remediate_approve_from_another_terminal(
     assert f"remediate approve {run_id}" in stderr
     outcome = json.loads(stdout)
     assert outcome["status"] == status
-    assert pids_alive(w["idle"]) == (set() if status == "resolved" else w["idle"])
+    assert pids_alive(w.idle) == (set() if status == "resolved" else w.idle)
 
     again = remediate("approve", run_id)
     assert_one_line_error(again, 1, "is not waiting for an approval")
 
 
-def test_dry_run_exits_1_and_changes_nothing(incident_world: dict[str, Any]) -> None:
+def test_dry_run_exits_1_and_changes_nothing(incident_world: IncidentWorld) -> None:
     w = incident_world
     result = remediate(*run_args(w, "--dry-run", "--json"))
     assert result.returncode == 1
     assert json.loads(result.stdout)["status"] == "planned"
-    assert pids_alive(w["idle"]) == w["idle"]
+    assert pids_alive(w.idle) == w.idle
 
 
 @pytest.mark.parametrize(
@@ -169,13 +170,13 @@ def test_check_migrations(tmp_path: Path) -> None:
     assert len(lines) == 2 and lines[1].startswith(f"{bad}:3: ") and "user" in lines[1], lines
 
 
-def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> None:
+def test_kill_switch_and_incidents_commands(incident_world: IncidentWorld) -> None:
     w = incident_world
     try:
         assert "ON" in remediate("kill-switch", "on").stdout
         blocked = remediate(*run_args(w, "--auto-approve", "--json"))
         assert blocked.returncode == 1 and "kill switch" in json.loads(blocked.stdout)["summary"]
-        assert pids_alive(w["idle"]) == w["idle"]
+        assert pids_alive(w.idle) == w.idle
     finally:
         assert "off" in remediate("kill-switch", "off").stdout
     incident_id = json.loads(blocked.stdout)["incident_id"]
@@ -187,7 +188,7 @@ def test_kill_switch_and_incidents_commands(incident_world: dict[str, Any]) -> N
 
 @pytest.mark.parametrize("client_retries", ["default", "none"])
 def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
-    incident_world: dict[str, Any], tmp_path: Path, client_retries: str
+    incident_world: IncidentWorld, tmp_path: Path, client_retries: str
 ) -> None:
     """Fault: the Prefect server restarts while `remediate run` waits for an approval. The run
     keeps waiting through the outage, the answer given afterwards counts, and the fix goes on.
@@ -224,7 +225,7 @@ def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
     # is taken with them open (halfway between now and once the idle sessions are gone).
     from remediate.drills.runner import threshold_below
 
-    w["params"]["usage_threshold"] = threshold_below(len(w["idle"]))
+    w.params["usage_threshold"] = threshold_below(len(w.idle))
     run = None
     try:
         run = subprocess.Popen(
@@ -257,18 +258,18 @@ def test_a_prefect_server_restart_while_the_approval_waits_loses_nothing(
             timeout=60,
         )
         out, err = run.communicate(timeout=120)
-        incident = w["store"].incident_for_flow_run(run_id)
+        incident = w.store.incident_for_flow_run(run_id)
         assert incident is not None
-        events = [e.kind for e in w["store"].timeline(incident.id)]
+        events = [e.kind for e in w.store.timeline(incident.id)]
         if client_retries == "default":
             assert run.returncode == 0, err[-3000:]
             assert json.loads(out)["status"] == "resolved"
-            assert pids_alive(w["idle"]) == set()
+            assert pids_alive(w.idle) == set()
             assert events.count("approval-answered") == 1 and "acted" in events
         else:
             assert incident.status == "failed" and "escalated" in events, events
             assert "acted" not in events
-            assert pids_alive(w["idle"]) == w["idle"]
+            assert pids_alive(w.idle) == w.idle
     finally:
         if run is not None and run.poll() is None:
             run.kill()

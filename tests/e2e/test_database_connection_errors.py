@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import docker
@@ -30,8 +31,17 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "db-password-canary-51f2"
 
 
+@dataclass(frozen=True)
+class TargetDatabase:
+    """The guarded PostgreSQL server, in a container."""
+
+    container: Any
+    url: str
+    port: int
+
+
 @pytest.fixture
-def db(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def db(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[TargetDatabase]:
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     project = f"rt-{uuid.uuid4().hex[:8]}"
     container, url = postgres_container(engine, password=CANARY, project=project)
@@ -44,19 +54,21 @@ def db(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     }.items():
         monkeypatch.setenv(name, value)
     container.reload()
-    yield {"container": container, "url": url, "port": int(url.rsplit(":", 1)[1].split("/")[0])}
+    yield TargetDatabase(
+        container=container, url=url, port=int(url.rsplit(":", 1)[1].split("/")[0])
+    )
     container.remove(force=True)
     engine.close()
 
 
-def test_running_database_is_healthy(db: dict[str, Any]) -> None:
+def test_running_database_is_healthy(db: TargetDatabase) -> None:
     outcome = database_connection_errors()
     assert outcome.status == "healthy" and outcome.incident_id is None
 
 
-def test_stopped_database_container_is_restarted_after_approval(db: dict[str, Any]) -> None:
-    db["container"].stop(timeout=10)
-    assert not reachable(db["url"])
+def test_stopped_database_container_is_restarted_after_approval(db: TargetDatabase) -> None:
+    db.container.stop(timeout=10)
+    assert not reachable(db.url)
 
     future = start(flow=database_connection_errors, database="postgres")
     answer(paused_run("postgres"), approve=True, approver="jo")
@@ -67,42 +79,42 @@ def test_stopped_database_container_is_restarted_after_approval(db: dict[str, An
     checks = {f.check: f for f in outcome.findings}
     assert "exited" in checks["database-container"].detail
     assert checks["connection-settings"].detail == (
-        f"host 127.0.0.1, port {db['port']}, database postgres, user postgres"
+        f"host 127.0.0.1, port {db.port}, database postgres, user postgres"
     )
     assert any(f.check == "database-log" for f in outcome.findings)
-    db["container"].reload()
-    assert db["container"].status == "running"
-    with psycopg.connect(db["url"]) as conn:
+    db.container.reload()
+    assert db.container.status == "running"
+    with psycopg.connect(db.url) as conn:
         assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
     assert CANARY not in outcome.model_dump_json()
 
 
-def test_dry_run_and_declined_leave_it_stopped(db: dict[str, Any]) -> None:
-    db["container"].stop(timeout=10)
+def test_dry_run_and_declined_leave_it_stopped(db: TargetDatabase) -> None:
+    db.container.stop(timeout=10)
     assert database_connection_errors(dry_run=True).status == "planned"
     future = start(flow=database_connection_errors, database="postgres")
     answer(paused_run("postgres"), approve=False, approver="kim")
     assert future.result(timeout=60).status == "declined"
-    db["container"].reload()
-    assert db["container"].status == "exited" and not reachable(db["url"])
+    db.container.reload()
+    assert db.container.status == "exited" and not reachable(db.url)
 
 
 def test_running_container_with_wrong_settings_is_escalated_not_restarted(
-    db: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    db: TargetDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = db["container"].attrs["State"]["StartedAt"]
-    monkeypatch.setenv("TARGET_DATABASE_URL", db["url"].replace(str(db["port"]), "1"))
+    started = db.container.attrs["State"]["StartedAt"]
+    monkeypatch.setenv("TARGET_DATABASE_URL", db.url.replace(str(db.port), "1"))
     outcome = database_connection_errors(auto_approve=True)
     assert outcome.status == "escalated"
     assert outcome.causes == ["database-up-but-unreachable"]
     assert "check the connection settings (host 127.0.0.1, port 1," in outcome.summary
-    db["container"].reload()
-    assert db["container"].attrs["State"]["StartedAt"] == started
+    db.container.reload()
+    assert db.container.attrs["State"]["StartedAt"] == started
     assert CANARY not in json.dumps(outcome.model_dump())
 
 
 def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
-    db: dict[str, Any],
+    db: TargetDatabase,
 ) -> None:
     """Fault: the guarded PostgreSQL dies between the plan and the approval. The approved plan is
     re-read, no longer holds, and nothing is half-done; the incident escalates with the reason."""
@@ -110,7 +122,7 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
     from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
     from tests.e2e.conftest import kinds
 
-    url = db["url"]
+    url = db.url
     idle = [psycopg.connect(url, autocommit=True, application_name="app-pool") for _ in range(20)]
     try:
         threshold = threshold_below(20, admin_url=url)
@@ -124,7 +136,7 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
         from tests.e2e.conftest import paused_run_where
 
         run_id = paused_run_where("requested_by", "fault-target-down")
-        db["container"].stop(timeout=10)
+        db.container.stop(timeout=10)
         answer(run_id, approve=True, approver="ana")
         outcome = future.result(timeout=120)
     finally:
@@ -139,29 +151,34 @@ def test_target_down_while_the_approval_waits_changes_nothing_and_escalates(
     store = Store.open(load_settings().remediation_database_url)
     events = kinds(store, outcome.incident_id)
     assert "acted" not in events and "escalated" in events
-    db["container"].start()
-    wait_reachable(url, db["container"])
+    db.container.start()
+    wait_reachable(url, db.container)
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
 
 
+@dataclass(frozen=True)
+class ExhaustedDatabase(TargetDatabase):
+    params: dict[str, Any]  # connection-pool-exhausted's, auto-approved
+
+
 @pytest.fixture
-def exhausted(db: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def exhausted(db: TargetDatabase) -> Iterator[ExhaustedDatabase]:
     """20 idle application sessions on the container's server, over the runbook's threshold."""
     from remediate.drills.runner import threshold_below
 
     idle = [
-        psycopg.connect(db["url"], autocommit=True, application_name="app-pool") for _ in range(20)
+        psycopg.connect(db.url, autocommit=True, application_name="app-pool") for _ in range(20)
     ]
-    yield {
-        **db,
-        "params": {
-            "usage_threshold": threshold_below(20, admin_url=db["url"]),
+    yield ExhaustedDatabase(
+        **vars(db),
+        params={
+            "usage_threshold": threshold_below(20, admin_url=db.url),
             "idle_minutes": 0,
             "database": "postgres",
             "auto_approve": True,
         },
-    }
+    )
     for conn in idle:
         conn.close()
 
@@ -189,16 +206,16 @@ def incident_events(incident_id: str | None) -> list[Any]:
 
 
 def test_target_down_during_diagnosis_changes_nothing_and_escalates(
-    exhausted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    exhausted: ExhaustedDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault: the guarded PostgreSQL dies after detection, while the run diagnoses, with the fix
     auto-approved. The plan is re-read before acting, no longer holds, and nothing is half-done."""
     from remediate.flows import connection_pool_exhausted as module
 
     monkeypatch.setattr(
-        module, "diagnose", stop_then(exhausted["container"], module.diagnose, before=True)
+        module, "diagnose", stop_then(exhausted.container, module.diagnose, before=True)
     )
-    outcome = module.connection_pool_exhausted(**exhausted["params"])
+    outcome = module.connection_pool_exhausted(**exhausted.params)
 
     assert outcome.status == "escalated", outcome.summary
     assert "the plan no longer holds" in outcome.summary
@@ -209,7 +226,7 @@ def test_target_down_during_diagnosis_changes_nothing_and_escalates(
 
 
 def test_target_down_after_the_fix_fails_the_run_loudly_with_what_was_done(
-    exhausted: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    exhausted: ExhaustedDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Fault: the server dies right after the idle sessions were terminated, so verification
     cannot connect. The run does not crash with its incident open and silent: it ends `failed`,
@@ -221,11 +238,11 @@ def test_target_down_after_the_fix_fails_the_run_loudly_with_what_was_done(
     monkeypatch.setattr(
         postgres,
         "terminate_idle_sessions",
-        stop_then(exhausted["container"], postgres.terminate_idle_sessions, before=False),
+        stop_then(exhausted.container, postgres.terminate_idle_sessions, before=False),
     )
     from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
-    outcome = connection_pool_exhausted(**exhausted["params"])
+    outcome = connection_pool_exhausted(**exhausted.params)
 
     assert outcome.status == "failed", outcome.summary
     assert outcome.summary.startswith("the run broke while verifying (")

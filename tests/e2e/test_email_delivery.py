@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -17,8 +17,14 @@ from tests.support.ports import free_port
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+@dataclass(frozen=True)
+class Mail:
+    inbox: Inbox  # what the SMTP server received
+    sendgrid: SendGrid
+
+
 @pytest.fixture
-def mail(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def mail(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Mail]:
     inbox, port = Inbox(), free_port()
     smtp = Controller(
         inbox, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False
@@ -38,21 +44,21 @@ def mail(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[
         "SENDGRID_API_URL": sendgrid.url,
     }.items():
         monkeypatch.setenv(name, value)
-    yield {"inbox": inbox, "sendgrid": sendgrid}
+    yield Mail(inbox=inbox, sendgrid=sendgrid)
     smtp.stop()
     sendgrid.server.shutdown()
 
 
-def test_healthy_delivery_sends_a_real_test_message(mail: dict[str, Any]) -> None:
+def test_healthy_delivery_sends_a_real_test_message(mail: Mail) -> None:
     outcome = email_delivery()
     assert outcome.status == "healthy", outcome.findings
-    (message,) = mail["inbox"].messages
+    (message,) = mail.inbox.messages
     assert message.rcpt_tos == ["noreply@school.test"]
     assert b"email-delivery runbook" in message.content
 
 
 def test_a_bounced_address_is_removed_and_nothing_else(
-    mail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    mail: Mail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slack = CaptureServer()
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack.url}/services/slack-canary")
@@ -65,44 +71,38 @@ def test_a_bounced_address_is_removed_and_nothing_else(
     )
     assert len(slack.received) == 2  # declared, resolved
     assert outcome.status == "resolved", outcome.summary
-    assert mail["sendgrid"].deleted == ["otp-user@school.test"]
-    assert mail["sendgrid"].bounces == ["old@school.test"]
+    assert mail.sendgrid.deleted == ["otp-user@school.test"]
+    assert mail.sendgrid.bounces == ["old@school.test"]
     seen = outcome.model_dump_json()
     assert KEY not in seen and SMTP_PASSWORD not in seen
 
 
-def test_wrong_smtp_password_is_escalated(
-    mail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wrong_smtp_password_is_escalated(mail: Mail, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMTP_PASSWORD", "wrong-password-canary")
     outcome = email_delivery(auto_approve=True)
     assert outcome.status == "escalated"
     assert outcome.causes == ["smtp-failing"]
     assert "failed at login" in outcome.summary
     assert "wrong-password-canary" not in outcome.model_dump_json()
-    assert mail["inbox"].messages == []
+    assert mail.inbox.messages == []
 
 
-def test_high_bounce_rate_and_missing_settings(
-    mail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    mail["sendgrid"].bounced = 80  # 8 %
+def test_high_bounce_rate_and_missing_settings(mail: Mail, monkeypatch: pytest.MonkeyPatch) -> None:
+    mail.sendgrid.bounced = 80  # 8 %
     monkeypatch.delenv("EMAILS_FROM_EMAIL")
     outcome = email_delivery()
     assert outcome.status == "escalated"
     assert set(outcome.causes) == {"smtp-settings-incomplete", "high-bounce-rate"}
-    assert mail["sendgrid"].deleted == []
+    assert mail.sendgrid.deleted == []
 
 
-def test_dry_run_removes_nothing(mail: dict[str, Any]) -> None:
+def test_dry_run_removes_nothing(mail: Mail) -> None:
     outcome = email_delivery(address="otp-user@school.test", dry_run=True)
     assert outcome.status == "planned" and outcome.actions[0].targets == ["otp-user@school.test"]
-    assert mail["sendgrid"].deleted == []
+    assert mail.sendgrid.deleted == []
 
 
-def test_declined_and_timed_out_remove_nothing(
-    mail: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_declined_and_timed_out_remove_nothing(mail: Mail, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.e2e.conftest import answer, paused_run_where, start
 
     future = start(flow=email_delivery, address="otp-user@school.test")
@@ -110,5 +110,5 @@ def test_declined_and_timed_out_remove_nothing(
     assert future.result(timeout=60).status == "declined"
     monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
     assert email_delivery(address="otp-user@school.test").status == "timed-out"
-    assert mail["sendgrid"].deleted == []
-    assert "otp-user@school.test" in mail["sendgrid"].bounces
+    assert mail.sendgrid.deleted == []
+    assert "otp-user@school.test" in mail.sendgrid.bounces

@@ -19,6 +19,7 @@ from remediate.store.database import Store
 from tests.e2e.conftest import answer, paused_run, start
 from tests.support.httpcapture import CaptureServer
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARIES = ["slack-canary-7f3", "pd-routing-canary-91c", "sp-key-canary-4d2", "gh-token-canary-0ab"]
@@ -61,15 +62,15 @@ def pd_events(server: CaptureServer) -> list[dict[str, Any]]:
 
 
 def test_a_p1_waiting_for_approval_escalates_on_time_with_the_checklist(
-    incident_world: dict[str, Any],
+    incident_world: IncidentWorld,
     channels: dict[str, CaptureServer],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     w = incident_world
-    store: Store = w["store"]
+    store: Store = w.store
     monkeypatch.setenv("INCIDENT_TARGETS", "connection-pool-exhausted=4")
-    future = start(**w["params"])
-    run_id = paused_run(w["database"])
+    future = start(**w.params)
+    run_id = paused_run(w.database)
     incident = store.incident_for_flow_run(run_id)
     assert incident is not None
 
@@ -104,7 +105,7 @@ def test_a_p1_waiting_for_approval_escalates_on_time_with_the_checklist(
     assert pages[0]["event_action"] == "trigger" and pages[0]["payload"]["severity"] == "critical"
     assert any("escalated to @senior-dev" in p["payload"]["summary"] for p in pages[1:])
     assert {p["dedup_key"] for p in pages} == {f"remediate-{incident.id}"}
-    assert pids_alive(w["idle"]) == w["idle"], "escalating changes nothing"
+    assert pids_alive(w.idle) == w.idle, "escalating changes nothing"
 
     # The run was still waiting: the answer still counts, and nothing escalates twice.
     answer(run_id, approve=True, approver="alice")
@@ -115,13 +116,13 @@ def test_a_p1_waiting_for_approval_escalates_on_time_with_the_checklist(
 
 
 def test_a_resolved_incident_resolves_the_page_the_status_page_and_writes_it_up(
-    incident_world: dict[str, Any], channels: dict[str, CaptureServer]
+    incident_world: IncidentWorld, channels: dict[str, CaptureServer]
 ) -> None:
     w = incident_world
-    store: Store = w["store"]
-    outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
+    store: Store = w.store
+    outcome = connection_pool_exhausted(**w.params, auto_approve=True)
     assert outcome.status == "resolved"
-    assert pids_alive(w["idle"]) == set()
+    assert pids_alive(w.idle) == set()
 
     pages = pd_events(channels["pagerduty"])
     assert [p["event_action"] for p in pages] == ["trigger", "resolve"]
@@ -193,16 +194,16 @@ def test_a_resolved_incident_resolves_the_page_the_status_page_and_writes_it_up(
 
 
 def test_failing_slack_and_pagerduty_delay_nothing_and_lose_no_event(
-    incident_world: dict[str, Any], channels: dict[str, CaptureServer]
+    incident_world: IncidentWorld, channels: dict[str, CaptureServer]
 ) -> None:
     w = incident_world
     channels["slack"].status = 500
     channels["pagerduty"].status = 503
-    outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
+    outcome = connection_pool_exhausted(**w.params, auto_approve=True)
     assert outcome.status == "resolved"
-    assert pids_alive(w["idle"]) == set()
+    assert pids_alive(w.idle) == set()
     assert outcome.incident_id
-    events = w["store"].timeline(outcome.incident_id)
+    events = w.store.timeline(outcome.incident_id)
     notified = [e for e in events if e.kind == "notified"]
     by_channel = {
         c: [e for e in notified if e.data["channel"] == c] for c in ("slack", "pagerduty")
@@ -265,16 +266,16 @@ def test_the_watchdog_escalates_an_orphaned_incident_once(
 
 
 def test_a_dry_run_tells_nobody(
-    incident_world: dict[str, Any], channels: dict[str, CaptureServer]
+    incident_world: IncidentWorld, channels: dict[str, CaptureServer]
 ) -> None:
     """A dry run plans and records, and sends no Slack message, page, status-page change or
     follow-up issue: nobody is woken for a plan that will not run."""
     w = incident_world
-    outcome = connection_pool_exhausted(**w["params"], dry_run=True)
+    outcome = connection_pool_exhausted(**w.params, dry_run=True)
     assert outcome.status == "planned"
     time.sleep(1)  # deliveries go out from background threads
     for name, server in channels.items():
         assert server.received == [], f"the dry run told {name}"
-    kinds = [e.kind for e in w["store"].timeline(outcome.incident_id)]
+    kinds = [e.kind for e in w.store.timeline(outcome.incident_id)]
     assert "planned" in kinds and "notified" not in kinds
-    assert pids_alive(w["idle"]) == w["idle"]
+    assert pids_alive(w.idle) == w.idle

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -14,6 +13,7 @@ from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 from tests.e2e.conftest import answer, paused_run, start
 from tests.support.httpcapture import CaptureServer
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "canary-slack-token-8f1d2c"
@@ -28,12 +28,12 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[CaptureServer]:
 
 
 def test_slack_hears_declare_approval_and_resolve(
-    incident_world: dict[str, Any],
+    incident_world: IncidentWorld,
     slack: CaptureServer,
 ) -> None:
     w = incident_world
-    future = start(**w["params"])
-    run_id = paused_run(w["database"])
+    future = start(**w.params)
+    run_id = paused_run(w.database)
     answer(run_id, approve=True, approver="alice")
     outcome = future.result(timeout=60)
     assert outcome.status == "resolved"
@@ -66,21 +66,21 @@ def test_slack_hears_declare_approval_and_resolve(
         outcome.model_dump_json()
         + str(run.parameters)
         + "".join(log.message for log in logs)
-        + "".join(e.model_dump_json() for e in w["store"].timeline(outcome.incident_id))
+        + "".join(e.model_dump_json() for e in w.store.timeline(outcome.incident_id))
     )
     assert CANARY not in seen
 
 
 def test_failing_slack_delays_nothing_and_loses_no_event(
-    incident_world: dict[str, Any],
+    incident_world: IncidentWorld,
     slack: CaptureServer,
 ) -> None:
     w = incident_world
     slack.status = 500
-    outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
+    outcome = connection_pool_exhausted(**w.params, auto_approve=True)
     assert outcome.status == "resolved"
-    assert pids_alive(w["idle"]) == set()
-    events = w["store"].timeline(outcome.incident_id)
+    assert pids_alive(w.idle) == set()
+    events = w.store.timeline(outcome.incident_id)
     notified = [e for e in events if e.kind == "notified"]
     assert len(notified) == 2 and not any(e.data["delivered"] for e in notified)
     assert [e.kind for e in events if e.kind != "notified"] == [

@@ -11,7 +11,6 @@ import subprocess
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -19,14 +18,16 @@ from alembic.script import ScriptDirectory
 
 from remediate.app.worker import runs_under
 from tests.conftest import PG_ADMIN_URL, ROOT, db_url
+from tests.e2e.conftest import Installed
 from tests.e2e.test_serve import post_alert, start_serve
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
-    names = zipfile.ZipFile(installed["wheel"]).namelist()
+def test_the_wheel_carries_what_it_runs(installed: Installed) -> None:
+    names = zipfile.ZipFile(installed.wheel).namelist()
     assert "remediate/store/_migrations/env.py" in names
     store_revisions = {p.name for p in (ROOT / "migrations" / "versions").glob("*.py")}
     carried = {Path(n).name for n in names if n.startswith("remediate/store/_migrations/")}
@@ -39,11 +40,11 @@ def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"remediate"}, top
     version = subprocess.run(
-        [str(installed["bin"] / "remediate"), "--version"], capture_output=True, text=True
+        [str(installed.bin / "remediate"), "--version"], capture_output=True, text=True
     )
     assert version.returncode == 0 and version.stdout.startswith("remediate 0."), version
     completion = subprocess.run(
-        [str(installed["bin"] / "remediate"), "--show-completion", "bash"],
+        [str(installed.bin / "remediate"), "--show-completion", "bash"],
         capture_output=True,
         text=True,
         env={**os.environ, "SHELL": "/bin/bash"},
@@ -52,8 +53,8 @@ def test_the_wheel_carries_what_it_runs(installed: dict[str, Path]) -> None:
 
 
 def test_installed_serve_makes_its_store_and_fixes_an_alert(
-    installed: dict[str, Path],
-    incident_world: dict[str, Any],
+    installed: Installed,
+    incident_world: IncidentWorld,
     receiver_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
@@ -68,10 +69,10 @@ def test_installed_serve_makes_its_store_and_fixes_an_alert(
             away,
             auto_approve=True,
             extra_env={"REMEDIATION_DATABASE_URL": fresh, "PYTHONPATH": ""},
-            command=str(installed["bin"] / "remediate"),
+            command=str(installed.bin / "remediate"),
         )
         try:
-            post_alert(url, w["database"])
+            post_alert(url, w.database)
             deadline = time.monotonic() + 120
             with psycopg.connect(fresh, autocommit=True) as conn:
                 while True:
@@ -85,8 +86,8 @@ def test_installed_serve_makes_its_store_and_fixes_an_alert(
                     time.sleep(0.3)
                 versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
             assert row[1] == "resolved", log.read_text()[-3000:]
-            assert pids_alive(w["idle"]) == set()
-            assert pids_alive(w["survivors"]) == w["survivors"]
+            assert pids_alive(w.idle) == set()
+            assert pids_alive(w.survivors) == w.survivors
             assert versions == [(ScriptDirectory(str(ROOT / "migrations")).get_current_head(),)]
         finally:
             # The runs serve's runner started (its scheduled watchdog) outlive a killed serve and

@@ -15,24 +15,25 @@ from remediate.flows.connection_pool_exhausted import RESTART, connection_pool_e
 from tests.conftest import PG_ADMIN_URL
 from tests.e2e.conftest import answer, paused_run, pooler_sessions, start
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
 def test_pooler_is_restarted_when_terminating_idle_sessions_is_not_enough(
-    incident_world: dict[str, Any], pooler: Any
+    incident_world: IncidentWorld, pooler: Any
 ) -> None:
     w = incident_world
-    leaked = pooler_sessions(w["database"], "idle in transaction")
+    leaked = pooler_sessions(w.database, "idle in transaction")
     started = pooler.attrs["State"]["StartedAt"]
     # Over the threshold even once the 20 idle sessions are gone; under it once the leak is too.
     params = {
-        **w["params"],
+        **w.params,
         "usage_threshold": threshold_below(40 + 16, admin_url=PG_ADMIN_URL),
         "pooler_stop_timeout_seconds": 1,
     }
     future = start(**params)
-    run_id = paused_run(w["database"])
+    run_id = paused_run(w.database)
     assert pids_alive(leaked) == leaked
     answer(run_id, approve=True, approver="erin")
     outcome = future.result(timeout=90)
@@ -44,16 +45,16 @@ def test_pooler_is_restarted_when_terminating_idle_sessions_is_not_enough(
     pooler.reload()
     assert pooler.status == "running" and pooler.attrs["State"]["StartedAt"] != started
     assert pids_alive(leaked) == set()
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.survivors) == w.survivors
 
 
 def test_pooler_is_left_alone_when_terminating_is_enough(
-    incident_world: dict[str, Any], pooler: Any
+    incident_world: IncidentWorld, pooler: Any
 ) -> None:
     w = incident_world
-    leaked = pooler_sessions(w["database"], "idle in transaction")
+    leaked = pooler_sessions(w.database, "idle in transaction")
     started = pooler.attrs["State"]["StartedAt"]
-    params = {**w["params"], "usage_threshold": threshold_below(20, admin_url=PG_ADMIN_URL)}
+    params = {**w.params, "usage_threshold": threshold_below(20, admin_url=PG_ADMIN_URL)}
     outcome = connection_pool_exhausted(**params, auto_approve=True)
     assert outcome.status == "resolved"
     assert [a.name for a in outcome.actions] == ["terminate-idle-sessions"]
@@ -64,12 +65,12 @@ def test_pooler_is_left_alone_when_terminating_is_enough(
 
 
 def test_dry_run_plans_the_restart_and_restarts_nothing(
-    incident_world: dict[str, Any], pooler: Any
+    incident_world: IncidentWorld, pooler: Any
 ) -> None:
     w = incident_world
-    leaked = pooler_sessions(w["database"], "idle in transaction")
+    leaked = pooler_sessions(w.database, "idle in transaction")
     started = pooler.attrs["State"]["StartedAt"]
-    params = {**w["params"], "usage_threshold": threshold_below(40 + 16, admin_url=PG_ADMIN_URL)}
+    params = {**w.params, "usage_threshold": threshold_below(40 + 16, admin_url=PG_ADMIN_URL)}
     outcome = connection_pool_exhausted(**params, dry_run=True)
     assert outcome.status == "planned"
     assert [a.name for a in outcome.actions] == ["terminate-idle-sessions", RESTART]
@@ -77,24 +78,24 @@ def test_dry_run_plans_the_restart_and_restarts_nothing(
     pooler.reload()
     assert pooler.attrs["State"]["StartedAt"] == started
     assert pids_alive(leaked) == leaked
-    assert pids_alive(w["idle"]) == w["idle"]
+    assert pids_alive(w.idle) == w.idle
 
 
 def test_unreachable_engine_is_evidence_not_a_crash(
-    incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    incident_world: IncidentWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     w = incident_world
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/engine.sock")
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", "app")
     monkeypatch.setenv("POOLER_SERVICE", "pgbouncer")
-    outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
+    outcome = connection_pool_exhausted(**w.params, auto_approve=True)
     assert outcome.status == "resolved"
     (finding,) = [f for f in outcome.findings if f.check == "pooler"]
     assert not finding.ok and finding.detail.startswith("DOCKER_HOST (unix:///nonexistent")
 
 
 def test_the_kill_switch_turned_on_between_two_steps_stops_the_second(
-    incident_world: dict[str, Any], pooler: Any, monkeypatch: pytest.MonkeyPatch
+    incident_world: IncidentWorld, pooler: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A person runs `remediate kill-switch on` while the sessions are being terminated: the
     pooler restart, the plan's next step, does not run, and the run escalates saying what was
@@ -102,10 +103,10 @@ def test_the_kill_switch_turned_on_between_two_steps_stops_the_second(
     from remediate.tasks import postgres
 
     w = incident_world
-    store = w["store"]
+    store = w.store
     started = pooler.attrs["State"]["StartedAt"]
     params = {
-        **w["params"],
+        **w.params,
         "usage_threshold": threshold_below(40 + 16, admin_url=PG_ADMIN_URL),
         "pooler_stop_timeout_seconds": 1,
     }
@@ -128,6 +129,6 @@ def test_the_kill_switch_turned_on_between_two_steps_stops_the_second(
     assert not by_name[RESTART].executed
     pooler.reload()
     assert pooler.attrs["State"]["StartedAt"] == started, "the pooler was restarted"
-    assert pids_alive(w["idle"]) == set()
+    assert pids_alive(w.idle) == set()
     kinds = [e.kind for e in store.timeline(outcome.incident_id)]
     assert "step-refused" in kinds and "verified" not in kinds

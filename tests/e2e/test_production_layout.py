@@ -34,6 +34,7 @@ from tests.e2e.test_prefect_deploy import remediate_deploy
 from tests.e2e.test_serve import alert, wait_healthz, write_routes
 from tests.support.ports import free_port
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BIN = Path(sys.executable).parent
@@ -66,7 +67,7 @@ def pool(deployment_ids: dict[str, uuid.UUID]) -> Iterator[str]:
 
 
 class Layout:
-    def __init__(self, world: dict[str, Any], pool: str, tmp_path: Path) -> None:
+    def __init__(self, world: IncidentWorld, pool: str, tmp_path: Path) -> None:
         self.world = world
         self.tmp = tmp_path
         routes = write_routes(world, tmp_path / "routes.yaml")
@@ -124,7 +125,7 @@ class Layout:
     def post(self, receiver: int = 0) -> httpx.Response:
         return httpx.post(
             f"{self.urls[receiver]}/alerts/alertmanager",
-            content=alert(self.world["database"]),
+            content=alert(self.world.database),
             headers={"Authorization": f"Bearer {TOKEN}"},
             timeout=30,
         )
@@ -147,7 +148,7 @@ class Layout:
 
 @pytest.fixture
 def layout(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], pool: str, tmp_path: Path
+    incident_world: IncidentWorld, receiver_env: dict[str, str], pool: str, tmp_path: Path
 ) -> Iterator[Layout]:
     made = Layout(incident_world, pool, tmp_path)
     yield made
@@ -172,7 +173,7 @@ def wait_for(what: str, check: Any, layout: Layout, timeout: float = 90) -> Any:
 
 def paused_incident(layout: Layout, run_id: str, *, not_id: str | None = None) -> Any:
     """The incident whose approval `run_id` is waiting for (another than `not_id`)."""
-    store = layout.world["store"]
+    store = layout.world.store
 
     def asked() -> Any:
         incident = store.incident_for_flow_run(run_id)
@@ -190,7 +191,7 @@ def paused_incident(layout: Layout, run_id: str, *, not_id: str | None = None) -
 
 def assert_resolved(layout: Layout, incident_id: str) -> None:
     """Once the run has ended its incident: resolved (a verified fix)."""
-    store = layout.world["store"]
+    store = layout.world.store
     wait_for(
         "the run did not finish",
         lambda: (i := store.incident(incident_id)) is not None and i.status != "open",
@@ -223,12 +224,12 @@ def test_an_alert_is_fixed_through_a_worker_even_when_the_worker_dies_while_the_
     os.kill(run_pid, 0)  # the run's process is still there
     answered = approve(run_id)
     assert answered.returncode == 0, answered.stdout + answered.stderr
-    store = w["store"]
+    store = w.store
     assert_resolved(layout, incident.id)
     events = kinds(store, incident.id)
     assert events.count("acted") == 1 and "executor-lost" not in events
-    assert pids_alive(w["idle"]) == set()
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.idle) == set()
+    assert pids_alive(w.survivors) == w.survivors
     wait_for("the run is not Completed", lambda: state(run_id) == "COMPLETED", layout)
 
 
@@ -236,7 +237,7 @@ def test_a_lost_worker_and_run_are_noticed_and_a_later_approval_is_refused(
     layout: Layout,
 ) -> None:
     w = layout.world
-    store = w["store"]
+    store = w.store
     (run_id,) = layout.post().json()["flow_run_ids"]
     incident = paused_incident(layout, run_id)
     name, run_pid = layout.executing(run_id)
@@ -261,7 +262,7 @@ def test_a_lost_worker_and_run_are_noticed_and_a_later_approval_is_refused(
     refused = approve(run_id)
     assert refused.returncode == 1
     assert "executor was lost" in refused.stderr, refused.stderr
-    assert pids_alive(w["idle"]) == w["idle"]  # nothing was done
+    assert pids_alive(w.idle) == w.idle  # nothing was done
 
     # The claim of the lost run swallows no alert: the next one starts a new run.
     again = layout.post(receiver=1)
@@ -277,7 +278,7 @@ def test_sigterm_drains_a_worker_and_its_waiting_run_is_fixed_once_by_the_other(
     layout: Layout,
 ) -> None:
     w = layout.world
-    store = w["store"]
+    store = w.store
     (run_id,) = layout.post().json()["flow_run_ids"]
     first = paused_incident(layout, run_id)
     name, _ = layout.executing(run_id)
@@ -295,8 +296,8 @@ def test_sigterm_drains_a_worker_and_its_waiting_run_is_fixed_once_by_the_other(
     assert_resolved(layout, second.id)
     assert kinds(store, second.id).count("acted") == 1
     assert "acted" not in kinds(store, first.id)
-    assert pids_alive(w["idle"]) == set()
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.idle) == set()
+    assert pids_alive(w.survivors) == w.survivors
 
 
 def test_sweeps_fire_on_schedule_through_the_workers_and_never_two_at_once(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,19 +20,26 @@ from tests.e2e.conftest import answer, paused_run_where, start
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
+@dataclass(frozen=True)
+class Limiter:
+    client: redis.Redis  # decoding responses
+    prefix: str  # this test's keys
+    pattern: str  # the rate-limit keys under it
+
+
 @pytest.fixture
-def limiter(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+def limiter(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Limiter]:
     prefix = f"rt:{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     monkeypatch.setenv("TARGET_REDIS_URL", REDIS_URL)
-    yield {"client": client, "prefix": prefix, "pattern": f"{prefix}:ratelimit:*"}
+    yield Limiter(client=client, prefix=prefix, pattern=f"{prefix}:ratelimit:*")
     for key in client.scan_iter(match=f"{prefix}:*"):
         client.delete(key)
     client.close()
 
 
-def seed(limiter: dict[str, Any]) -> dict[str, str]:
-    r, p = limiter["client"], limiter["prefix"]
+def seed(limiter: Limiter) -> dict[str, str]:
+    r, p = limiter.client, limiter.prefix
     keys = {
         "healthy": f"{p}:ratelimit:alice@example.com",
         "healthy_zset": f"{p}:ratelimit:api:carol",
@@ -54,12 +62,12 @@ def keys_calls(client: redis.Redis) -> int:
     return int(client.info("commandstats").get("cmdstat_keys", {}).get("calls", 0))
 
 
-def test_stuck_buckets_are_repaired_and_nothing_else_is_touched(limiter: dict[str, Any]) -> None:
-    r, keys = limiter["client"], seed(limiter)
+def test_stuck_buckets_are_repaired_and_nothing_else_is_touched(limiter: Limiter) -> None:
+    r, keys = limiter.client, seed(limiter)
     keys_before = keys_calls(r)
 
     outcome = rate_limiter(
-        key_pattern=limiter["pattern"], window_seconds=3600, limit=100, auto_approve=True
+        key_pattern=limiter.pattern, window_seconds=3600, limit=100, auto_approve=True
     )
 
     assert outcome.status == "resolved", outcome.summary
@@ -76,23 +84,23 @@ def test_stuck_buckets_are_repaired_and_nothing_else_is_touched(limiter: dict[st
     assert keys_calls(r) == keys_before, "KEYS was called: SCAN only"
 
 
-def test_dry_run_and_declined_change_no_key(limiter: dict[str, Any]) -> None:
-    r, keys = limiter["client"], seed(limiter)
+def test_dry_run_and_declined_change_no_key(limiter: Limiter) -> None:
+    r, keys = limiter.client, seed(limiter)
     snapshot = {k: (r.type(k), r.ttl(k) == -1) for k in keys.values()}
-    planned = rate_limiter(key_pattern=limiter["pattern"], dry_run=True)
+    planned = rate_limiter(key_pattern=limiter.pattern, dry_run=True)
     assert planned.status == "planned"
     assert keys["outside"] not in {t for a in planned.actions for t in a.targets}
 
-    future = start(flow=rate_limiter, key_pattern=limiter["pattern"])
-    answer(paused_run_where("key_pattern", limiter["pattern"]), approve=False, approver="lee")
+    future = start(flow=rate_limiter, key_pattern=limiter.pattern)
+    answer(paused_run_where("key_pattern", limiter.pattern), approve=False, approver="lee")
     assert future.result(timeout=60).status == "declined"
     assert {k: (r.type(k), r.ttl(k) == -1) for k in keys.values()} == snapshot
 
 
-def test_a_bucket_that_recovered_after_the_plan_is_left_alone(limiter: dict[str, Any]) -> None:
-    r, keys = limiter["client"], seed(limiter)
-    future = start(flow=rate_limiter, key_pattern=limiter["pattern"], limit=100)
-    run_id = paused_run_where("key_pattern", limiter["pattern"])
+def test_a_bucket_that_recovered_after_the_plan_is_left_alone(limiter: Limiter) -> None:
+    r, keys = limiter.client, seed(limiter)
+    future = start(flow=rate_limiter, key_pattern=limiter.pattern, limit=100)
+    run_id = paused_run_where("key_pattern", limiter.pattern)
     r.expire(keys["no_ttl"], 30)  # the app fixed this one itself while we waited
     answer(run_id, approve=True, approver="max")
     outcome = future.result(timeout=60)
@@ -101,7 +109,7 @@ def test_a_bucket_that_recovered_after_the_plan_is_left_alone(limiter: dict[str,
     assert keys["no_ttl"] not in {t for a in outcome.actions for t in a.targets}
 
 
-def test_pattern_for_every_key_is_refused(limiter: dict[str, Any]) -> None:
+def test_pattern_for_every_key_is_refused(limiter: Limiter) -> None:
     from remediate.domain.settings import ConfigError
 
     with pytest.raises(ConfigError, match="key_pattern must name"):
@@ -109,17 +117,25 @@ def test_pattern_for_every_key_is_refused(limiter: dict[str, Any]) -> None:
 
 
 def test_redis_down_without_an_engine_is_escalated(
-    limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    limiter: Limiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TARGET_REDIS_URL", "redis://:redis-canary@127.0.0.1:1/0")
-    outcome = rate_limiter(key_pattern=limiter["pattern"])
+    outcome = rate_limiter(key_pattern=limiter.pattern)
     assert outcome.status == "escalated" and not outcome.findings[0].ok
     assert "no container engine is configured" in outcome.summary
     assert "redis-canary" not in outcome.model_dump_json()
 
 
+@dataclass(frozen=True)
+class RedisContainer:
+    container: Any
+    url: str
+
+
 @pytest.fixture
-def redis_container(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def redis_container(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RedisContainer]:
     """A real Redis server in a container of the local engine, from this machine's binary."""
     import socket
     import time
@@ -171,37 +187,37 @@ def redis_container(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Ite
         "COMPOSE_PROJECT_NAME": project,
     }.items():
         monkeypatch.setenv(name, value)
-    yield {"container": container, "url": url}
+    yield RedisContainer(container=container, url=url)
     container.remove(force=True)
     engine.close()
 
 
-def test_redis_that_does_not_answer_is_restarted(redis_container: dict[str, Any]) -> None:
-    redis_container["container"].stop(timeout=1)
+def test_redis_that_does_not_answer_is_restarted(redis_container: RedisContainer) -> None:
+    redis_container.container.stop(timeout=1)
     outcome = rate_limiter(auto_approve=True, stop_timeout_seconds=1)
     assert outcome.status == "resolved", outcome.summary
     assert outcome.actions[0].name == "restart-redis"
-    assert redis.Redis.from_url(redis_container["url"]).ping()
+    assert redis.Redis.from_url(redis_container.url).ping()
 
 
-def test_redis_restart_dry_run_changes_nothing(redis_container: dict[str, Any]) -> None:
-    redis_container["container"].stop(timeout=1)
+def test_redis_restart_dry_run_changes_nothing(redis_container: RedisContainer) -> None:
+    redis_container.container.stop(timeout=1)
     assert rate_limiter(dry_run=True).status == "planned"
-    redis_container["container"].reload()
-    assert redis_container["container"].status == "exited"
+    redis_container.container.reload()
+    assert redis_container.container.status == "exited"
 
 
 def test_timed_out_approval_changes_no_key(
-    limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    limiter: Limiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    r, keys = limiter["client"], seed(limiter)
+    r, keys = limiter.client, seed(limiter)
     monkeypatch.setenv("APPROVAL_TIMEOUT_SECONDS", "2")
-    assert rate_limiter(key_pattern=limiter["pattern"]).status == "timed-out"
+    assert rate_limiter(key_pattern=limiter.pattern).status == "timed-out"
     assert r.ttl(keys["no_ttl"]) == -1 and r.exists(keys["no_ttl_over"])
 
 
 def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
-    limiter: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    limiter: Limiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Redis keys are bytes: invalid UTF-8, NUL, and mention/link markup in a key neither break
     the run (the store, Prefect, Slack) nor reach anyone as markup; the repair changes exactly
@@ -209,7 +225,7 @@ def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
     from tests.support.httpcapture import CaptureServer
 
     raw = redis.Redis.from_url(REDIS_URL)  # bytes in, bytes out
-    p = limiter["prefix"].encode()
+    p = limiter.prefix.encode()
     stuck = [
         p + b":ratelimit:\xff\xfe-latin1-user",
         p + b":ratelimit:nul\x00user",
@@ -222,15 +238,13 @@ def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
         for key in stuck:
             raw.set(key, 3)
         raw.set(healthy, 1, ex=600)
-        outcome = rate_limiter(
-            key_pattern=limiter["pattern"], window_seconds=900, auto_approve=True
-        )
+        outcome = rate_limiter(key_pattern=limiter.pattern, window_seconds=900, auto_approve=True)
         assert outcome.status == "resolved", outcome.summary
         assert all(0 < raw.ttl(key) <= 900 for key in stuck)
         assert raw.get(healthy) == b"1" and 0 < raw.ttl(healthy) <= 600
         [repaired] = outcome.actions
-        assert f"{limiter['prefix']}:ratelimit:\\xff\\xfe-latin1-user" in repaired.targets
-        assert f"{limiter['prefix']}:ratelimit:nul\\x00user" in repaired.targets
+        assert f"{limiter.prefix}:ratelimit:\\xff\\xfe-latin1-user" in repaired.targets
+        assert f"{limiter.prefix}:ratelimit:nul\\x00user" in repaired.targets
         texts = " ".join(m.json()["text"] for m in slack.received)
         assert "<!channel>" not in texts and "<https://" not in texts
         outcome.model_dump_json()  # the outcome prints as JSON
@@ -242,7 +256,7 @@ def test_keys_that_are_not_text_are_repaired_exactly_and_shown_safely(
 
 
 def test_a_run_declared_lost_while_it_detected_opens_nothing_and_changes_nothing(
-    limiter: dict[str, Any], env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    limiter: Limiter, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue "Past one machine": a run whose lease (held from its first step) was declared lost
     while it detected has had its flow run marked Crashed and its alert's claim freed for a new
@@ -255,12 +269,12 @@ def test_a_run_declared_lost_while_it_detected_opens_nothing_and_changes_nothing
     keys = seed(limiter)
     monkeypatch.setattr(Lease, "lost_now", lambda self: True)
     state = rate_limiter(
-        key_pattern=limiter["pattern"], window_seconds=60, auto_approve=True, return_state=True
+        key_pattern=limiter.pattern, window_seconds=60, auto_approve=True, return_state=True
     )
     assert state.is_failed()
     with pytest.raises(ExecutorLost):
         state.result()
-    assert limiter["client"].ttl(keys["no_ttl"]) == -1  # nothing changed
+    assert limiter.client.ttl(keys["no_ttl"]) == -1  # nothing changed
     store = Store.open(SecretStr(env["REMEDIATION_DATABASE_URL"]))
     assert store.incident_for_flow_run(str(state.state_details.flow_run_id)) is None
     store.close()

@@ -9,13 +9,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.test_serve import ended_incident, post_alert, start_serve, wait_healthz
 from tests.support.ports import free_port
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 BIN = Path(sys.executable).parent
@@ -41,7 +41,7 @@ def test_receive_without_what_it_needs_is_one_line_and_exit_2(
 
 
 def test_a_receiver_on_its_own_starts_a_run_another_process_executes(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+    incident_world: IncidentWorld, receiver_env: dict[str, str], tmp_path: Path
 ) -> None:
     w = incident_world
     serve, _, serve_log = start_serve(w, tmp_path, auto_approve=True)  # the executing side
@@ -64,12 +64,12 @@ def test_a_receiver_on_its_own_starts_a_run_another_process_executes(
             wait_healthz(url, gone=lambda: receiver.poll() is not None, timeout=60)
         except AssertionError:
             raise AssertionError(log.read_text()) from None
-        run_id = post_alert(url, w["database"])
-        incident = ended_incident(w["store"], run_id, log=serve_log)
-        events = [(e.kind, e.detail) for e in w["store"].timeline(incident.id)]
+        run_id = post_alert(url, w.database)
+        incident = ended_incident(w.store, run_id, log=serve_log)
+        events = [(e.kind, e.detail) for e in w.store.timeline(incident.id)]
         assert incident.status == "resolved", events
-        assert pids_alive(w["idle"]) == set()
-        assert pids_alive(w["survivors"]) == w["survivors"]
+        assert pids_alive(w.idle) == set()
+        assert pids_alive(w.survivors) == w.survivors
     finally:
         for process in (receiver, serve):
             process.kill()

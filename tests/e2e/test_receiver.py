@@ -27,6 +27,7 @@ from remediate.receiver import create_app
 from tests.conftest import ROOT
 from tests.e2e.conftest import SENTRY_SECRET, TOKEN, LiveReceiver, runs_for
 from tests.support.ports import free_port
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 FIXTURES = ROOT / "tests" / "fixtures" / "alerts"
@@ -511,7 +512,7 @@ def test_openapi_documents_every_alert_route(live: Callable[..., LiveReceiver]) 
 
 def test_a_signed_link_in_the_approval_message_approves_once(
     live: Callable[..., LiveReceiver],
-    incident_world: dict[str, Any],
+    incident_world: IncidentWorld,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from remediate.engine import approval
@@ -529,8 +530,8 @@ def test_a_signed_link_in_the_approval_message_approves_once(
     r = live()
     monkeypatch.setenv("RECEIVER_PUBLIC_URL", f"http://127.0.0.1:{r.port}")
     try:
-        future = start(**w["params"])
-        run_id = paused_run(w["database"])
+        future = start(**w.params)
+        run_id = paused_run(w.database)
         deadline = time.monotonic() + 15  # messages are delivered in the background
         while not (
             asked := [
@@ -592,7 +593,7 @@ def test_a_signed_link_in_the_approval_message_approves_once(
         gone = post("decision=approve", f"/approvals/{expired}")
         assert gone.status_code == 403 and "expired" in gone.text
         assert post("decision=maybe").status_code == 422
-        assert pids_alive(w["idle"]) == w["idle"], "nothing acted before a valid answer"
+        assert pids_alive(w.idle) == w.idle, "nothing acted before a valid answer"
 
         taken = post("approver=mallory&decision=approve&note=from+slack")
         assert taken.status_code == 200, taken.text
@@ -600,10 +601,10 @@ def test_a_signed_link_in_the_approval_message_approves_once(
         outcome = future.result(timeout=60)
         assert outcome.status == "resolved"
         assert outcome.actions[0].approved_by == "alice"
-        assert pids_alive(w["idle"]) == set()
-        assert pids_alive(w["survivors"]) == w["survivors"]
+        assert pids_alive(w.idle) == set()
+        assert pids_alive(w.survivors) == w.survivors
         [answered] = [
-            e for e in w["store"].timeline(outcome.incident_id) if e.kind == "approval-answered"
+            e for e in w.store.timeline(outcome.incident_id) if e.kind == "approval-answered"
         ]
         assert answered.data["channel"] == "link" and answered.data["verified"] is False
 

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -22,8 +21,9 @@ from pydantic import SecretStr
 
 from remediate.store.database import Store
 from tests.conftest import PG_ADMIN_URL, ROOT, db_url
-from tests.e2e.conftest import kinds, paused_run_where
+from tests.e2e.conftest import Installed, kinds, paused_run_where
 from tests.e2e.test_serve import ended_incident, start_serve
+from tests.support.worlds import ParamsOnly
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -32,9 +32,9 @@ RUNBOOK = "disk-almost-full"
 
 
 @pytest.fixture(scope="module")
-def with_plugin(installed: dict[str, Path]) -> dict[str, Path]:
+def with_plugin(installed: Installed) -> Installed:
     """The installed product with the example runbook injected from its folder (`pipx inject`)."""
-    root = installed["bin"].parent
+    root = installed.bin.parent
     result = subprocess.run(
         [str(Path(sys.executable).with_name("pipx")), "inject", "remediate", str(PLUGIN)],
         env={**os.environ, "PIPX_HOME": str(root / "pipx"), "PIPX_BIN_DIR": str(root / "bin")},
@@ -77,18 +77,18 @@ def slot_exists(name: str) -> bool:
 
 
 def test_a_plugin_runbook_is_listed_served_swept_and_fixed_after_approval(
-    with_plugin: dict[str, Path],
+    with_plugin: Installed,
     full_slot: str,
     receiver_env: dict[str, str],
     env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    remediate = str(with_plugin["bin"] / "remediate")
+    remediate = str(with_plugin.bin / "remediate")
     away = {**os.environ, "PYTHONPATH": "", "APPROVERS": "alice"}
     listed = subprocess.run([remediate, "list"], capture_output=True, text=True, env=away)
     assert listed.returncode == 0 and RUNBOOK in listed.stdout, listed.stdout + listed.stderr
 
-    world: dict[str, Any] = {"params": {"usage_threshold": 0.99}}
+    world = ParamsOnly(params={"usage_threshold": 0.99})
     process, _, log = start_serve(
         world,
         tmp_path,

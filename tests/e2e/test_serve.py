@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from tests.conftest import ROOT
 from tests.e2e.conftest import TOKEN, kinds
 from tests.support.ports import free_port
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld, ParamsOnly, WithParams
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
 
 
-def write_routes(w: dict[str, Any], routes: Path) -> Path:
+def write_routes(w: WithParams, routes: Path) -> Path:
     """A routes file sending the world's alert to connection-pool-exhausted on its database."""
     routes.write_text(
         yaml.safe_dump(
@@ -38,7 +40,7 @@ def write_routes(w: dict[str, Any], routes: Path) -> Path:
                         "match": {"name": "PostgresqlTooManyConnections"},
                         "parameters": {
                             "database": "$labels.datname",
-                            "usage_threshold": w["params"]["usage_threshold"],
+                            "usage_threshold": w.params["usage_threshold"],
                             "idle_minutes": 0,
                         },
                     }
@@ -50,7 +52,7 @@ def write_routes(w: dict[str, Any], routes: Path) -> Path:
 
 
 def start_serve(
-    w: dict[str, Any],
+    w: WithParams,
     tmp_path: Path,
     *,
     auto_approve: bool,
@@ -102,13 +104,22 @@ def wait_healthz(url: str, *, gone: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class ServedWorld(IncidentWorld):
+    """The world, with `remediate serve` routing its alert."""
+
+    url: str  # the receiver's
+    process: subprocess.Popen[bytes]
+    log: Path  # its stdout and stderr
+
+
 @pytest.fixture
 def served(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
-) -> Iterator[dict[str, Any]]:
+    incident_world: IncidentWorld, receiver_env: dict[str, str], tmp_path: Path
+) -> Iterator[ServedWorld]:
     """`remediate serve` with a route for the world's alert and auto-approval of the fix."""
     process, url, log = start_serve(incident_world, tmp_path, auto_approve=True)
-    yield {**incident_world, "url": url, "process": process, "log": log}
+    yield ServedWorld(**vars(incident_world), url=url, process=process, log=log)
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -144,17 +155,17 @@ def ended_incident(store: Any, run_id: str, *, log: Path, timeout: float = 120) 
         time.sleep(0.3)
 
 
-def test_alert_to_verified_fix_through_remediate_serve(served: dict[str, Any]) -> None:
+def test_alert_to_verified_fix_through_remediate_serve(served: ServedWorld) -> None:
     w = served
     headers = {"Authorization": f"Bearer {TOKEN}"}
     started = time.monotonic()
     response = httpx.post(
-        f"{w['url']}/alerts/alertmanager", content=alert(w["database"]), headers=headers
+        f"{w.url}/alerts/alertmanager", content=alert(w.database), headers=headers
     )
     assert response.status_code == 202, response.text
     [run_id] = response.json()["flow_run_ids"]
 
-    store = w["store"]
+    store = w.store
     deadline = time.monotonic() + 120
     while True:
         incident = store.incident_for_flow_run(run_id)
@@ -167,22 +178,22 @@ def test_alert_to_verified_fix_through_remediate_serve(served: dict[str, Any]) -
     events = kinds(store, incident.id)
     assert {"acted", "verified", "resolved"} <= set(events)
     # The world: the idle sessions are gone, nothing else was touched.
-    assert pids_alive(w["idle"]) == set()
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.idle) == set()
+    assert pids_alive(w.survivors) == w.survivors
     print(f"alert to verified fix: {elapsed:.1f} s")
 
     resolved = httpx.post(
-        f"{w['url']}/alerts/alertmanager",
-        content=alert(w["database"], status="resolved"),
+        f"{w.url}/alerts/alertmanager",
+        content=alert(w.database, status="resolved"),
         headers=headers,
     )
     assert resolved.json()["resolved"] == 1
     assert kinds(store, incident.id).count("alert-resolved") == 1
 
-    process = w["process"]
+    process = w.process
     process.send_signal(signal.SIGINT)
     process.wait(timeout=60)
-    output = w["log"].read_text()
+    output = w.log.read_text()
     assert process.returncode == 0, output[-2000:]
     assert "remediate stopped" in output and "Traceback" not in output
 
@@ -268,7 +279,7 @@ def test_the_readme_demo_fixes_its_incident_through_a_signed_link(
 
 
 def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+    incident_world: IncidentWorld, receiver_env: dict[str, str], tmp_path: Path
 ) -> None:
     """A run the alert started in the service's own process, paused for an approval when Ctrl-C
     comes: the service exits at once, the run is marked Crashed, its incident stays open (for the
@@ -280,7 +291,7 @@ def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
     w = incident_world
     process, url, log = start_serve(w, tmp_path, auto_approve=False)
     try:
-        run_id = alert_until_paused(url, w["database"])
+        run_id = alert_until_paused(url, w.database)
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     finally:
@@ -290,13 +301,13 @@ def test_stopping_serve_while_a_run_waits_leaves_no_run_running(
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(run_id)).state
     assert state is not None and state.type.value == "CRASHED"
-    incident = w["store"].incident_for_flow_run(run_id)
+    incident = w.store.incident_for_flow_run(run_id)
     assert incident is not None and incident.closed_at is None
-    assert pids_alive(w["idle"]) == w["idle"]
+    assert pids_alive(w.idle) == w.idle
 
 
 def test_warm_workers_0_leaves_every_run_to_prefects_runner(
-    incident_world: dict[str, Any], receiver_env: dict[str, str], tmp_path: Path
+    incident_world: IncidentWorld, receiver_env: dict[str, str], tmp_path: Path
 ) -> None:
     """WARM_WORKERS=0: the alert's run is created Scheduled and Prefect's own runner executes it
     in a process of its own (no warm executor), to the same verified fix."""
@@ -307,10 +318,10 @@ def test_warm_workers_0_leaves_every_run_to_prefects_runner(
     w = incident_world
     process, url, log = start_serve(w, tmp_path, auto_approve=True, extra_env={"WARM_WORKERS": "0"})
     try:
-        run_id = post_alert(url, w["database"])
-        incident = ended_incident(w["store"], run_id, log=log)
-        assert incident.status == "resolved", kinds(w["store"], incident.id)
-        assert pids_alive(w["idle"]) == set()
+        run_id = post_alert(url, w.database)
+        incident = ended_incident(w.store, run_id, log=log)
+        assert incident.status == "resolved", kinds(w.store, incident.id)
+        assert pids_alive(w.idle) == set()
         with get_client(sync_client=True) as client:
             states = client.read_flow_run_states(UUID(run_id))
         # Created Scheduled for the runner to pick up (a warm run is created Pending, taken).
@@ -333,7 +344,7 @@ def test_serve_killed_during_a_burst_of_distinct_alerts_loses_none(
 
     from prefect.client.orchestration import get_client
 
-    healthy = {"params": {"usage_threshold": 0.99}}  # each database's run ends `healthy`
+    healthy = ParamsOnly(params={"usage_threshold": 0.99})  # each database's run ends `healthy`
     databases = [make_database() for _ in range(16)]
     headers = {"Authorization": f"Bearer {TOKEN}"}
     configured = {"SWEEP_DATABASES": ",".join(databases)}  # alerts name configured targets only
@@ -422,7 +433,7 @@ def test_the_health_sweep_schedule_fires_under_serve(
     )
 
     began = datetime.now(UTC)
-    healthy = {"params": {"usage_threshold": 0.99}}
+    healthy = ParamsOnly(params={"usage_threshold": 0.99})
     process, _, log = start_serve(
         healthy, tmp_path, auto_approve=False, extra_env={"SWEEP_INTERVAL_SECONDS": "20"}
     )

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,27 @@ from tests.e2e.conftest import (
 )
 from tests.support.httpcapture import CaptureServer
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CANARY = "store-password-canary-3e9a"
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
 
 
+@dataclass(frozen=True)
+class StoreDownWorld(IncidentWorld):
+    """The world, with its store in a container a test stops."""
+
+    container: Any  # the store's PostgreSQL server
+    url: str  # the store's URL
+    spool: Path  # where the runs keep their record while the store is down
+    slack: CaptureServer
+
+
 @pytest.fixture
 def store_down(
-    incident_world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[dict[str, Any]]:
+    incident_world: IncidentWorld, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[StoreDownWorld]:
     """The world's incident, with the store in a container and Slack listening."""
     engine = docker.DockerClient(base_url=DOCKER_HOST)
     container, url = postgres_container(
@@ -55,42 +67,44 @@ def store_down(
     monkeypatch.setenv("REMEDIATION_SPOOL_DIR", str(spool))
     monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{slack.url}/services/T0/B0/x")
     Store.open(SecretStr(url))  # the schema, while it is up
-    yield {**incident_world, "container": container, "url": url, "spool": spool, "slack": slack}
+    yield StoreDownWorld(
+        **vars(incident_world), container=container, url=url, spool=spool, slack=slack
+    )
     slack.close()
     container.remove(force=True)
     engine.close()
 
 
-def back_up(w: dict[str, Any]) -> Store:
-    w["container"].start()
-    wait_reachable(w["url"], w["container"])
-    return Store(SecretStr(w["url"]))
+def back_up(w: StoreDownWorld) -> Store:
+    w.container.start()
+    wait_reachable(w.url, w.container)
+    return Store(SecretStr(w.url))
 
 
-def remediate(w: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+def remediate(w: StoreDownWorld, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "REMEDIATION_DATABASE_URL": w["url"],
-        "REMEDIATION_SPOOL_DIR": str(w["spool"]),
+        "REMEDIATION_DATABASE_URL": w.url,
+        "REMEDIATION_SPOOL_DIR": str(w.spool),
     }
     return subprocess.run(
         [REMEDIATE, *args], env=env, capture_output=True, text=True, timeout=120, check=False
     )
 
 
-def spooled(w: dict[str, Any]) -> list[Path]:
-    return sorted(w["spool"].glob("*.jsonl"))
+def spooled(w: StoreDownWorld) -> list[Path]:
+    return sorted(w.spool.glob("*.jsonl"))
 
 
 def test_store_down_while_the_approval_waits_changes_nothing_and_keeps_the_record(
-    store_down: dict[str, Any],
+    store_down: StoreDownWorld,
 ) -> None:
     w = store_down
     from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
-    future = start(flow=connection_pool_exhausted, **w["params"], requested_by="fault-store-down")
+    future = start(flow=connection_pool_exhausted, **w.params, requested_by="fault-store-down")
     run_id = paused_run_where("requested_by", "fault-store-down")
-    w["container"].stop(timeout=10)
+    w.container.stop(timeout=10)
     answer(run_id, approve=True, approver="ana")
     outcome = future.result(timeout=120)
 
@@ -99,8 +113,8 @@ def test_store_down_while_the_approval_waits_changes_nothing_and_keeps_the_recor
     assert outcome.summary.startswith("not attempted: the incident store is unreachable")
     assert "nothing was changed" in outcome.summary
     assert not any(a.executed for a in outcome.actions)
-    assert pids_alive(w["idle"]) == w["idle"]
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.idle) == w.idle
+    assert pids_alive(w.survivors) == w.survivors
     # A person is told at once, store or not.
     assert any("ESCALATED" in t and "unreachable" in t for t in _texts(w)), _texts(w)
     # The record is on disk, private, and holds no secret.
@@ -124,20 +138,20 @@ def test_store_down_while_the_approval_waits_changes_nothing_and_keeps_the_recor
 
 
 def test_store_down_before_the_run_still_reports_the_incident_and_changes_nothing(
-    store_down: dict[str, Any],
+    store_down: StoreDownWorld,
 ) -> None:
     """An alert's run starts while the store is down: the incident is detected, declared and
     handed to a person; nothing is changed; the incident itself appears in the store later."""
     w = store_down
     from remediate.flows.connection_pool_exhausted import connection_pool_exhausted
 
-    w["container"].stop(timeout=10)
-    outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
+    w.container.stop(timeout=10)
+    outcome = connection_pool_exhausted(**w.params, auto_approve=True)
 
     assert outcome.status == "failed", outcome.summary
     assert "the incident store is unreachable" in outcome.summary
     assert not any(a.executed for a in outcome.actions)
-    assert pids_alive(w["idle"]) == w["idle"]
+    assert pids_alive(w.idle) == w.idle
     texts = _texts(w)
     assert texts[0].startswith("🚨 INCIDENT") and any("ESCALATED" in t for t in texts), texts
 
@@ -152,7 +166,7 @@ def test_store_down_before_the_run_still_reports_the_incident_and_changes_nothin
 
 
 def test_store_down_during_the_fix_finishes_it_and_writes_the_record_when_back(
-    store_down: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    store_down: StoreDownWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store dies after the lock was taken, as the sessions are terminated: the fix goes
     on, is verified and reported; the `acted` event and the rest wait on disk for the store."""
@@ -163,17 +177,17 @@ def test_store_down_during_the_fix_finishes_it_and_writes_the_record_when_back(
     real = postgres.terminate_idle_sessions
 
     def store_dies_then_terminate(*args: Any, **kwargs: Any) -> Any:
-        w["container"].stop(timeout=10)
+        w.container.stop(timeout=10)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(postgres, "terminate_idle_sessions", store_dies_then_terminate)
-    outcome = connection_pool_exhausted(**w["params"], auto_approve=True)
+    outcome = connection_pool_exhausted(**w.params, auto_approve=True)
 
     assert outcome.status == "resolved", outcome.summary
     assert outcome.verified
     assert "the incident store was unreachable" in outcome.summary
-    assert pids_alive(w["idle"]) == set()
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.idle) == set()
+    assert pids_alive(w.survivors) == w.survivors
     assert any(t.startswith("✅ INCIDENT RESOLVED") for t in _texts(w)), _texts(w)
     assert outcome.timeline_spooled > 0 and len(spooled(w)) == 1
 
@@ -191,12 +205,12 @@ def test_store_down_during_the_fix_finishes_it_and_writes_the_record_when_back(
     kinds = [e.kind for e in events]
     assert kinds.index("acted") < kinds.index("verified") < kinds.index("resolved")
     [acted] = [e for e in events if e.kind == "acted"]
-    assert len(acted.data["action"]["targets"]) == len(w["idle"])
+    assert len(acted.data["action"]["targets"]) == len(w.idle)
     assert [e.at for e in events] == sorted(e.at for e in events)  # the times they happened
 
 
-def _texts(w: dict[str, Any]) -> list[str]:
+def _texts(w: StoreDownWorld) -> list[str]:
     import time
 
     time.sleep(0.5)  # deliveries run on the notifier's threads
-    return [json.loads(r.body).get("text", "") for r in w["slack"].received]
+    return [json.loads(r.body).get("text", "") for r in w.slack.received]

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.e2e.test_cli import run_args
 from tests.support.sessions import pids_alive
+from tests.support.worlds import IncidentWorld
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 REMEDIATE = str(Path(sys.executable).with_name("remediate"))
@@ -69,21 +69,21 @@ class Terminal:
 
 @pytest.mark.parametrize(("answer", "code"), [("y", 0), ("n", 1)])
 def test_run_at_a_terminal_shows_the_plan_and_asks_y_n(
-    incident_world: dict[str, Any], answer: str, code: int
+    incident_world: IncidentWorld, answer: str, code: int
 ) -> None:
     w = incident_world
     term = Terminal(*run_args(w))
     shown = term.read_until("[y/N]")
     assert "terminate" in shown.lower() and "pid " in shown  # the plan, with its targets
-    assert pids_alive(w["idle"]) == w["idle"]  # nothing done before the answer
+    assert pids_alive(w.idle) == w.idle  # nothing done before the answer
     term.type(answer)
     assert term.wait() == code, term.seen[-3000:]
     expected = "resolved" if answer == "y" else "declined"
     assert f"connection-pool-exhausted: {expected}" in term.seen
-    assert pids_alive(w["idle"]) == (set() if answer == "y" else w["idle"])
-    assert pids_alive(w["survivors"]) == w["survivors"]
+    assert pids_alive(w.idle) == (set() if answer == "y" else w.idle)
+    assert pids_alive(w.survivors) == w.survivors
     incident_id = re.findall(r"incident ([0-9a-f-]{36})", term.seen)[-1]
-    (answered,) = [e for e in w["store"].timeline(incident_id) if e.kind == "approval-answered"]
+    (answered,) = [e for e in w.store.timeline(incident_id) if e.kind == "approval-answered"]
     assert answered.data["channel"] == "cli", answered
 
     # The same incident at the terminal: a table and a timeline, not raw lines.
