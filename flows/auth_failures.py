@@ -16,10 +16,15 @@ import time
 from datetime import UTC, datetime
 
 from remediate.domain.errors import ConfigError
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan
+from remediate.domain.models import Diagnosis, Finding, Plan
 from remediate.engine import targets
-from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
+from remediate.engine.actions import (
+    RestartsOneService,
+    recheck_restart,
+    restart_action,
+    wait_until_ok,
+)
+from remediate.engine.runbook import Detection, Escalate, RunbookParameters
 from remediate.store.database import Store
 from remediate.tasks import containers, http_probe
 from remediate.tasks.containers import AppConfig
@@ -136,7 +141,7 @@ def earlier_token_finding(
     )
 
 
-class AuthFailures(Runbook):
+class AuthFailures(RestartsOneService):
     """Seed 000: "Unauthorized" → which setting is wrong → restart after a fix (approval)."""
 
     id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
@@ -322,14 +327,6 @@ class AuthFailures(Runbook):
         return recheck_restart(
             plan, self.service, still_broken=lambda: not self.login("login-recheck").ok
         )
-
-    def act(self, plan: Plan) -> list[ActionResult]:
-        assert self.service is not None
-        return [
-            restart_planned(
-                plan.actions[0], self.service, stop_timeout=self.params.stop_timeout_seconds
-            )
-        ]
 
     def verify(self) -> list[Finding]:
         """The probe login succeeds."""

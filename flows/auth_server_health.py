@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 
 from remediate.domain.errors import ConfigError
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan
+from remediate.domain.models import Diagnosis, Finding, Plan
 from remediate.engine import targets
-from remediate.engine.actions import restart_action, restart_planned
-from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
+from remediate.engine.actions import RestartsOneService, restart_action
+from remediate.engine.runbook import Detection, Escalate, RunbookParameters
 from remediate.tasks import containers, http_probe
 from remediate.tasks.containers import ComposeService, ContainerInfo
 
@@ -54,7 +54,7 @@ def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resourc
     )
 
 
-class AuthServerHealth(Runbook):
+class AuthServerHealth(RestartsOneService):
     """Seed 002 §5: /health failing or slow, 503 on login → restart the app (approval)."""
 
     id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
@@ -159,13 +159,6 @@ class AuthServerHealth(Runbook):
             )
             return plan.model_copy(update={"actions": [emptied]})
         return plan
-
-    def act(self, plan: Plan) -> list[ActionResult]:
-        assert self.service is not None
-        action = plan.actions[0]
-        return [
-            restart_planned(action, self.service, stop_timeout=self.params.stop_timeout_seconds)
-        ]
 
     def verify(self) -> list[Finding]:
         """/health healthy under the latency limit several times in a row."""

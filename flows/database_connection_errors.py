@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan, PlannedAction
+from remediate.domain.models import Diagnosis, Finding, Plan, PlannedAction
 from remediate.engine import targets
-from remediate.engine.actions import restart_planned
-from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
+from remediate.engine.actions import RestartsOneService
+from remediate.engine.runbook import Detection, Escalate, RunbookParameters
 from remediate.tasks import containers, postgres
 from remediate.tasks.containers import ComposeService, ContainerInfo
 from remediate.tasks.postgres import PgTarget
@@ -103,7 +103,7 @@ def plan_restart(found: list[ContainerInfo], service: ComposeService, *, resourc
 # The runbook.
 
 
-class DatabaseConnectionErrors(Runbook):
+class DatabaseConnectionErrors(RestartsOneService):
     """Seed 000: "could not connect to server" → restart the database container (approval)."""
 
     id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
@@ -200,14 +200,6 @@ class DatabaseConnectionErrors(Runbook):
             }
         )
         return plan.model_copy(update={"actions": [narrowed]})
-
-    def act(self, plan: Plan) -> list[ActionResult]:
-        assert self.service is not None
-        return [
-            restart_planned(
-                plan.actions[0], self.service, stop_timeout=self.params.stop_timeout_seconds
-            )
-        ]
 
     def verify(self) -> list[Finding]:
         """A connection and a test query succeed; the migration state is readable when

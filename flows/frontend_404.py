@@ -17,10 +17,15 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from remediate.domain.errors import ConfigError
-from remediate.domain.models import ActionResult, Diagnosis, Finding, Plan
+from remediate.domain.models import Diagnosis, Finding, Plan
 from remediate.engine import targets
-from remediate.engine.actions import recheck_restart, restart_action, restart_planned, wait_until_ok
-from remediate.engine.runbook import Detection, Escalate, Runbook, RunbookParameters
+from remediate.engine.actions import (
+    RestartsOneService,
+    recheck_restart,
+    restart_action,
+    wait_until_ok,
+)
+from remediate.engine.runbook import Detection, Escalate, RunbookParameters
 from remediate.tasks import containers
 from remediate.tasks.containers import ComposeService
 from remediate.tasks.steps import task
@@ -85,7 +90,7 @@ def deep_links_finding(pages: list[Page]) -> Finding:
     )
 
 
-class Frontend404(Runbook):
+class Frontend404(RestartsOneService):
     """Seed 000: SPA deep links 404 → check dist/ and the fallback → restart after a redeploy."""
 
     id = RUNBOOK  # seed, severity, summary…: its line of the catalogue
@@ -193,14 +198,6 @@ class Frontend404(Runbook):
                 )
             ),
         )
-
-    def act(self, plan: Plan) -> list[ActionResult]:
-        assert self.service is not None
-        return [
-            restart_planned(
-                plan.actions[0], self.service, stop_timeout=self.params.stop_timeout_seconds
-            )
-        ]
 
     def verify(self) -> list[Finding]:
         """Every deep link answers 200 with the app shell."""

@@ -7,10 +7,12 @@ import time
 from collections.abc import Callable
 
 from remediate.domain.models import ActionResult, Finding, Plan, PlannedAction
+from remediate.engine.runbook import Runbook
 from remediate.tasks import containers
 from remediate.tasks.containers import ComposeService, ContainerInfo
 
 __all__ = [
+    "RestartsOneService",
     "narrowed_restarts",
     "recheck_restart",
     "restart_action",
@@ -98,3 +100,16 @@ def wait_until_ok(
         if finding.ok or time.monotonic() >= deadline:
             return finding
         time.sleep(interval)
+
+
+class RestartsOneService(Runbook):
+    """A runbook whose fix is restarting the containers of the one compose service its plan
+    names (`restart_action`): its phases set `service`; `act` restarts exactly the planned
+    containers, with the runbook's `stop_timeout_seconds`."""
+
+    service: ComposeService | None = None
+
+    def act(self, plan: Plan) -> list[ActionResult]:
+        assert self.service is not None
+        stop = int(getattr(self.params, "stop_timeout_seconds", 10))
+        return [restart_planned(plan.actions[0], self.service, stop_timeout=stop)]
