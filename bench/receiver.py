@@ -259,6 +259,27 @@ def delete_runs(deployment: UUID) -> None:
                 prefect.delete_flow_run(run.id)
 
 
+def storm_client(address: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=address,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        limits=httpx.Limits(max_connections=THREADS),
+        timeout=60,
+    )
+
+
+def post_until_taken(client: httpx.Client, content: bytes) -> int:
+    """Post an alert, retrying a 503 as Alertmanager would; how many retries it took."""
+    for retried in range(50):
+        answer = client.post("/alerts/alertmanager", content=content)
+        if answer.status_code == 202:
+            assert answer.json()["accepted"] == 1, answer.text
+            return retried
+        assert answer.status_code == 503, answer.text
+        time.sleep(0.2)
+    raise AssertionError("an alert refused 50 times")
+
+
 def runs_storm(args: argparse.Namespace, home: str) -> dict[str, Any]:
     """`--distinct` alerts for as many databases at once (every one a new incident), through one
     receiver and through two (alternating), against bare `create_flow_run_from_deployment` calls
@@ -277,15 +298,7 @@ def runs_storm(args: argparse.Namespace, home: str) -> dict[str, Any]:
     ports = [free_port(), free_port()]
     started = [receiver_process(home, port, f"receiver-{i}") for i, port in enumerate(ports)]
     addresses = [f"http://127.0.0.1:{port}" for port in ports]
-    clients = [
-        httpx.Client(
-            base_url=address,
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            limits=httpx.Limits(max_connections=THREADS),
-            timeout=60,
-        )
-        for address in addresses
-    ]
+    clients = [storm_client(address) for address in addresses]
     results: dict[str, Any] = {"retried": 0}
     lock = threading.Lock()
 
@@ -305,17 +318,9 @@ def runs_storm(args: argparse.Namespace, home: str) -> dict[str, Any]:
         databases = [f"bench_s{tag}_{i}" for i in range(args.distinct)]
 
         def post(i: int) -> None:
-            client = chosen[i % len(chosen)]
-            for _ in range(50):
-                answer = client.post("/alerts/alertmanager", content=alert(databases[i]))
-                if answer.status_code == 202:
-                    assert answer.json()["accepted"] == 1, answer.text
-                    return
-                assert answer.status_code == 503, answer.text
-                with lock:
-                    results["retried"] += 1
-                time.sleep(0.2)
-            raise AssertionError(f"alert {i} refused 50 times")
+            retried = post_until_taken(chosen[i % len(chosen)], alert(databases[i]))
+            with lock:
+                results["retried"] += retried
 
         results[label] = rate(args.distinct, post)
         created = runs_of(deployment)
@@ -381,26 +386,37 @@ def bare_fix(r: redis.Redis, prefix: str, window: int) -> float:
     return time.perf_counter() - started
 
 
+def rate_limiter_routes(home: Path, prefix: str) -> Path:
+    """A routes file sending the stuck-bucket alert to rate-limiter on this run's keys."""
+    routes = home / "routes.yaml"
+    rule = {
+        "runbook": "rate-limiter",
+        "match": {"name": "RedisRateLimitStuck"},
+        "parameters": {"key_pattern": f"{prefix}ratelimit:*", "window_seconds": 60},
+    }
+    routes.write_text(json.dumps({"routes": [rule]}))
+    return routes
+
+
+def closed_incident(store: Any, run_id: str, *, what: str, log: Path) -> Any:
+    """The incident of `run_id` once its run closed it (exits after 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        incident = store.incident_for_flow_run(run_id)
+        if incident is not None and incident.closed_at is not None:
+            return incident
+        if time.monotonic() > deadline:
+            sys.exit(f"{what}: no verified fix in 120 s; see {log}")
+        time.sleep(0.01)
+
+
 def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[float], list[float]]:
     """rate-limiter, auto-approved, through `remediate serve`: alert to verified fix."""
     from pydantic import SecretStr
 
     from remediate.store.database import Store
 
-    routes = Path(home) / "routes.yaml"
-    routes.write_text(
-        json.dumps(
-            {
-                "routes": [
-                    {
-                        "runbook": "rate-limiter",
-                        "match": {"name": "RedisRateLimitStuck"},
-                        "parameters": {"key_pattern": f"{prefix}ratelimit:*", "window_seconds": 60},
-                    }
-                ]
-            }
-        )
-    )
+    routes = rate_limiter_routes(Path(home), prefix)
     env = {
         **os.environ,
         "ALERT_ROUTES_FILE": str(routes),
@@ -433,14 +449,7 @@ def latency(args: argparse.Namespace, home: str, prefix: str) -> tuple[list[floa
                 f"{address}/alerts/alertmanager", content=json.dumps(body), headers=headers
             ).json()
             [run_id] = answer["flow_run_ids"]
-            deadline = time.monotonic() + 120
-            while True:
-                incident = store.incident_for_flow_run(run_id)
-                if incident is not None and incident.closed_at is not None:
-                    break
-                if time.monotonic() > deadline:
-                    sys.exit(f"round {round_}: no verified fix in 120 s; see {log}")
-                time.sleep(0.01)
+            incident = closed_incident(store, run_id, what=f"round {round_}", log=log)
             flow_times.append(time.perf_counter() - started)
             assert incident.status == "resolved", incident.status
             if args.workers:
