@@ -53,8 +53,14 @@ def send_test_message(
     try:
         # As the template sends: SMTP_TLS (STARTTLS) wins over SMTP_SSL (implicit TLS).
         implicit = use_ssl and not use_tls
-        smtp_class = smtplib.SMTP_SSL if implicit else smtplib.SMTP
-        with smtp_class(host, port, timeout=timeout) as smtp:
+        # Implicit TLS checks the server's certificate as STARTTLS does (smtplib's SMTP_SSL
+        # accepts any certificate without a context).
+        smtp: smtplib.SMTP = (
+            smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
+            if implicit
+            else smtplib.SMTP(host, port, timeout=timeout)
+        )
+        with smtp:
             step = "EHLO"
             smtp.ehlo()
             if use_tls:

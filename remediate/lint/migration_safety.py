@@ -59,8 +59,8 @@ def _is_empty(function: ast.FunctionDef) -> bool:
     return all(isinstance(node, ast.Pass) for node in body)
 
 
-def assigned(tree: ast.Module, name: str) -> object:
-    """The literal value of a module-level `name = …` (`...` when absent or not a literal)."""
+def _assignment(tree: ast.Module, name: str) -> ast.expr | None:
+    """The value of the module-level `name = …` (None when the module does not assign it)."""
     for node in tree.body:
         if isinstance(node, ast.Assign):
             targets: list[ast.expr] = node.targets
@@ -69,11 +69,24 @@ def assigned(tree: ast.Module, name: str) -> object:
         else:
             continue
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            try:
-                return ast.literal_eval(node.value)  # type: ignore[arg-type]
-            except ValueError:
-                return ...
-    return ...
+            return node.value
+    return None
+
+
+def assigned(tree: ast.Module, name: str) -> object:
+    """The literal value of a module-level `name = …` (`...` when absent or not a literal)."""
+    value = _assignment(tree, name)
+    if value is None:
+        return ...
+    try:
+        return ast.literal_eval(value)
+    except ValueError:
+        return ...
+
+
+def assigns(tree: ast.Module, name: str) -> bool:
+    """Whether the module assigns `name` at its top level (a literal or not)."""
+    return _assignment(tree, name) is not None
 
 
 def existing_before(folder: Path) -> dict[Path, set[str]]:
