@@ -651,9 +651,15 @@ def _smtp(settings: Settings) -> str:
     host, port = settings.smtp_host or "", settings.smtp_port or 587
     implicit = settings.smtp_ssl and not settings.smtp_tls  # as the FastAPI template sends
     step, setting, done = "connect", "SMTP_HOST", []
-    smtp = (smtplib.SMTP_SSL if implicit else smtplib.SMTP)(timeout=TIMEOUT)
+    smtp: smtplib.SMTP | None = None
     try:
-        smtp.connect(host, port)
+        # Implicit TLS verifies the server's certificate as STARTTLS does (smtplib's SMTP_SSL
+        # accepts any certificate without a context, and the login would follow).
+        smtp = (
+            smtplib.SMTP_SSL(host, port, timeout=TIMEOUT, context=ssl.create_default_context())
+            if implicit
+            else smtplib.SMTP(host, port, timeout=TIMEOUT)
+        )
         step = "EHLO"
         smtp.ehlo()
         done.append("EHLO")
@@ -681,8 +687,9 @@ def _smtp(settings: Settings) -> str:
             setting=setting,
         ) from None
     finally:
-        with suppress(smtplib.SMTPException, OSError):
-            smtp.quit()
+        if smtp is not None:
+            with suppress(smtplib.SMTPException, OSError):
+                smtp.quit()
     sender = "" if settings.emails_from_email else "; EMAILS_FROM_EMAIL is not set"
     tls = " (implicit TLS)" if implicit else ""
     return f"{host}:{port}{tls}: {', '.join(done)} ok; no mail sent{sender}"

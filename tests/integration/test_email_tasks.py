@@ -772,3 +772,29 @@ def test_remove_bounce_unreachable_raises_the_connect_error(
         email.remove_bounce.fn(url, key=key(), email="amy@school.test")
 
     assert_no_secret(logs, capsys, raised.value, repr(raised.value))
+
+
+def test_doctor_over_implicit_tls_checks_the_certificate_too(
+    smtp_server: Any, pki: Pki, distrust: None
+) -> None:
+    """`remediate doctor`'s SMTP line (SMTP_SSL on, SMTP_TLS off) refuses an untrusted
+    certificate before any login, as the runbook's own probe does."""
+    from remediate.app import doctor
+    from remediate.domain.settings import Settings
+
+    mailbox = Mailbox()
+    port = smtp_server(mailbox, ssl_context=pki.server_context())
+    settings = Settings(
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_ssl=True,
+        smtp_tls=False,
+        smtp_user=SMTP_USER,
+        smtp_password=SecretStr(SMTP_PASSWORD),
+    )
+
+    with pytest.raises(doctor.Broken) as broken:
+        doctor._smtp(settings)
+
+    assert "SSLCertVerificationError" in str(broken.value)
+    assert mailbox.logins == [] and mailbox.messages == []
